@@ -1,0 +1,60 @@
+"""The `mapsync` command line: parses arguments and hands each command to its module in `engine/commands/`.
+
+Every command module exposes ``add_parser(subparsers)`` and ``run(args) -> int``. Exit codes: 0 ok,
+1 findings (invalid mapping, failed test, dead letters), 2 usage or configuration error. Errors a user
+can cause arrive here as ``MapsyncError`` and are printed as one message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from dsl.errors import MapsyncError
+
+# The order here is the order `mapsync --help` lists them in.
+COMMANDS: tuple[str, ...] = (
+    "validate",
+    "fmt",
+)
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's default exits 2 too; keep one style of message
+        self.print_usage(sys.stderr)
+        print(f"mapsync: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mapsync", description="Declarative sync between Dynamics 365 and Adobe Campaign.")
+    parser.add_argument("--config", default="mapsync.yaml", help="configuration file (default: ./mapsync.yaml)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    subparsers.required = True
+    for name in COMMANDS:
+        module = importlib.import_module(f"engine.commands.{name}")
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except MapsyncError as exc:
+        from engine.errors import ConfigError
+
+        print(f"mapsync: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FINDINGS
+    except KeyboardInterrupt:
+        print("mapsync: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

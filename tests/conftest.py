@@ -1,0 +1,19 @@
+"""Shared fixtures. Tests run against the real code and the in-process emulators; nothing of ours is mocked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+settings.load_profile("ci" if __import__("os").environ.get("CI") else "default")
+
+
+@pytest.fixture(scope="session")
+def project_root() -> Path:
+    return ROOT
