@@ -67,7 +67,7 @@ def _span() -> Span:
 
 # ---------------------------------------------------------------------------------------------- expressions
 
-LiteralValue: TypeAlias = str | int | float | bool | None | dt.date | dt.datetime
+LiteralValue: TypeAlias = str | int | float | bool | dt.date | dt.datetime | None
 LiteralKind: TypeAlias = Lit["text", "int", "number", "bool", "null", "date", "datetime"]
 
 
