@@ -1,14 +1,27 @@
 """Typed settings of one environment (`mapsync.yaml`): what connectors, auth and the state store are given.
 
-The loader (``load_config``) checks the file against ``schemas/config.schema.json`` and resolves
-``${ENV_VAR}`` secret references; it is built on top of these types. Secrets are held in ``Secret``,
-whose repr and str never show the value.
+``load_config`` reads the file, checks it against ``schemas/config.schema.json`` (every problem at once,
+each named by its key path), resolves ``${ENV_VAR}`` references (every missing variable at once), resolves
+relative paths against the config file's folder and refuses paths that climb out of it. Secrets are held
+in ``Secret``, whose repr and str never show the value; no message built here ever contains one.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
+import os
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import yaml
+
+from engine.errors import ConfigError
 
 __all__ = [
     "CampaignSettings",
@@ -16,9 +29,15 @@ __all__ = [
     "D365Settings",
     "Environment",
     "EventsSettings",
-    "ServiceLimits",
     "Secret",
+    "ServiceLimits",
+    "load_config",
 ]
+
+CONFIG_VERSION = 1
+_SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.json"
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_WHOLE_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
 
 class Secret:
@@ -105,8 +124,10 @@ class Environment:
     d365: D365Settings | None
     campaign: CampaignSettings | None
     events: EventsSettings | None
-    state_url: str  # sqlite:///path/to/file.sqlite or postgresql://...
+    state_url: str  # sqlite:////abs/path/file.sqlite or postgresql://user@host/db (never holds a password)
     ca_file: Path | None = None  # extra CA bundle to trust (the emulator's test CA)
+    # The state URL's password, lifted out of the URL so the URL can be printed; give it to open_store.
+    state_password: Secret | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,3 +135,338 @@ class Config:
     path: Path
     mappings: Path
     environments: dict[str, Environment]
+
+    def environment(self, name: str) -> Environment:
+        """The environment called ``name``; an unknown name is a ``ConfigError`` listing the known ones."""
+        try:
+            return self.environments[name]
+        except KeyError:
+            known = ", ".join(sorted(self.environments)) or "(none)"
+            raise ConfigError(
+                f"{self.path}: no environment {name!r}; known environments: {known}", setting="environments"
+            ) from None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_config(path: Path, *, environ: Mapping[str, str] = os.environ) -> Config:
+    """Read ``mapsync.yaml`` at ``path`` into a ``Config``; any problem a user can fix is a ``ConfigError``."""
+    path = Path(path)
+    raw = _read_yaml(path)
+    problems = _schema_problems(raw)
+    if problems:
+        raise _problems_error(path, problems)
+    resolved = _resolve_references(path, raw, environ)
+    # A ${VAR} may have stood in for a URL: check the values the variables brought in against the schema too.
+    problems = _schema_problems(resolved)
+    if problems:
+        raise _problems_error(path, problems)
+    return _build(path, raw, resolved, environ)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such configuration file. Write one (see the operations guide), or for a local try "
+            f"against the emulators run `mapsync emulate --write-config {path.name}`."
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a configuration file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: no arbitrary objects
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        # problem/context only: str(exc) would quote the file's text, which may hold a secret.
+        what = "; ".join(part for part in (exc.context, exc.problem) if part)
+        raise ConfigError(f"{where}: invalid YAML: {what}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {type(exc).__name__}") from None
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys: PyYAML would silently keep the last one."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                "while reading a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+# --- schema -----------------------------------------------------------------------------------------------
+
+
+@cache
+def _validator() -> Any:
+    import jsonschema  # imported here: only loading a config needs it
+
+    schema = json.loads(_SCHEMA_PATH.read_text(encoding="utf-8"))
+    return jsonschema.Draft202012Validator(schema)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class _Problem:
+    setting: str  # key path, e.g. environments.stage.d365.url ("" for the top level)
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.setting or '(top level)'}: {self.message}"
+
+
+def _dotted(parts: Iterator[Any] | list[Any] | tuple[Any, ...]) -> str:
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _schema_problems(doc: Any) -> list[_Problem]:
+    if doc is None:
+        return [_Problem("", "the file is empty; it needs at least `version: 1` and `environments:`")]
+    problems = {_describe(error) for error in _validator().iter_errors(doc)}
+    return sorted(problems)
+
+
+def _describe(error: Any) -> _Problem:
+    """Turn one jsonschema error into a message naming the key path, never echoing a secret."""
+    where = list(error.absolute_path)
+    setting = _dotted(where)
+    schema, kind, value = error.schema, error.validator, error.instance
+    secret = isinstance(schema, dict) and schema.get("x-secret", False)
+    if kind == "required":
+        missing = [k for k in error.validator_value if isinstance(value, dict) and k not in value]
+        name = next((k for k in missing if repr(k) in error.message), missing[0] if missing else "?")
+        return _Problem(setting, f"missing required key {name!r}")
+    if kind == "additionalProperties":
+        known = sorted(schema.get("properties", {}))
+        extra = sorted(str(k) for k in value if k not in schema.get("properties", {}))
+        key = extra[0] if extra else "?"
+        hint = difflib.get_close_matches(key, known, n=1)
+        also = f" (did you mean {hint[0]!r}?)" if hint else f" (expected one of: {', '.join(known)})"
+        return _Problem(_dotted([*where, key]), f"unknown key{also}")
+    if kind == "minProperties" and setting == "environments":
+        return _Problem(setting, "define at least one environment (e.g. `stage:`)")
+    if kind == "type":
+        expected = error.validator_value
+        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        got = "nothing" if value is None else _yaml_type(value)
+        return _Problem(setting, f"expected {_article(expected)}, got {got}")
+    if kind == "minLength":
+        return _Problem(setting, "must not be empty")
+    if secret:
+        return _Problem(setting, "is not a valid secret value")
+    if isinstance(schema, dict) and "x-message" in schema:
+        return _Problem(setting, f"{_show(value)} {schema['x-message']}")
+    if kind in {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minItems"}:
+        return _Problem(setting, error.message)
+    return _Problem(setting, f"{_show(value)} is not allowed here ({kind})")
+
+
+def _article(word: str) -> str:
+    return {"object": "a mapping", "array": "a list", "integer": "an integer"}.get(word, f"a {word}")
+
+
+def _yaml_type(value: Any) -> str:
+    names = {dict: "a mapping", list: "a list", str: "text", bool: "true/false", int: "a number", float: "a number"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _show(value: Any) -> str:
+    """A value for a message: URLs lose their password, long values are cut."""
+    if isinstance(value, str):
+        value = _redact_url(value)
+        return repr(value if len(value) <= 120 else value[:117] + "...")
+    return repr(value)
+
+
+def _redact_url(text: str) -> str:
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return text
+    if parts.password is None:
+        return text
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+
+
+def _problems_error(path: Path, problems: list[_Problem]) -> ConfigError:
+    if len(problems) == 1:
+        message = f"{path}: {problems[0]}"
+    else:
+        lines = "\n".join(f"  {p}" for p in problems)
+        message = f"{path}: {len(problems)} problems:\n{lines}"
+    return ConfigError(message, setting=problems[0].setting or None)
+
+
+# --- ${ENV} references --------------------------------------------------------------------------------------
+
+
+def _resolve_references(path: Path, raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """A copy of ``raw`` with every ``${VAR}`` replaced; all unset (or empty) variables reported at once."""
+    missing: list[tuple[str, str]] = []
+
+    def walk(node: Any, where: list[Any]) -> Any:
+        if isinstance(node, dict):
+            return {k: walk(v, [*where, k]) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v, [*where, i]) for i, v in enumerate(node)]
+        if isinstance(node, str):
+            for name in _ENV_REF.findall(node):
+                if not environ.get(name):
+                    missing.append((name, _dotted(where)))
+            return _ENV_REF.sub(lambda m: environ.get(m.group(1), ""), node)
+        return node
+
+    resolved = walk(raw, [])
+    if missing:
+        listed = ", ".join(f"{name} (for {setting})" for name, setting in missing)
+        noun = "secret" if len(missing) == 1 else "secrets"
+        raise ConfigError(
+            f"{path}: missing {noun}: {listed}. Set these environment variables (unset and empty both count as "
+            "missing).",
+            setting=missing[0][1],
+        )
+    return resolved
+
+
+def _secret(raw: str, resolved: str) -> Secret:
+    whole = _WHOLE_REF.match(raw)
+    # The source is shown in reprs, so it may only ever be the variable's name, never literal text.
+    return Secret(resolved, f"${{{whole.group(1)}}}" if whole else "")
+
+
+# --- building the typed settings ---------------------------------------------------------------------------
+
+
+def _build(path: Path, raw: dict[str, Any], doc: dict[str, Any], environ: Mapping[str, str]) -> Config:
+    root = Path(os.path.abspath(path)).parent
+    problems: list[_Problem] = []
+    mappings = _inside(root, doc.get("mappings", "mappings"), "mappings", problems)
+    environments: dict[str, Environment] = {}
+    for name, env in doc["environments"].items():
+        raw_env = raw["environments"][name]
+        where = f"environments.{name}"
+        ca_file = None
+        if "ca_file" in env:
+            ca_file = _inside(root, env["ca_file"], f"{where}.ca_file", problems)
+            if ca_file is not None and not ca_file.is_file():
+                problems.append(_Problem(f"{where}.ca_file", f"{str(ca_file)!r} does not exist"))
+        state_raw = raw_env.get("state", f"sqlite:///.mapsync/{name}.sqlite")
+        state_url, state_password = _state_url(root, state_raw, environ, where, problems)
+        environments[name] = Environment(
+            name=name,
+            d365=_d365(env["d365"], raw_env["d365"]) if "d365" in env else None,
+            campaign=_campaign(env["campaign"], raw_env["campaign"]) if "campaign" in env else None,
+            events=_events(env["events"]) if "events" in env else None,
+            state_url=state_url,
+            ca_file=ca_file,
+            state_password=state_password,
+        )
+    if problems:
+        raise _problems_error(path, sorted(problems))
+    return Config(path=Path(os.path.abspath(path)), mappings=mappings or root, environments=environments)
+
+
+def _inside(root: Path, value: str, setting: str, problems: list[_Problem]) -> Path | None:
+    """``value`` as an absolute path; a relative one must not climb out of the project folder."""
+    given = Path(value)
+    if given.is_absolute():
+        return Path(os.path.normpath(given))
+    # Lexical check (normpath, not resolve): a symlink the user made on purpose is theirs to keep.
+    candidate = Path(os.path.normpath(root / given))
+    if not candidate.is_relative_to(root):
+        problems.append(
+            _Problem(
+                setting,
+                f"{value!r} points outside the project folder {str(root)!r}; keep it inside, or give an "
+                "absolute path if that is really meant",
+            )
+        )
+        return None
+    return candidate
+
+
+def _state_url(
+    root: Path, raw: str, environ: Mapping[str, str], where: str, problems: list[_Problem]
+) -> tuple[str, Secret | None]:
+    def sub(text: str) -> str:
+        return _ENV_REF.sub(lambda m: environ.get(m.group(1), ""), text)
+
+    setting = f"{where}.state"
+    resolved = sub(raw)
+    if resolved.startswith("sqlite:///"):
+        rest = resolved[len("sqlite:///") :]
+        if rest == ":memory:":
+            return resolved, None
+        file = _inside(root, rest, setting, problems)
+        return (f"sqlite:///{file}" if file else resolved), None
+    # postgresql: split before substituting (a variable's value may hold '@' or '/'), and lift the password
+    # out so the URL itself can be shown anywhere.
+    parts = urlsplit(raw)
+    if "@" not in parts.netloc:
+        return resolved, None
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user, _, raw_password = userinfo.partition(":")
+    url = urlunsplit(parts._replace(netloc=f"{sub(user)}@{sub(host)}", path=sub(parts.path), query=sub(parts.query)))
+    if not raw_password:
+        return url, None
+    # Typed into the URL, a password is percent-encoded; brought in by a variable it is taken as it is.
+    value = sub(raw_password) if _ENV_REF.search(raw_password) else unquote(raw_password)
+    return url, _secret(raw_password, value)
+
+
+def _limits(doc: Mapping[str, Any] | None) -> ServiceLimits:
+    return ServiceLimits(**doc) if doc else ServiceLimits()
+
+
+def _d365(doc: dict[str, Any], raw: dict[str, Any]) -> D365Settings:
+    extra = {k: doc[k] for k in ("authority_host", "api_version") if k in doc}
+    return D365Settings(
+        url=doc["url"].rstrip("/"),
+        tenant_id=doc["tenant_id"],
+        client_id=doc["client_id"],
+        client_secret=_secret(raw["client_secret"], doc["client_secret"]),
+        limits=_limits(doc.get("limits")),
+        **extra,
+    )
+
+
+def _campaign(doc: dict[str, Any], raw: dict[str, Any]) -> CampaignSettings:
+    extra: dict[str, Any] = {k: doc[k] for k in ("ims_url", "base_url") if k in doc}
+    if "scopes" in doc:
+        extra["scopes"] = tuple(doc["scopes"])
+    return CampaignSettings(
+        organization=doc["organization"],
+        client_id=doc["client_id"],
+        client_secret=_secret(raw["client_secret"], doc["client_secret"]),
+        limits=_limits(doc.get("limits")),
+        **extra,
+    )
+
+
+def _events(doc: dict[str, Any]) -> EventsSettings:
+    extra = {"page_size": doc["page_size"]} if "page_size" in doc else {}
+    return EventsSettings(journal_url=doc["journal_url"], limits=_limits(doc.get("limits")), **extra)
