@@ -18,6 +18,7 @@ import enum
 __all__ = [
     "SNAPSHOT_TYPES",
     "ValueType",
+    "arithmetic",
     "assignable",
     "common_type",
     "comparable",
@@ -37,6 +38,7 @@ class ValueType(enum.Enum):
     LIST = "list"  # multi-select choices, split() results
     RECORD = "record"  # an object field: Campaign location, event payload parts
     REFERENCE = "reference"  # a lookup / link to another record
+    DURATION = "duration"  # days(n): added to or subtracted from dates and datetimes
     ANY = "any"  # unknown at check time (e.g. a function whose result depends on data)
     NULL = "null"  # the literal null
 
@@ -130,6 +132,37 @@ def common_type(a: ValueType, b: ValueType) -> ValueType:
     return ValueType.ANY
 
 
+_D, _DT, _DUR = ValueType.DATE, ValueType.DATETIME, ValueType.DURATION
+_ARITHMETIC: dict[tuple[str, ValueType, ValueType], ValueType] = {
+    **{(op, _N, _N): _N for op in "+-*/"},
+    ("+", _D, _DUR): _D,
+    ("-", _D, _DUR): _D,
+    ("+", _DUR, _D): _D,
+    ("+", _DT, _DUR): _DT,
+    ("-", _DT, _DUR): _DT,
+    ("+", _DUR, _DT): _DT,
+    ("-", _D, _D): _DUR,
+    ("-", _DT, _DT): _DUR,
+    ("+", _DUR, _DUR): _DUR,
+    ("-", _DUR, _DUR): _DUR,
+    ("*", _DUR, _N): _DUR,
+    ("*", _N, _DUR): _DUR,
+    ("/", _DUR, _N): _DUR,
+}
+
+
+def arithmetic(op: str, left: ValueType, right: ValueType) -> ValueType | None:
+    """The result type of ``left op right`` for ``+ - * /``, or None when the operands do not fit.
+
+    Choices count as numbers; ``null`` or ``any`` on either side gives ``any`` (checked at run time).
+    """
+    if ValueType.NULL in (left, right) or ValueType.ANY in (left, right):
+        return ValueType.ANY
+    left = _N if left is _C else left
+    right = _N if right is _C else right
+    return _ARITHMETIC.get((op, left, right))
+
+
 def type_of(value: object) -> ValueType:
     """The logical type of a run-time value (literals, test inputs). ``bool`` is checked before ``int``."""
     if value is None:
@@ -145,6 +178,8 @@ def type_of(value: object) -> ValueType:
         return ValueType.DATETIME
     if isinstance(value, dt.date):
         return ValueType.DATE
+    if isinstance(value, dt.timedelta):
+        return ValueType.DURATION
     if isinstance(value, list | tuple):
         return ValueType.LIST
     if isinstance(value, dict):

@@ -278,3 +278,55 @@ def test_any_valid_document_round_trips_through_dump_and_render(doc: dict) -> No
     assert dump_table(table) == doc
     assert json.loads(render_table(table)) == doc
     assert parse_table(json.loads(render_table(table))) == table
+
+
+# ------------------------------------------------------------------------------------- logical value types
+
+
+def test_every_snapshot_type_has_a_logical_type() -> None:
+    from dsl.types import SNAPSHOT_TYPES
+
+    schema = json.loads(SNAPSHOT_SCHEMA_PATH.read_text())
+    assert set(schema["$defs"]["field"]["properties"]["type"]["enum"]) == set(SNAPSHOT_TYPES)
+
+
+def test_assignable_and_comparable() -> None:
+    from dsl.types import assignable, comparable
+
+    v = ValueType
+    assert assignable(v.GUID, v.TEXT) and not assignable(v.TEXT, v.GUID)
+    assert assignable(v.CHOICE, v.NUMBER) and assignable(v.NUMBER, v.CHOICE)
+    assert not assignable(v.NUMBER, v.TEXT) and not assignable(v.BOOLEAN, v.TEXT)
+    assert assignable(v.DATE, v.DATETIME) and not assignable(v.DATETIME, v.DATE)
+    assert assignable(v.NULL, v.RECORD) and assignable(v.ANY, v.DATE) and assignable(v.TEXT, v.ANY)
+    assert assignable(v.REFERENCE, v.REFERENCE) and assignable(v.GUID, v.REFERENCE)
+    assert not assignable(v.LIST, v.TEXT) and not assignable(v.DURATION, v.NUMBER)
+    assert comparable(v.CHOICE, v.NUMBER) and comparable(v.GUID, v.TEXT) and comparable(v.DATE, v.DATETIME)
+    assert comparable(v.NULL, v.BOOLEAN) and comparable(v.ANY, v.LIST)
+    assert not comparable(v.NUMBER, v.TEXT) and not comparable(v.BOOLEAN, v.NUMBER)
+
+
+def test_common_type_and_arithmetic() -> None:
+    from dsl.types import arithmetic, common_type
+
+    v = ValueType
+    assert common_type(v.NULL, v.TEXT) is v.TEXT and common_type(v.CHOICE, v.NUMBER) is v.NUMBER
+    assert common_type(v.DATE, v.DATETIME) is v.DATETIME and common_type(v.TEXT, v.NUMBER) is v.ANY
+    assert arithmetic("+", v.NUMBER, v.CHOICE) is v.NUMBER
+    assert arithmetic("+", v.DATE, v.DURATION) is v.DATE and arithmetic("-", v.DATETIME, v.DATETIME) is v.DURATION
+    assert arithmetic("+", v.TEXT, v.TEXT) is None and arithmetic("*", v.DATE, v.NUMBER) is None
+    assert arithmetic("-", v.NULL, v.NUMBER) is v.ANY
+
+
+def test_type_of_runtime_values() -> None:
+    import datetime as dt
+    from decimal import Decimal
+
+    from dsl.types import type_of
+
+    cases = {None: ValueType.NULL, True: ValueType.BOOLEAN, 3: ValueType.NUMBER, Decimal("1.5"): ValueType.NUMBER,
+             "x": ValueType.TEXT, dt.date(2024, 1, 1): ValueType.DATE,
+             dt.datetime(2024, 1, 1): ValueType.DATETIME, dt.timedelta(1): ValueType.DURATION}
+    for value, expected in cases.items():
+        assert type_of(value) is expected
+    assert type_of([1]) is ValueType.LIST and type_of({"a": 1}) is ValueType.RECORD and type_of(object()) is ValueType.ANY
