@@ -410,10 +410,11 @@ def number(x: Any) -> int | float | decimal.Decimal | None:
     if t is str:
         s = x.strip()
         if "_" not in s:  # int() and float() accept "1_000"; a data value with _ is not a number
-            try:
-                return int(s)
-            except ValueError:
-                pass
+            if "." not in s and "e" not in s and "E" not in s:  # skip a costly failed int() on decimals
+                try:
+                    return int(s)
+                except ValueError:
+                    pass
             try:
                 f = float(s)
             except ValueError:
@@ -750,12 +751,12 @@ def to_wire(system: str, value_type: ValueType, value: Any) -> Any:
     if value is None:
         return None
     if value_type is _DT:
-        moment = datetime(value)
-        assert moment is not None
-        plain = moment.replace(tzinfo=None)
+        moment = value if type(value) is dt.datetime and value.tzinfo is UTC else datetime(value)
+        plain = moment.replace(tzinfo=None)  # type: ignore[union-attr]
+        # isoformat(timespec=...) truncates (never rounds) and runs in C: ~10x faster than strftime.
         if system == "d365":
-            return plain.replace(microsecond=0).isoformat() + "Z"
-        return f"{plain:%Y-%m-%d %H:%M:%S}.{plain.microsecond // 1000:03d}Z"
+            return plain.isoformat(timespec="seconds") + "Z"
+        return plain.isoformat(sep=" ", timespec="milliseconds") + "Z"
     if value_type is _D:
         day = date(value)
         assert day is not None
