@@ -1,0 +1,384 @@
+"""All emulated services in ONE Starlette app, served in-process or by uvicorn over TLS on loopback.
+
+    /{tenant}/v2.0/.well-known/openid-configuration, /{tenant}/oauth2/v2.0/token   Entra ID
+    /api/data/v9.2/...                                                              Dataverse
+    /ims/token/v3                                                                   Adobe IMS
+    /{ORG}/campaign/...                                                             Campaign Standard
+    /events/organizations/{org}/integrations/{int}/{registration}                  I/O Events journal
+    /_emulator/...                                                                  control (docs/emulators.md)
+
+``Emulator(...)`` holds every store; ``Emulator.app`` is the ASGI app (use it with
+``httpx.ASGITransport(app=...)``); ``serve(...)`` runs it; ``write_config(...)`` writes a ready
+``mapsync.yaml`` whose ``emulator`` environment points at it.
+
+The demo must work with no environment set up, so ``write_config`` writes the emulator's (throw-away,
+loopback-only) client secrets as ``${MAPSYNC_EMULATOR_*:-value}`` references: the value after ``:-`` is
+the default used when the variable is unset. Nothing else in the project holds a real secret this way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, MutableMapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
+
+from emulators.campaign import Campaign, CampaignStore, campaign_routes, load_resources
+from emulators.campaign.errors import ASSUMED
+from emulators.faults import FaultInjector, FaultMiddleware, FaultProfile
+from emulators.ims import IMS_EXPIRES_IN, IMS_ORG, ims_routes
+from emulators.journal import Clock, Journal, journal_routes
+from emulators.limits import ServiceProtection
+from emulators.seed import SeedData
+from emulators.tokens import TokenIssuer
+
+__all__ = ["AdobeServices", "Credentials", "Emulator", "Limits", "serve", "write_config"]
+
+Scope = MutableMapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """Who the emulator knows. Loopback-only throw-away values; the defaults make the demo reproducible."""
+
+    tenant_id: str = "00000000-0000-4000-8000-00000000d365"
+    d365_client_id: str = "11111111-1111-4111-8111-111111111111"
+    d365_client_secret: str = "emulator-d365-secret"
+    organization: str = "mapsync-demo"
+    campaign_client_id: str = "mapsync-emulator-campaign"
+    campaign_client_secret: str = "emulator-campaign-secret"
+    ims_org_id: str = "4CC7D9704674CFB2138A2C54"
+    integration: str = "54108"
+    registration: str = "f89067f2-0d50-4bb2-bf78-209d0eacb6eb"
+
+    def __repr__(self) -> str:  # secrets never in any output
+        return f"Credentials(tenant_id={self.tenant_id!r}, organization={self.organization!r})"
+
+    @property
+    def journal_path(self) -> str:
+        return f"/events/organizations/{self.ims_org_id}/integrations/{self.integration}/{self.registration}"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-user request limits. ``None`` switches a service's limit off. Dataverse keeps its real
+    defaults (6000 requests / 1,200,000 ms / 52 concurrent per 300 s); Campaign has no published limit."""
+
+    dataverse_requests: int | None = 6000
+    dataverse_execution_ms: int | None = 1_200_000
+    dataverse_concurrency: int | None = 52
+    dataverse_window_seconds: float = 300
+    campaign_requests: int | None = None
+    campaign_concurrency: int | None = None
+    campaign_window_seconds: float = 60
+
+    def dataverse(self, clock: Callable[[], float]) -> ServiceProtection:
+        return ServiceProtection(self.dataverse_requests, self.dataverse_execution_ms, self.dataverse_concurrency,
+                                 self.dataverse_window_seconds, clock=clock)
+
+    def campaign(self, clock: Callable[[], float]) -> ServiceProtection | None:
+        if self.campaign_requests is None and self.campaign_concurrency is None:
+            return None
+        return ServiceProtection(self.campaign_requests, None, self.campaign_concurrency,
+                                 self.campaign_window_seconds, clock=clock)
+
+
+class AdobeServices:
+    """IMS + Campaign + journal sharing one token issuer and clock. Usable alone (the contract tests)."""
+
+    def __init__(
+        self,
+        *,
+        seed: int = 42,
+        clock: Clock | None = None,
+        credentials: Credentials | None = None,
+        token_lifetime: int = IMS_EXPIRES_IN,
+        retention: timedelta = timedelta(days=7),
+        limits: Limits | None = None,
+    ) -> None:
+        self.seed = seed
+        self.clock = clock or Clock()
+        self.credentials = credentials or Credentials()
+        self.issuer = TokenIssuer(token_lifetime, clock=self.clock.time)
+        self.issuer.register_client(IMS_ORG, self.credentials.campaign_client_id, self.credentials.campaign_client_secret)
+        self.store = CampaignStore(load_resources(), clock=self.clock.now)
+        self.journal = Journal(clock=self.clock, retention=retention, secret=f"journal-{seed}")
+        self.campaign = Campaign(self.store, self.journal, seed=seed)
+        self.protection: ServiceProtection | None = (limits or Limits()).campaign(self.clock.time)
+
+    def set_limits(self, limits: Limits) -> None:
+        self.protection = limits.campaign(self.clock.time)
+
+    def routes(self) -> list[BaseRoute]:
+        c = self.credentials
+        return [
+            *ims_routes(self.issuer),
+            *campaign_routes(self.store, self.issuer, organization=c.organization, limiter=lambda: self.protection),
+            *journal_routes(self.journal, self.issuer, organization=c.ims_org_id, integration=c.integration,
+                            registration=c.registration),
+        ]
+
+    def seed_profiles(self, data: SeedData) -> int:
+        return self.store.insert_many("profile", list(data.iter_profiles()))
+
+    def reset(self) -> None:
+        self.store.reset()
+        self.journal.reset()
+        self.campaign.reset()
+        if self.protection is not None:
+            self.protection.reset()
+
+
+def campaign_error_body(status: int, retry_after: int) -> dict[str, Any]:
+    """Injected faults on Adobe paths answer in the gateway's shape."""
+    key = {429: "too_many_requests", 500: "server_error", 503: "unavailable"}.get(status, "server_error")
+    spec = ASSUMED[key]
+    return {"error_code": spec.code, "message": spec.message}
+
+
+def _service(path: str, organization: str) -> str | None:
+    if path.startswith("/api/data/"):
+        return "dataverse"
+    if path.startswith(f"/{organization}/campaign/"):
+        return "campaign"
+    if path.startswith("/events/"):
+        return "journal"
+    if path.startswith("/ims/"):
+        return "ims"
+    if path.startswith("/_emulator"):
+        return None
+    if "/oauth2/" in path or "/.well-known/" in path:
+        return "entra"
+    return "other"
+
+
+class _Counting:
+    """Outermost middleware: requests and replies by status, per service (``/_emulator`` not counted)."""
+
+    def __init__(self, app: Any, organization: str) -> None:
+        self.app = app
+        self.organization = organization
+        self.requests: Counter[str] = Counter()
+        self.statuses: Counter[tuple[str, int]] = Counter()
+        self._lock = threading.Lock()
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        service = _service(scope.get("path", ""), self.organization) if scope["type"] == "http" else None
+        if service is None:
+            await self.app(scope, receive, send)
+            return
+        with self._lock:
+            self.requests[service] += 1
+
+        async def counted(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                with self._lock:
+                    self.statuses[(service, int(message["status"]))] += 1
+            await send(message)
+
+        await self.app(scope, receive, counted)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self.statuses.clear()
+
+
+class Emulator:
+    """Every emulated system with its seeded data, as one ASGI app (``.app``)."""
+
+    def __init__(
+        self,
+        *,
+        seed: int = 42,
+        contacts: int = 1000,
+        faults: FaultProfile | str = "none",
+        limits: Limits | None = None,
+        token_lifetime: int | None = None,
+        retention: timedelta = timedelta(days=7),
+        credentials: Credentials | None = None,
+        clock: Clock | None = None,
+        extra_routes: Iterable[BaseRoute] = (),
+    ) -> None:
+        # Imported here so that the Adobe half (AdobeServices) does not need the Dataverse package.
+        from emulators.control import control_routes
+        from emulators.dataverse_bridge import DataverseServices
+
+        self.seed = seed
+        self.data = SeedData(seed=seed, contacts=contacts)
+        self.clock = clock or Clock()
+        self.credentials = credentials or Credentials()
+        self.limits = limits or Limits()
+        self.adobe = AdobeServices(seed=seed, clock=self.clock, credentials=self.credentials,
+                                   token_lifetime=token_lifetime or IMS_EXPIRES_IN, retention=retention,
+                                   limits=self.limits)
+        self.dataverse = DataverseServices(self.data, clock=self.clock, credentials=self.credentials,
+                                           token_lifetime=token_lifetime, limits=self.limits)
+        profile = FaultProfile.named(faults) if isinstance(faults, str) else faults
+        self.dataverse_faults = FaultInjector(profile)
+        self.adobe_faults = FaultInjector(profile)
+        self._seed_stores()
+        router = Starlette(routes=[*control_routes(self), *self.adobe.routes(), *self.dataverse.routes(), *extra_routes])
+        org = self.credentials.organization
+        inner = FaultMiddleware(router, self.dataverse_faults, self.dataverse.error_body,
+                                on_token_expiry=self.dataverse.issuer.expire_all,
+                                applies=lambda scope: _service(scope.get("path", ""), org) == "dataverse")
+        inner = FaultMiddleware(inner, self.adobe_faults, campaign_error_body,
+                                on_token_expiry=self.adobe.issuer.expire_all,
+                                applies=lambda scope: _service(scope.get("path", ""), org) in ("campaign", "journal"))
+        self.counting = _Counting(inner, org)
+        self.app = self.counting
+
+    def _seed_stores(self) -> None:
+        self.dataverse.populate()
+        self.adobe.seed_profiles(self.data)
+
+    # ---- control --------------------------------------------------------------------------------
+    def set_faults(self, profile: FaultProfile | str) -> None:
+        self.dataverse_faults.set_profile(profile)
+        self.adobe_faults.set_profile(profile)
+
+    def set_limits(self, limits: Limits) -> None:
+        self.limits = limits
+        self.adobe.set_limits(limits)
+        self.dataverse.set_limits(limits)
+
+    def reset(self) -> None:
+        """Back to the freshly seeded state: stores, journal, tokens' budgets and counters."""
+        self.adobe.reset()
+        self.dataverse.reset()
+        self._seed_stores()
+        self.counting.reset()
+        self.dataverse_faults.counts.clear()
+        self.adobe_faults.counts.clear()
+
+    def counters(self) -> dict[str, Any]:
+        statuses: dict[str, dict[str, int]] = {}
+        for (service, status), n in sorted(self.counting.statuses.items()):
+            statuses.setdefault(service, {})[str(status)] = n
+        throttled = {"dataverse": dict(self.dataverse.protection.throttled)}
+        if self.adobe.protection is not None:
+            throttled["campaign"] = dict(self.adobe.protection.throttled)
+        return {
+            "requests": dict(self.counting.requests),
+            "statuses": statuses,
+            "throttled_429": {s: sum(v for k, v in codes.items() if k == "429") for s, codes in statuses.items()},
+            "limiter": throttled,
+            "faults_injected": {"dataverse": dict(self.dataverse_faults.counts), "adobe": dict(self.adobe_faults.counts)},
+        }
+
+    # ---- URLs and config ------------------------------------------------------------------------
+    def urls(self, base: str) -> dict[str, str]:
+        c = self.credentials
+        base = base.rstrip("/")
+        return {
+            "entra": f"{base}/{c.tenant_id}/oauth2/v2.0/token",
+            "dataverse": f"{base}/api/data/v9.2/",
+            "ims": f"{base}/ims/token/v3",
+            "campaign": f"{base}/{c.organization}/campaign/",
+            "journal": f"{base}{c.journal_path}",
+            "control": f"{base}/_emulator/",
+        }
+
+
+def write_config(path: Path, *, base_url: str, ca_file: Path | None, credentials: Credentials | None = None,
+                 state: str = "sqlite:///.mapsync/emulator.sqlite", mappings: str = "mappings") -> Path:
+    """Write a ``mapsync.yaml`` with one environment, ``emulator``, pointing at ``base_url``."""
+    import yaml
+
+    c = credentials or Credentials()
+    base = base_url.rstrip("/")
+    env: dict[str, Any] = {
+        "d365": {"url": base, "tenant_id": c.tenant_id, "client_id": c.d365_client_id,
+                 "client_secret": f"${{MAPSYNC_EMULATOR_D365_SECRET:-{c.d365_client_secret}}}",
+                 "authority_host": base},
+        "campaign": {"organization": c.organization, "client_id": c.campaign_client_id,
+                     "client_secret": f"${{MAPSYNC_EMULATOR_CAMPAIGN_SECRET:-{c.campaign_client_secret}}}",
+                     "ims_url": base, "base_url": base},
+        "events": {"journal_url": f"{base}{c.journal_path}"},
+        "state": state,
+    }
+    if ca_file is not None:
+        env["ca_file"] = str(ca_file)
+    document = {"version": 1, "mappings": mappings, "environments": {"emulator": env}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# Written by `mapsync emulate --write-config`: the local emulator, loopback only.\n"
+                    + yaml.safe_dump(document, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+@dataclass
+class Served:
+    """A running server: its base URL, the CA file clients must trust, and how to stop it."""
+
+    base_url: str
+    ca_file: Path
+    port: int
+    _server: Any = field(repr=False)
+    _thread: threading.Thread | None = field(default=None, repr=False)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+
+def _uvicorn_server(emulator: Emulator, host: str, port: int, ca: Any) -> Any:
+    import uvicorn
+
+    config = uvicorn.Config(emulator.app, host=host, port=port, log_level="warning", lifespan="off",
+                            **ca.ssl_kwargs(host))
+    return uvicorn.Server(config)
+
+
+def start_in_thread(emulator: Emulator, *, host: str = "127.0.0.1", port: int = 0, ca: Any = None) -> Served:
+    """Serve over TLS in a background thread (tests, benchmarks). ``port=0`` picks a free port."""
+    import socket
+
+    from emulators.tls import TestCA
+
+    ca = ca or TestCA()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    bound = sock.getsockname()[1]
+    server = _uvicorn_server(emulator, host, bound, ca)
+    server.install_signal_handlers = lambda: None  # not the main thread
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="mapsync-emulator")
+    thread.start()
+    for _ in range(500):  # bounded wait for startup (5 s)
+        if server.started:
+            break
+        threading.Event().wait(0.01)
+    return Served(f"https://{host}:{bound}", Path(ca.ca_pem_path), bound, server, thread)
+
+
+def serve(emulator: Emulator, *, host: str = "127.0.0.1", port: int = 8443, ca: Any = None,
+          on_ready: Callable[[str, Path], None] | None = None) -> None:
+    """Serve in the foreground until SIGINT/SIGTERM, then stop cleanly."""
+    from emulators.tls import TestCA
+
+    ca = ca or TestCA()
+    server = _uvicorn_server(emulator, host, port, ca)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+        server.install_signal_handlers = lambda: None
+        task = asyncio.create_task(server.serve())
+        while not server.started and not task.done():
+            await asyncio.sleep(0.01)
+        if server.started and on_ready is not None:
+            on_ready(f"https://{host}:{port}", Path(ca.ca_pem_path))
+        await task
+
+    asyncio.run(run())
