@@ -1,0 +1,403 @@
+"""The Dataverse (Dynamics 365) Web API connector: schema, paged reads, change tracking, batched writes.
+
+Reads follow ``@odata.nextLink`` verbatim (Dataverse has no ``$skip``). Change tracking returns rows and
+``$deletedEntity`` tombstones, then a delta link; an expired delta token raises ``ChangeTrackingExpired``
+so the executor does a full read. Writes go in ``$batch`` requests with ``Prefer: odata.continue-on-error``
+and every record its own part (no change set), so one bad row fails alone; parts that failed transiently
+are sent again, the others become per-record outcomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlencode
+
+from dsl.schema import Catalog, FieldSchema, TableSchema
+from dsl.types import value_type_for
+from engine.config import D365Settings
+from engine.connectors.base import (
+    ChangePage,
+    ChangeTrackingExpired,
+    WriteOp,
+    WriteOutcome,
+    outcome_from_error,
+)
+from engine.connectors.odata import BatchPart, build_batch, entity_id_from, key_segment, literal, parse_batch
+from engine.errors import ConnectorError, TerminalError, TransientError
+from engine.http import HttpClient, backoff_delay, error_from_status, is_transient_status, parse_retry_after
+
+__all__ = ["ODATA_HEADERS", "D365Connector"]
+
+log = logging.getLogger("mapsync.d365")
+
+ODATA_HEADERS = {
+    "OData-MaxVersion": "4.0",
+    "OData-Version": "4.0",
+    "Accept": "application/json",
+    "Content-Type": "application/json; charset=utf-8",
+}
+MAX_PAGE_SIZE = 5000
+MAX_BATCH = 1000
+EXPIRED_MARKER = "Version stamp associated with the client has expired"
+# "A record with matching key values already exists" (duplicate alternate key / duplicate record).
+DUPLICATE_CODES = frozenset({"0x80060892", "0x80040237"})
+_EDMX = "{http://docs.oasis-open.org/odata/ns/edmx}"
+_EDM = "{http://docs.oasis-open.org/odata/ns/edm}"
+
+# AttributeType (EntityDefinitions) -> snapshot type; DateTime becomes "date" for DateOnly columns.
+_ATTRIBUTE_TYPES = {
+    "String": "string", "Memo": "memo", "Integer": "integer", "BigInt": "bigint", "Decimal": "decimal",
+    "Money": "money", "Double": "double", "Boolean": "boolean", "DateTime": "datetime",
+    "Uniqueidentifier": "guid", "Picklist": "choice", "State": "choice", "Status": "choice",
+    "Lookup": "lookup", "Customer": "lookup", "Owner": "lookup",
+}
+_EDM_TYPES = {
+    "Edm.String": "string", "Edm.Int32": "integer", "Edm.Int64": "bigint", "Edm.Decimal": "decimal",
+    "Edm.Double": "double", "Edm.Boolean": "boolean", "Edm.DateTimeOffset": "datetime", "Edm.Date": "date",
+    "Edm.Guid": "guid",
+}
+_OPTION_CASTS = ("PicklistAttributeMetadata", "StateAttributeMetadata", "StatusAttributeMetadata",
+                 "MultiSelectPicklistAttributeMetadata")
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    index: int
+    op: WriteOp
+    part: BatchPart
+    idempotent: bool
+
+
+class D365Connector:
+    """Dataverse through one ``HttpClient`` whose base URL is ``settings.api_base``."""
+
+    def __init__(self, settings: D365Settings, http: HttpClient, catalog: Catalog, *,
+                 batch_size: int | None = None, sleep: Any = asyncio.sleep) -> None:
+        self.settings = settings
+        self.http = http
+        self.catalog = catalog
+        self.batch_size = max(1, min(MAX_BATCH, batch_size or settings.limits.batch_size))
+        self._sleep = sleep
+
+    # -- addressing --------------------------------------------------------------------------------
+
+    def table(self, name: str) -> TableSchema | None:
+        return self.catalog.table("d365", name)
+
+    def entity_set(self, table: str) -> str:
+        schema = self.table(table)
+        return schema.entity_set if schema is not None and schema.entity_set else f"{table}s"
+
+    def _absolute(self, relative: str) -> str:
+        return self.settings.api_base + relative
+
+    async def _get_json(self, url: str, *, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+        resp = await self.http.request("GET", url, headers={**ODATA_HEADERS, **(headers or {})})
+        return resp.json()
+
+    # -- reads -------------------------------------------------------------------------------------
+
+    async def read(self, table: str, select: Sequence[str], filter: str | None = None,
+                   page_size: int = MAX_PAGE_SIZE, *, orderby: str | None = None) -> AsyncIterator[list[dict[str, Any]]]:
+        """Every row of ``table`` (``$select``/``$filter`` pushed down), one list per page."""
+        params: dict[str, str] = {}
+        if select:
+            params["$select"] = ",".join(select)
+        if filter:
+            params["$filter"] = filter
+        if orderby:
+            params["$orderby"] = orderby
+        url: str | None = f"{self.entity_set(table)}?{urlencode(params, safe='$,')}" if params else self.entity_set(table)
+        prefer = {"Prefer": f"odata.maxpagesize={max(1, min(MAX_PAGE_SIZE, page_size))}"}
+        while url is not None:
+            body = await self._get_json(url, headers=prefer)
+            yield list(body.get("value", []))
+            url = body.get("@odata.nextLink")  # absolute, with $skiptoken: used verbatim
+
+    async def read_modified_since(self, table: str, select: Sequence[str], cursor: datetime | str | None,
+                                  page_size: int = MAX_PAGE_SIZE) -> AsyncIterator[list[dict[str, Any]]]:
+        """Rows changed at or after ``cursor`` (tables without change tracking), oldest first."""
+        cols = list(select)
+        if "modifiedon" not in cols:
+            cols.append("modifiedon")
+        filt = None if cursor is None else f"modifiedon ge {literal(cursor) if isinstance(cursor, datetime) else cursor}"
+        async for page in self.read(table, cols, filt, page_size, orderby="modifiedon asc"):
+            yield page
+
+    async def read_changes(self, table: str, select: Sequence[str], delta_link: str | None = None,
+                           page_size: int = MAX_PAGE_SIZE) -> AsyncIterator[ChangePage]:
+        """Changes since ``delta_link`` (or every row, when None); the last page carries the new delta link.
+
+        ``$filter``/``$orderby`` cannot be combined with change tracking: filter the rows locally.
+        """
+        if delta_link is None:
+            params = {"$select": ",".join(select)} if select else {}
+            url: str | None = f"{self.entity_set(table)}?{urlencode(params, safe='$,')}" if params else self.entity_set(table)
+        else:
+            url = delta_link
+        headers = {"Prefer": f"odata.track-changes,odata.maxpagesize={max(1, min(MAX_PAGE_SIZE, page_size))}"}
+        while url is not None:
+            try:
+                body = await self._get_json(url, headers=headers)
+            except TerminalError as exc:
+                if EXPIRED_MARKER.lower() in str(exc).lower():
+                    log.warning("change tracking token expired; doing a full read",
+                                extra={"event": "d365.delta_expired", "table": table})
+                    raise ChangeTrackingExpired(table, str(exc)) from exc
+                raise
+            rows, deleted = [], []
+            for row in body.get("value", []):
+                if row.get("reason") == "deleted" or str(row.get("@odata.context", "")).endswith("$deletedEntity"):
+                    deleted.append(str(row.get("id")))
+                else:
+                    rows.append(row)
+            url = body.get("@odata.nextLink")
+            yield ChangePage(tuple(rows), tuple(deleted), None if url else body.get("@odata.deltaLink"))
+
+    # -- writes ------------------------------------------------------------------------------------
+
+    def _prepare(self, index: int, op: WriteOp) -> _Prepared:
+        entity_set = self.entity_set(op.table)
+        payload = dict(op.payload)
+        if op.op == "delete":
+            if op.target_id is None and op.alternate_key is None:
+                raise ValueError("a delete needs target_id or alternate_key")
+            url = self._absolute(entity_set + key_segment(op.target_id, op.alternate_key))
+            return _Prepared(index, op, BatchPart("DELETE", url), True)
+        if op.op == "create":
+            headers = {}
+            if op.alternate_key is not None:
+                payload.setdefault(op.alternate_key[0], op.alternate_key[1])
+            if op.target_id is not None:
+                schema = self.table(op.table)
+                payload.setdefault(schema.primary_key if schema else f"{op.table}id", op.target_id)
+            # A create is safe to repeat only when a unique key turns the repeat into a duplicate error.
+            safe = op.alternate_key is not None or op.target_id is not None
+            return _Prepared(index, op, BatchPart("POST", self._absolute(entity_set), payload, headers), safe)
+        if op.target_id is None and op.alternate_key is None:
+            raise ValueError(f"an {op.op} needs target_id or alternate_key")
+        url = self._absolute(entity_set + key_segment(op.target_id, op.alternate_key))
+        headers = {"If-Match": "*"} if op.op == "update" else {}  # update must not create; upsert may
+        return _Prepared(index, op, BatchPart("PATCH", url, payload, headers), True)
+
+    async def write(self, ops: Sequence[WriteOp]) -> list[WriteOutcome]:
+        """One outcome per op, same order. Batches run concurrently, bounded by the HTTP limiter."""
+        outcomes: list[WriteOutcome | None] = [None] * len(ops)
+        prepared: list[_Prepared] = []
+        for i, op in enumerate(ops):
+            try:
+                prepared.append(self._prepare(i, op))
+            except ValueError as exc:
+                outcomes[i] = WriteOutcome(ref=op.ref, ok=False, message=str(exc))
+        chunks = [prepared[i:i + self.batch_size] for i in range(0, len(prepared), self.batch_size)]
+        results = await asyncio.gather(*(self._write_chunk(chunk) for chunk in chunks))
+        for chunk_result in results:
+            for index, outcome in chunk_result:
+                outcomes[index] = outcome
+        missing = [i for i, o in enumerate(outcomes) if o is None]
+        assert not missing, f"no outcome for ops {missing}"
+        return [o for o in outcomes if o is not None]
+
+    async def _write_chunk(self, chunk: list[_Prepared]) -> list[tuple[int, WriteOutcome]]:
+        done: list[tuple[int, WriteOutcome]] = []
+        pending = chunk
+        attempt = 0
+        while pending:
+            attempt += 1
+            replies = await self._send_batch(pending)
+            retry: list[_Prepared] = []
+            wait = 0.0
+            for item, reply in zip(pending, replies, strict=True):
+                if isinstance(reply, ConnectorError):
+                    retriable = False  # the HTTP layer already retried the whole batch
+                    outcome = outcome_from_error(item.op.ref, reply, target_id=item.op.target_id)
+                else:
+                    outcome, retriable, ra = await self._outcome(item, reply)
+                    if retriable and attempt <= self.http.limits.max_retries and (item.idempotent or reply.status == 429):
+                        retry.append(item)
+                        wait = max(wait, ra if ra is not None else backoff_delay(attempt, random.random))
+                        continue
+                done.append((item.index, outcome))
+            if retry:
+                log.warning("d365 $batch: %d parts failed transiently; resending in %.2fs", len(retry), wait,
+                            extra={"event": "d365.batch_retry", "parts": len(retry), "attempt": attempt, "wait": wait})
+                await self._sleep(wait)
+            pending = retry
+        return done
+
+    async def _send_batch(self, items: list[_Prepared]) -> list[Any]:
+        content_type, body = build_batch([i.part for i in items])
+        headers = {"OData-MaxVersion": "4.0", "OData-Version": "4.0", "Accept": "application/json",
+                   "Content-Type": content_type, "Prefer": "odata.continue-on-error"}
+        try:
+            resp = await self.http.request("POST", "$batch", content=body, headers=headers,
+                                           idempotent=all(i.idempotent for i in items))
+        except ConnectorError as exc:
+            return [exc] * len(items)
+        replies: list[Any] = list(parse_batch(resp.headers.get("content-type", ""), resp.content))
+        if len(replies) < len(items):  # a reply cut short: those parts are unknown, and safe to resend only if idempotent
+            lost = TransientError("d365: $batch reply has no part for this record", service="d365")
+            replies += [lost] * (len(items) - len(replies))
+        return replies[:len(items)]
+
+    async def _outcome(self, item: _Prepared, reply: Any) -> tuple[WriteOutcome, bool, float | None]:
+        op = item.op
+        if reply.status < 300:
+            target = entity_id_from(reply.headers.get("odata-entityid")) or op.target_id
+            if target is None and reply.body:
+                schema = self.table(op.table)
+                try:
+                    target = json.loads(reply.body).get(schema.primary_key if schema else "")
+                except ValueError:
+                    target = None
+            return WriteOutcome(op.ref, True, target, reply.status), False, None
+        if op.op == "delete" and reply.status == 404:
+            return WriteOutcome(op.ref, True, op.target_id, 404, message="already deleted"), False, None
+        error = error_from_status("d365", item.part.method, item.part.url.split("?")[0], reply.status, reply.body,
+                                  reply.headers)
+        if op.op == "create" and op.alternate_key is not None and (error.code in DUPLICATE_CODES or reply.status == 412):
+            existing = await self._find_by_key(op.table, op.alternate_key)
+            if existing is not None:
+                return WriteOutcome(op.ref, True, existing, reply.status, error.code, "already existed"), False, None
+        transient = is_transient_status(reply.status)
+        retry_after = parse_retry_after(reply.headers.get("retry-after"))
+        outcome = WriteOutcome(op.ref, False, op.target_id, reply.status, error.code, str(error), transient)
+        return outcome, transient, retry_after
+
+    async def _find_by_key(self, table: str, key: tuple[str, str]) -> str | None:
+        schema = self.table(table)
+        pk = schema.primary_key if schema else f"{table}id"
+        url = f"{self.entity_set(table)}?$select={pk}&$filter={key[0]} eq {literal(key[1])}"
+        try:
+            body = await self._get_json(url)
+        except ConnectorError:
+            return None
+        rows = body.get("value", [])
+        return str(rows[0][pk]) if rows else None
+
+    # -- schema ------------------------------------------------------------------------------------
+
+    async def fetch_schema(self, tables: Sequence[str]) -> list[TableSchema]:
+        """Snapshots of ``tables`` from ``$metadata`` (types, lengths, keys, entity sets) and EntityDefinitions
+        (display names, required level, ranges, alternate keys, change tracking, option-set labels)."""
+        resp = await self.http.request("GET", "$metadata", headers={"Accept": "application/xml"})
+        csdl = _parse_csdl(resp.content)
+        out = []
+        for name in tables:
+            out.append(await self._fetch_table(name, csdl.get(name, {})))
+        return out
+
+    async def _fetch_table(self, name: str, csdl_props: Mapping[str, Any]) -> TableSchema:
+        base = f"EntityDefinitions(LogicalName='{name}')"
+        entity = await self._get_json(f"{base}?$expand=Attributes,Keys")
+        options: dict[str, list[tuple[int, str]]] = {}
+        for cast in _OPTION_CASTS:
+            try:
+                body = await self._get_json(f"{base}/Attributes/Microsoft.Dynamics.CRM.{cast}"
+                                            "?$select=LogicalName&$expand=OptionSet")
+            except TerminalError:
+                continue  # a cast the service (or table) does not have
+            for attr in body.get("value", []):
+                opts = (attr.get("OptionSet") or {}).get("Options") or []
+                options[attr["LogicalName"]] = [(int(o["Value"]), _label(o.get("Label")) or str(o["Value"])) for o in opts]
+        fields: dict[str, FieldSchema] = {}
+        primary_key = entity.get("PrimaryIdAttribute") or f"{name}id"
+        for attr in entity.get("Attributes", []):
+            if attr.get("AttributeOf") or attr.get("IsValidForRead") is False:
+                continue  # helper columns (…name, …yominame) that Dataverse derives from another one
+            f = _field_from_attribute(attr, csdl_props, options)
+            if f is not None:
+                fields[f.name] = f
+        keys = {k.get("LogicalName") or k.get("SchemaName"): tuple(k.get("KeyAttributes") or [])
+                for k in entity.get("Keys") or []}
+        return TableSchema(
+            system="d365", name=name, primary_key=primary_key, fields=MappingProxyType(fields),
+            display_name=_label(entity.get("DisplayName")), primary_name=entity.get("PrimaryNameAttribute"),
+            entity_set=entity.get("EntitySetName") or csdl_props.get("@entity_set"),
+            is_activity=bool(entity.get("IsActivity")), change_tracking=bool(entity.get("ChangeTrackingEnabled")),
+            alternate_keys=MappingProxyType({k: v for k, v in keys.items() if k and v}),
+        )
+
+
+def _label(label: Any) -> str | None:
+    if not isinstance(label, Mapping):
+        return None
+    user = label.get("UserLocalizedLabel")
+    if isinstance(user, Mapping) and user.get("Label"):
+        return str(user["Label"])
+    for loc in label.get("LocalizedLabels") or []:
+        if loc.get("Label"):
+            return str(loc["Label"])
+    return None
+
+
+def _number(value: Any) -> int | float | None:
+    if value is None:
+        return None
+    as_float = float(value)
+    return int(as_float) if as_float.is_integer() else as_float
+
+
+def _field_from_attribute(attr: Mapping[str, Any], csdl_props: Mapping[str, Any],
+                          options: Mapping[str, list[tuple[int, str]]]) -> FieldSchema | None:
+    name = attr["LogicalName"]
+    odata_type = str(attr.get("@odata.type", ""))
+    attr_type = attr.get("AttributeType")
+    if "MultiSelectPicklist" in odata_type:
+        kind = "multichoice"
+    elif attr_type in _ATTRIBUTE_TYPES:
+        kind = _ATTRIBUTE_TYPES[attr_type]
+    else:
+        wire = csdl_props.get(name) or csdl_props.get(f"_{name}_value")
+        kind = _EDM_TYPES.get(wire[0]) if wire else None
+        if kind is None:
+            return None
+    wire = csdl_props.get(name)
+    if kind == "datetime" and ((wire and wire[0] == "Edm.Date") or attr.get("Format") == "DateOnly"
+                               or (attr.get("DateTimeBehavior") or {}).get("Value") == "DateOnly"):
+        kind = "date"
+    required = (attr.get("RequiredLevel") or {}).get("Value") in ("ApplicationRequired", "SystemRequired")
+    creatable, updatable = attr.get("IsValidForCreate"), attr.get("IsValidForUpdate")
+    read_only = bool(attr.get("IsReadOnly")) or (creatable is False and updatable is False)
+    max_length = attr.get("MaxLength") if kind in ("string", "memo") else None
+    if max_length is None and kind in ("string", "memo") and wire and wire[1]:
+        max_length = wire[1]
+    return FieldSchema(
+        name=name, type=kind, value_type=value_type_for(kind), display_name=_label(attr.get("DisplayName")),
+        max_length=max_length, required=required and not read_only, read_only=read_only,
+        min=_number(attr.get("MinValue")), max=_number(attr.get("MaxValue")),
+        precision=attr.get("Precision") if kind in ("decimal", "money", "double") else None,
+        options=tuple(options.get(name, ())),
+        targets=tuple(attr.get("Targets") or ()) if kind == "lookup" else (),
+    )
+
+
+def _parse_csdl(xml: bytes) -> dict[str, dict[str, Any]]:
+    """EntityType name -> {property name: (Edm type, MaxLength)} plus ``@entity_set`` and ``@key``."""
+    root = ET.fromstring(xml)
+    types: dict[str, dict[str, Any]] = {}
+    for schema in root.iter(f"{_EDM}Schema"):
+        for et in schema.findall(f"{_EDM}EntityType"):
+            props: dict[str, Any] = {}
+            for prop in et.findall(f"{_EDM}Property"):
+                length = prop.get("MaxLength")
+                props[prop.get("Name", "")] = (prop.get("Type"), int(length) if length and length.isdigit() else None)
+            key = et.find(f"{_EDM}Key/{_EDM}PropertyRef")
+            if key is not None:
+                props["@key"] = key.get("Name")
+            types[et.get("Name", "")] = props
+        for container in schema.findall(f"{_EDM}EntityContainer"):
+            for es in container.findall(f"{_EDM}EntitySet"):
+                type_name = (es.get("EntityType") or "").rsplit(".", 1)[-1]
+                if type_name in types:
+                    types[type_name]["@entity_set"] = es.get("Name")
+    return types
