@@ -32,7 +32,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
 from emulators.campaign import Campaign, CampaignStore, campaign_routes, load_resources
-from emulators.campaign.errors import ASSUMED
+from emulators.campaign.errors import ASSUMED, BIG_TABLE_THRESHOLD
 from emulators.faults import FaultInjector, FaultMiddleware, FaultProfile
 from emulators.ims import IMS_EXPIRES_IN, IMS_ORG, ims_routes
 from emulators.journal import Clock, Journal, journal_routes
@@ -103,8 +103,10 @@ class AdobeServices:
         token_lifetime: int = IMS_EXPIRES_IN,
         retention: timedelta = timedelta(days=7),
         limits: Limits | None = None,
+        big_table_threshold: int = BIG_TABLE_THRESHOLD,
     ) -> None:
         self.seed = seed
+        self.big_table_threshold = big_table_threshold
         self.clock = clock or Clock()
         self.credentials = credentials or Credentials()
         self.issuer = TokenIssuer(token_lifetime, clock=self.clock.time)
@@ -121,7 +123,8 @@ class AdobeServices:
         c = self.credentials
         return [
             *ims_routes(self.issuer),
-            *campaign_routes(self.store, self.issuer, organization=c.organization, limiter=lambda: self.protection),
+            *campaign_routes(self.store, self.issuer, organization=c.organization, limiter=lambda: self.protection,
+                             big_table_threshold=self.big_table_threshold),
             *journal_routes(self.journal, self.issuer, organization=c.ims_org_id, integration=c.integration,
                             registration=c.registration),
         ]

@@ -113,7 +113,12 @@ def _int_param(request: Request, name: str, default: int, maximum: int) -> int:
 
 
 def campaign_routes(
-    store: CampaignStore, issuer: TokenIssuer, *, organization: str, limiter: Limiter | None = None
+    store: CampaignStore,
+    issuer: TokenIssuer,
+    *,
+    organization: str,
+    limiter: Limiter | None = None,
+    big_table_threshold: int = BIG_TABLE_THRESHOLD,
 ) -> list[Route]:
     by_path: dict[str, tuple[ResourceSpec, bool]] = {}
     for spec in store.resources.values():
@@ -219,7 +224,7 @@ def campaign_routes(
             "count": {"href": f"{base}/{path}/_count?{urlencode(params)}".rstrip("?")},
             "serverSidePagination": True,
         }
-        big = store.count(spec.name) > BIG_TABLE_THRESHOLD
+        big = store.count(spec.name) > big_table_threshold
         if more and (force or not big):
             next_params = {**params, "_lineCount": str(line_count), "_lineStart": _line_start(rows[-1][0])}
             body["next"] = {"href": f"{base}/{path}?{urlencode(next_params)}"}
