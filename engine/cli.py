@@ -18,6 +18,7 @@ from dsl.errors import MapsyncError
 COMMANDS: tuple[str, ...] = (
     "validate",
     "fmt",
+    "schema",
 )
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
