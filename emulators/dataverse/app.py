@@ -1,0 +1,624 @@
+"""The Dataverse Web API (``/api/data/v9.2``) over a ``DataverseStore``: queries with paging and change
+tracking, writes with upsert semantics, ``$batch``, metadata, auth (Entra tokens), service-protection
+limits and fault injection. Wire behaviour follows PROTOCOLS.md §2; error codes live in ``errors.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route, request_response
+
+from emulators.dataverse.batch import BatchRequest, ChangeSet, PartResponse, parse_batch, render_batch
+from emulators.dataverse.errors import DataverseError, error_body
+from emulators.dataverse.metadata import TableDef, attributes_metadata, csdl
+from emulators.dataverse.odata import (
+    FilterSyntaxError,
+    FilterTypeError,
+    compile_filter,
+    is_guid,
+    parse_filter,
+    parse_orderby,
+)
+from emulators.dataverse.store import DataverseStore
+from emulators.entra import entra_routes
+from emulators.faults import FaultInjector, FaultMiddleware
+from emulators.limits import ServiceProtection
+from emulators.tokens import TokenIssuer
+
+__all__ = ["DataverseApi", "build_dataverse_app", "dataverse_fault_body", "dataverse_routes"]
+
+log = logging.getLogger("mapsync.emulators.dataverse")
+
+MAX_PAGE_SIZE = 5000
+MAX_BATCH_REQUESTS = 1000
+JSON_TYPE = "application/json; odata.metadata=minimal"
+_KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\((.*)\)$", re.S)
+_KEY_PAIR = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*('(?:[^']|'')*'|[^,]+)\s*(?:,|$)")
+_DEF = re.compile(r"^EntityDefinitions\(LogicalName='([^']+)'\)(?:/Attributes(?:/Microsoft\.Dynamics\.CRM\.(\w+))?)?$")
+
+
+def dataverse_fault_body(status: int, retry_after: int) -> dict[str, Any]:
+    """Error body of an injected fault, in Dataverse's shape."""
+    if status == 429:
+        return error_body("0x80072322", "Number of requests exceeded the limit of 6000 over time window of 300 seconds.")
+    if status == 503:
+        return DataverseError("unavailable").body()
+    return DataverseError("unexpected").body()
+
+
+@dataclass(slots=True)
+class Inner:
+    """One Web API response before it becomes an HTTP response or a batch part."""
+
+    status: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    entity_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Prefer:
+    max_page_size: int | None = None
+    track_changes: bool = False
+    return_representation: bool = False
+    continue_on_error: bool = False
+    annotations: str | None = None
+
+    @classmethod
+    def parse(cls, header: str) -> _Prefer:
+        values: dict[str, Any] = {}
+        for item in header.split(","):
+            name, _sep, value = item.strip().partition("=")
+            name = name.strip().lower()
+            if name == "odata.maxpagesize" and value.strip().isdigit():
+                values["max_page_size"] = int(value.strip())
+            elif name == "odata.track-changes":
+                values["track_changes"] = True
+            elif name == "return" and value.strip() == "representation":
+                values["return_representation"] = True
+            elif name == "odata.continue-on-error":
+                values["continue_on_error"] = True
+            elif name == "odata.include-annotations":
+                values["annotations"] = value.strip().strip('"')
+        return cls(**values)
+
+
+def _json(status: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> Inner:
+    body = json.dumps(payload, separators=(",", ":"), default=str).encode()
+    return Inner(status, [("Content-Type", JSON_TYPE), *(headers or [])], body)
+
+
+def _error(err: DataverseError) -> Inner:
+    return _json(err.status, err.body(), list(err.headers.items()))
+
+
+def _cookie(state: dict[str, Any]) -> str:
+    # Dataverse's $skiptoken is an XML paging cookie; ours carries its state in the same envelope.
+    inner = base64.urlsafe_b64encode(json.dumps(state, separators=(",", ":")).encode()).decode()
+    return f'<cookie pagenumber="{state["p"]}" pagingcookie="{inner}" istracking="False" />'
+
+
+def _uncookie(token: str) -> dict[str, Any]:
+    m = re.search(r'pagingcookie="([^"]+)"', token)
+    try:
+        state = json.loads(base64.urlsafe_b64decode(m.group(1).encode())) if m else None
+    except ValueError:
+        state = None
+    if not isinstance(state, dict):
+        raise DataverseError("query_syntax", detail="The $skiptoken value is not valid.")
+    return state
+
+
+class DataverseApi:
+    """Handles Web API requests; ``handle`` is transport-free so ``$batch`` parts reuse it."""
+
+    def __init__(self, store: DataverseStore, issuer: TokenIssuer, protection: ServiceProtection | None,
+                 base: str = "/api/data/v9.2", *, authority: str = "https://login.microsoftonline.com/common") -> None:
+        self.store = store
+        self.issuer = issuer
+        self.protection = protection
+        self.base = base.rstrip("/")
+        self.authority = authority
+
+    # -- HTTP entry point -------------------------------------------------------------------------------
+    async def endpoint(self, request: Request) -> Response:
+        root = f"{request.url.scheme}://{request.url.netloc}"
+        auth = request.headers.get("authorization", "")
+        user = self.issuer.validate(auth[7:].strip()) if auth.lower().startswith("bearer ") else None
+        if user is None:
+            # Dataverse answers a missing or expired token with an empty 401 and a WWW-Authenticate
+            # challenge naming the authority (body empty: assumed from observed replies).
+            challenge = f"Bearer authorization_uri={self.authority}/oauth2/authorize, resource_id={root}/"
+            return Response(b"", 401, headers={"WWW-Authenticate": challenge, "REQ_ID": str(uuid.uuid4())})
+        if self.protection is not None:
+            throttle = self.protection.begin(user)
+            if throttle is not None:
+                inner = _json(429, error_body(throttle.code, throttle.message), [("Retry-After", str(throttle.retry_after))])
+                return self._response(inner)
+        started = time.perf_counter()
+        try:
+            body = await request.body()
+            path = request.url.path[len(self.base):].lstrip("/")
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            inner = self.handle(request.method, unquote(path), request.url.query, headers, body, root)
+        finally:
+            if self.protection is not None:
+                self.protection.end(user, (time.perf_counter() - started) * 1000)
+        if self.protection is not None:
+            left, exec_left = self.protection.remaining(user)
+            if left is not None:
+                inner.headers.append(("x-ms-ratelimit-burst-remaining-xrm-requests", str(left)))
+            if exec_left is not None:
+                inner.headers.append(("x-ms-ratelimit-time-remaining-xrm-requests", f"{exec_left:.2f}"))
+        return self._response(inner)
+
+    @staticmethod
+    def _response(inner: Inner) -> Response:
+        headers = {"OData-Version": "4.0", "REQ_ID": str(uuid.uuid4())}
+        media = None
+        for k, v in inner.headers:
+            if k.lower() == "content-type":
+                media = v
+            else:
+                headers[k] = v
+        return Response(inner.body, inner.status, headers=headers, media_type=media)
+
+    # -- dispatch ---------------------------------------------------------------------------------------
+    def handle(self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes, root: str,
+               *, in_batch: bool = False) -> Inner:
+        try:
+            version = headers.get("odata-version")
+            if version is not None and version.strip().upper() not in ("4.0", "V4.0", "4.01"):
+                raise DataverseError("odata_version", value=version)
+            params = dict(parse_qsl(query, keep_blank_values=True))
+            prefer = _Prefer.parse(headers.get("prefer", ""))
+            return self._route(method.upper(), path.strip("/"), params, headers, body, root, prefer, in_batch)
+        except DataverseError as err:
+            return _error(err)
+        except FilterSyntaxError as err:
+            return _error(DataverseError("query_syntax", detail=err.message))
+        except FilterTypeError as err:
+            return _error(DataverseError(err.kind, **err.fields))
+        except Exception:  # never a traceback on the wire: the real service answers 500 with its body
+            log.exception("unexpected error in the Dataverse emulator")
+            return _error(DataverseError("unexpected"))
+
+    def _route(self, method: str, path: str, params: dict[str, str], headers: Mapping[str, str], body: bytes,
+               root: str, prefer: _Prefer, in_batch: bool) -> Inner:
+        api = root + self.base
+        if path == "":
+            self._only(method, "GET", api)
+            sets = [{"name": t.entity_set, "kind": "EntitySet", "url": t.entity_set} for t in self.store.tables.values()]
+            return _json(200, {"@odata.context": f"{api}/$metadata", "value": sets})
+        if path == "$metadata":
+            self._only(method, "GET", f"{api}/$metadata")
+            return Inner(200, [("Content-Type", "application/xml")], csdl(self.store.tables).encode())
+        if path == "$batch":
+            self._only(method, "POST", f"{api}/$batch")
+            if in_batch:
+                raise DataverseError("batch_malformed", detail="A batch cannot contain another batch.")
+            return self._batch(headers, body, root, prefer)
+        if path == "WhoAmI":
+            self._only(method, "GET", f"{api}/WhoAmI")
+            return _json(200, {"@odata.context": f"{api}/$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse",
+                               "BusinessUnitId": str(uuid.uuid5(uuid.NAMESPACE_URL, "bu")),
+                               "UserId": str(uuid.uuid5(uuid.NAMESPACE_URL, "user")),
+                               "OrganizationId": str(uuid.uuid5(uuid.NAMESPACE_URL, root))})
+        m = _DEF.match(path)
+        if m:
+            self._only(method, "GET", f"{api}/{path}")
+            return self._definitions(m.group(1), path, m.group(2), params, api)
+        if "/" in path:
+            raise DataverseError("segment_not_found", segment=path.split("/", 1)[1].split("(")[0])
+        km = _KEY.match(path)
+        entity_set = km.group(1) if km else path
+        table = self.store.by_entity_set.get(entity_set)
+        if table is None:
+            raise DataverseError("segment_not_found", segment=entity_set)
+        if km is None:
+            if method == "GET":
+                return self._query(table, params, headers, prefer, api)
+            if method == "POST":
+                return self._create(table, body, prefer, api, in_batch)
+            raise DataverseError("method_not_allowed", method=method)
+        rid, key_values = self._parse_key(table, km.group(2))
+        if method == "GET":
+            return self._get_one(table, rid, key_values, params, api)
+        if method == "PATCH":
+            return self._upsert(table, rid, key_values, headers, body, prefer, api, in_batch)
+        if method == "DELETE":
+            return self._delete(table, rid, key_values)
+        raise DataverseError("method_not_allowed", method=method)
+
+    @staticmethod
+    def _only(method: str, allowed: str, uri: str) -> None:
+        if method != allowed:
+            raise DataverseError("no_resource", uri=uri)
+
+    # -- keys -------------------------------------------------------------------------------------------
+    def _parse_key(self, table: TableDef, text: str) -> tuple[str | None, dict[str, Any] | None]:
+        text = text.strip()
+        if is_guid(text):
+            return text.lower(), None
+        pairs: dict[str, Any] = {}
+        pos = 0
+        while pos < len(text):
+            m = _KEY_PAIR.match(text, pos)
+            if m is None:
+                raise DataverseError("bad_key")
+            raw = m.group(2).strip()
+            if raw.startswith("'"):
+                value: Any = raw[1:-1].replace("''", "'")
+            elif re.fullmatch(r"-?\d+", raw):
+                value = int(raw)
+            else:
+                value = raw
+            pairs[m.group(1)] = value
+            pos = m.end()
+        if not pairs:
+            raise DataverseError("bad_key")
+        if list(pairs) == [table.primary_key] and isinstance(pairs[table.primary_key], str) and is_guid(pairs[table.primary_key]):
+            return pairs[table.primary_key].lower(), None
+        if not self.store.has_key(table.name, set(pairs)):
+            raise DataverseError("bad_key")
+        return None, pairs
+
+    def _resolve(self, table: TableDef, rid: str | None, key_values: dict[str, Any] | None) -> str | None:
+        if rid is not None:
+            return rid if self.store.row(table.name, rid) is not None else None
+        return self.store.find_by_key(table.name, key_values or {})
+
+    def _not_found(self, table: TableDef, rid: str | None, key_values: dict[str, Any] | None) -> DataverseError:
+        shown = rid if rid is not None else ",".join(f"{k}={v}" for k, v in (key_values or {}).items())
+        return DataverseError("not_found", table=table.name, id=shown)
+
+    # -- reads ------------------------------------------------------------------------------------------
+    def _select(self, table: TableDef, params: dict[str, str]) -> tuple[list[tuple[str, int]], list[str]]:
+        index = self.store.column_index(table.name)
+        raw = params.get("$select")
+        if raw:
+            names = [n.strip() for n in raw.split(",") if n.strip()]
+            for n in names:
+                if n not in index:
+                    raise DataverseError("no_property", name=n, table=table.name)
+        else:
+            names = [c.wire_name for c in table.columns]
+        shown = list(dict.fromkeys([*names, table.primary_key]))
+        return [(n, index[n][0]) for n in shown], names if raw else []
+
+    def _render_row(self, table: TableDef, row: tuple[Any, ...], names: list[tuple[str, int]],
+                    annotations: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {"@odata.etag": f'W/"{row[self._ver_index(table)]}"'}
+        for name, i in names:
+            out[name] = row[i]
+            if annotations and name.startswith("_") and name.endswith("_value") and row[i] is not None:
+                out[f"{name}@Microsoft.Dynamics.CRM.lookuplogicalname"] = self.store.lookup_target(table.name, row, name)
+        return out
+
+    def _ver_index(self, table: TableDef) -> int:
+        return self.store.column_index(table.name)["versionnumber"][0]
+
+    def _get_one(self, table: TableDef, rid: str | None, key_values: dict[str, Any] | None,
+                 params: dict[str, str], api: str) -> Inner:
+        found = self._resolve(table, rid, key_values)
+        if found is None:
+            raise self._not_found(table, rid, key_values)
+        names, _ = self._select(table, params)
+        row = self.store.row(table.name, found)
+        assert row is not None
+        body = {"@odata.context": f"{api}/$metadata#{table.entity_set}/$entity",
+                **self._render_row(table, row, names, False)}
+        return _json(200, body)
+
+    def _query(self, table: TableDef, params: dict[str, str], headers: Mapping[str, str], prefer: _Prefer,
+               api: str) -> Inner:
+        names, selected = self._select(table, params)
+        annotations = bool(prefer.annotations)
+        page_size = min(prefer.max_page_size or MAX_PAGE_SIZE, MAX_PAGE_SIZE) or MAX_PAGE_SIZE
+        applied = [f"odata.maxpagesize={page_size}"] if prefer.max_page_size else []
+        if "$skip" in params:
+            raise DataverseError("query_syntax", detail="The query parameter $skip is not supported.")
+        if "$expand" in params and not (prefer.track_changes or "$deltatoken" in params):
+            raise DataverseError("query_syntax", detail="$expand is not supported by the emulator.")
+        tracking = prefer.track_changes or "$deltatoken" in params
+        context_cols = f"({','.join(selected)})" if selected else ""
+        if tracking:
+            if not table.change_tracking:
+                raise DataverseError("track_changes_disabled", table=table.name)
+            for option in ("$filter", "$orderby", "$expand", "$top"):
+                if option in params:
+                    raise DataverseError("track_changes_option", option=option)
+            applied.append("odata.track-changes")
+        state = _uncookie(params["$skiptoken"]) if "$skiptoken" in params else None
+        page = state["p"] if state else 1
+        base_params = {k: v for k, v in params.items() if k not in ("$skiptoken",)}
+
+        def link(extra: dict[str, str]) -> str:
+            merged = {**base_params, **extra}
+            return f"{api}/{table.entity_set}?" + "&".join(f"{k}={quote(str(v), safe=',()')}" for k, v in merged.items())
+
+        body: dict[str, Any] = {}
+        if "$deltatoken" in params:
+            since = self.store.parse_delta_token(table.name, params["$deltatoken"])
+            upto = state["upto"] if state else self.store.version
+            after = state["after"] if state else since
+            changes, resume = self.store.changes(table.name, after, upto, page_size)
+            deleted_ctx = f"{api}/$metadata#{table.entity_set}/$deletedEntity"
+            value = [self._render_row(table, item, names, annotations) if kind == "row"
+                     else {"@odata.context": deleted_ctx, "id": item, "reason": "deleted"}
+                     for kind, item in changes]
+            body = {"@odata.context": f"{api}/$metadata#{table.entity_set}{context_cols}/$delta", "value": value}
+            if resume is not None:
+                body["@odata.nextLink"] = link({"$skiptoken": _cookie({"p": page + 1, "upto": upto, "after": resume})})
+            else:
+                body["@odata.deltaLink"] = self._delta_link(table, params, api, upto)
+        else:
+            predicate = None
+            if "$filter" in params:
+                predicate = compile_filter(parse_filter(params["$filter"]), self.store.column_index(table.name),
+                                           table.name)
+            top = None
+            if "$top" in params:
+                if not params["$top"].isdigit():
+                    raise DataverseError("query_syntax", detail=f"Invalid value '{params['$top']}' for $top query option found.")
+                top = min(int(params["$top"]), MAX_PAGE_SIZE)
+            if "$orderby" in params:
+                rows, next_state = self._sorted_page(table, predicate, params["$orderby"], state,
+                                                     top if top is not None else page_size)
+            else:
+                start = state["i"] if state else 0
+                rows, nxt = self.store.scan(table.name, predicate, start, top if top is not None else page_size)
+                next_state = None if nxt is None else {"i": nxt}
+            if top is not None:
+                next_state = None
+            value = [self._render_row(table, r, names, annotations) for r in rows]
+            context = f"{api}/$metadata#{table.entity_set}{context_cols}" + ("/$delta" if tracking else "")
+            body = {"@odata.context": context}
+            if params.get("$count") == "true":
+                body["@odata.count"] = min(MAX_PAGE_SIZE, sum(1 for r in self.store.all_rows(table.name)
+                                                              if predicate is None or predicate(r)))
+            body["value"] = value
+            upto = state.get("upto") if state else (self.store.version if tracking else None)
+            if next_state is not None:
+                next_state["p"] = page + 1
+                if tracking:
+                    next_state["upto"] = upto
+                body["@odata.nextLink"] = link({"$skiptoken": _cookie(next_state)})
+            elif tracking:
+                body["@odata.deltaLink"] = self._delta_link(table, params, api, upto)
+        headers_out = [("Preference-Applied", ",".join(applied))] if applied else []
+        return _json(200, body, headers_out)
+
+    def _delta_link(self, table: TableDef, params: dict[str, str], api: str, version: int) -> str:
+        token = self.store.delta_token(table.name)
+        token = f"{version}!{token.split('!', 1)[1]}"
+        select = f"$select={params['$select']}&" if params.get("$select") else ""
+        return f"{api}/{table.entity_set}?{select}$deltatoken={quote(token, safe='')}"
+
+    def _sorted_page(self, table: TableDef, predicate: Any, orderby: str, state: dict[str, Any] | None,
+                     limit: int) -> tuple[list[tuple[Any, ...]], dict[str, Any] | None]:
+        index = self.store.column_index(table.name)
+        order = parse_orderby(orderby)
+        for o in order:
+            if o.name not in index:
+                raise DataverseError("no_property", name=o.name, table=table.name)
+        rows = [r for r in self.store.all_rows(table.name) if predicate is None or predicate(r)]
+        pk_i = index[table.primary_key][0]
+        rows.sort(key=lambda r: r[pk_i])
+        for o in reversed(order):  # stable multi-key sort: nulls first ascending, strings case-insensitive
+            i = index[o.name][0]
+            rows.sort(key=lambda r, i=i: (r[i] is not None, r[i].casefold() if isinstance(r[i], str) else r[i]),
+                      reverse=o.descending)
+        start = 0
+        if state:
+            start = state["n"]
+            last = state.get("id")
+            if not (0 < start <= len(rows) and rows[start - 1][pk_i] == last):
+                found = next((k for k, r in enumerate(rows) if r[pk_i] == last), None)
+                start = found + 1 if found is not None else start
+        page = rows[start:start + limit]
+        end = start + len(page)
+        return page, ({"n": end, "id": page[-1][pk_i]} if end < len(rows) and page else None)
+
+    def _definitions(self, logical: str, path: str, cast: str | None, params: dict[str, str], api: str) -> Inner:
+        table = self.store.tables.get(logical)
+        if table is None:
+            raise DataverseError("not_found", table="EntityMetadata", id=logical)
+        expand = "OptionSet" in params.get("$expand", "") or "GlobalOptionSet" in params.get("$expand", "")
+        if "/Attributes" not in path:
+            return _json(200, {"@odata.context": f"{api}/$metadata#EntityDefinitions/$entity",
+                               "LogicalName": table.name, "EntitySetName": table.entity_set,
+                               "PrimaryIdAttribute": table.primary_key, "PrimaryNameAttribute": table.primary_name,
+                               "ChangeTrackingEnabled": table.change_tracking, "IsActivity": table.is_activity,
+                               "Keys": [{"LogicalName": k, "KeyAttributes": list(v)} for k, v in table.alternate_keys]})
+        attrs = attributes_metadata(table, cast, expand_optionset=expand)
+        select = [s.strip() for s in params.get("$select", "").split(",") if s.strip()]
+        if select:
+            keep = {*select, "@odata.type", "MetadataId", "OptionSet"}
+            attrs = [{k: v for k, v in a.items() if k in keep} for a in attrs]
+        suffix = f"/Microsoft.Dynamics.CRM.{cast}" if cast else ""
+        ctx = f"{api}/$metadata#EntityDefinitions('{logical}')/Attributes{suffix}"
+        return _json(200, {"@odata.context": ctx, "value": attrs})
+
+    # -- writes -----------------------------------------------------------------------------------------
+    def _payload(self, table: TableDef, body: bytes) -> dict[str, Any]:
+        try:
+            payload = json.loads(body or b"{}")
+        except ValueError as exc:
+            raise DataverseError("bad_payload", entity_set=table.entity_set, detail=f"Invalid JSON. {exc}") from None
+        if not isinstance(payload, dict):
+            raise DataverseError("bad_payload", entity_set=table.entity_set,
+                                 detail="A resource was expected but a different payload was found.")
+        return payload
+
+    def _entity_headers(self, url: str, in_batch: bool) -> list[tuple[str, str]]:
+        return [("Location", url), ("OData-EntityId", url)] if in_batch else [("OData-EntityId", url)]
+
+    def _create(self, table: TableDef, body: bytes, prefer: _Prefer, api: str, in_batch: bool) -> Inner:
+        row = self.store.create(table.name, self._payload(table, body))
+        rid = row[self.store.column_index(table.name)[table.primary_key][0]]
+        url = f"{api}/{table.entity_set}({rid})"
+        if prefer.return_representation:
+            names, _ = self._select(table, {})
+            body_out = {"@odata.context": f"{api}/$metadata#{table.entity_set}/$entity",
+                        **self._render_row(table, row, names, False)}
+            inner = _json(201, body_out, [("OData-EntityId", url), ("Preference-Applied", "return=representation")])
+        else:
+            inner = Inner(204, self._entity_headers(url, in_batch))
+        inner.entity_url = url
+        return inner
+
+    def _upsert(self, table: TableDef, rid: str | None, key_values: dict[str, Any] | None,
+                headers: Mapping[str, str], body: bytes, prefer: _Prefer, api: str, in_batch: bool) -> Inner:
+        payload = self._payload(table, body)
+        found = self._resolve(table, rid, key_values)
+        if_match = headers.get("if-match")
+        if_none = headers.get("if-none-match")
+        if found is None and if_match is not None:
+            raise self._not_found(table, rid, key_values)
+        if found is not None and if_none is not None and if_none.strip() == "*":
+            raise DataverseError("exists")
+        if found is not None and if_match is not None and if_match.strip() != "*":
+            current = self.store.row(table.name, found)
+            assert current is not None
+            if if_match.strip() != f'W/"{current[self._ver_index(table)]}"':
+                raise DataverseError("etag_mismatch")
+        if found is not None:
+            row = self.store.modify(table.name, found, payload)
+            status = 200
+        else:
+            if rid is not None:
+                payload = {**payload, table.primary_key: rid}
+            row = self.store.create(table.name, payload, key_values=key_values)
+            status = 201
+        new_id = row[self.store.column_index(table.name)[table.primary_key][0]]
+        url = f"{api}/{table.entity_set}({new_id})"
+        if prefer.return_representation:
+            names, _ = self._select(table, {})
+            body_out = {"@odata.context": f"{api}/$metadata#{table.entity_set}/$entity",
+                        **self._render_row(table, row, names, False)}
+            inner = _json(status, body_out, [("OData-EntityId", url), ("Preference-Applied", "return=representation")])
+        else:
+            inner = Inner(204, self._entity_headers(url, in_batch))
+        inner.entity_url = url
+        return inner
+
+    def _delete(self, table: TableDef, rid: str | None, key_values: dict[str, Any] | None) -> Inner:
+        found = self._resolve(table, rid, key_values)
+        if found is None:
+            raise self._not_found(table, rid, key_values)
+        self.store.remove(table.name, found)
+        return Inner(204)
+
+    # -- $batch -----------------------------------------------------------------------------------------
+    def _batch(self, headers: Mapping[str, str], body: bytes, root: str, prefer: _Prefer) -> Inner:
+        items = parse_batch(body, headers.get("content-type", ""))
+        total = sum(len(i.requests) if isinstance(i, ChangeSet) else 1 for i in items)
+        if total > MAX_BATCH_REQUESTS:
+            raise DataverseError("batch_too_large", limit=MAX_BATCH_REQUESTS)
+        out: list[PartResponse | list[PartResponse]] = []
+        failed: int | None = None
+        for item in items:
+            if isinstance(item, ChangeSet):
+                result = self._changeset(item, root)
+                out.append(result)
+                if isinstance(result, PartResponse):
+                    failed = failed or result.status
+            else:
+                inner = self._part(item, root, {})
+                out.append(PartResponse(inner.status, inner.headers, inner.body, item.content_id))
+                if inner.status >= 400:
+                    failed = failed or inner.status
+            if failed and not prefer.continue_on_error:
+                break
+        payload, content_type = render_batch(out)
+        # Without continue-on-error the batch itself carries the status of the part that stopped it.
+        status = 200 if prefer.continue_on_error or failed is None else failed
+        applied = [("Preference-Applied", "odata.continue-on-error")] if prefer.continue_on_error else []
+        return Inner(status, [("Content-Type", content_type), *applied], payload)
+
+    def _changeset(self, cs: ChangeSet, root: str) -> list[PartResponse] | PartResponse:
+        refs: dict[str, str] = {}
+        responses: list[PartResponse] = []
+        failure: PartResponse | None = None
+
+        class _Abort(Exception):
+            pass
+
+        try:
+            with self.store.transaction():
+                for req in cs.requests:
+                    if req.method == "GET":
+                        err = _error(DataverseError("get_in_changeset"))
+                        failure = PartResponse(err.status, err.headers, err.body, req.content_id)
+                        raise _Abort
+                    inner = self._part(req, root, refs)
+                    if inner.status >= 400:
+                        failure = PartResponse(inner.status, inner.headers, inner.body, req.content_id)
+                        raise _Abort
+                    if req.content_id and inner.entity_url:
+                        refs["$" + req.content_id] = inner.entity_url
+                    responses.append(PartResponse(inner.status, inner.headers, inner.body, req.content_id))
+        except _Abort:
+            assert failure is not None
+            return failure
+        return responses
+
+    def _part(self, req: BatchRequest, root: str, refs: dict[str, str]) -> Inner:
+        url = req.url
+        if url.startswith("$"):
+            ref, _sep, rest = url.partition("/")
+            if ref not in refs:
+                return _error(DataverseError("content_id", ref=ref))
+            url = refs[ref] + (f"/{rest}" if rest else "")
+        parts = urlsplit(url)
+        path = unquote(parts.path)
+        if path.startswith(self.base):
+            path = path[len(self.base):]
+        body = req.body
+        if refs and body:
+            try:
+                payload = json.loads(body)
+            except ValueError:
+                payload = None
+            if isinstance(payload, dict):
+                for k, v in payload.items():
+                    if isinstance(v, str) and v.startswith("$"):
+                        if v not in refs:
+                            return _error(DataverseError("content_id", ref=v))
+                        payload[k] = refs[v]
+                body = json.dumps(payload).encode()
+        inner = self.handle(req.method, path, parts.query, req.headers, body, root, in_batch=True)
+        if not any(k.lower() == "odata-version" for k, _v in inner.headers):
+            inner.headers.insert(0, ("OData-Version", "4.0"))
+        return inner
+
+
+def dataverse_routes(store: DataverseStore, issuer: TokenIssuer, protection: ServiceProtection | None,
+                     faults: FaultInjector | None = None, base: str = "/api/data/v9.2") -> list[BaseRoute]:
+    """The Web API routes under ``base``; with ``faults``, each request first draws its injected fault."""
+    api = DataverseApi(store, issuer, protection, base)
+    app = FaultMiddleware(request_response(api.endpoint), faults, dataverse_fault_body,
+                          on_token_expiry=issuer.expire_all)
+    methods = ["GET", "POST", "PATCH", "DELETE", "PUT"]
+    return [Route(base.rstrip("/") + "/{path:path}", app, methods=methods),
+            Route(base.rstrip("/"), app, methods=methods)]
+
+
+def build_dataverse_app(store: DataverseStore, issuer: TokenIssuer, protection: ServiceProtection | None = None,
+                        faults: FaultInjector | None = None, base: str = "/api/data/v9.2") -> Starlette:
+    """A standalone app: Entra ID token endpoints plus the Web API (for tests and single-service use)."""
+    return Starlette(routes=[*entra_routes(issuer), *dataverse_routes(store, issuer, protection, faults, base)])

@@ -1,0 +1,510 @@
+"""In-memory Dataverse tables with change tracking, compact enough for a million contacts.
+
+Each row is a tuple in the table's column order (wire names, lookups as ``_x_value``) plus hidden
+columns: the row's slot in insertion order and, per lookup, the logical name of the table it points at.
+Strings such as timestamps are shared between rows written in the same second. A global version counter
+(Dataverse's ``versionnumber``) orders every change; a version log (an ``array`` of versions and a list of
+ids, appended on every write and deleted rows' tombstones) answers "what changed since version v" by
+bisection. Change sets are atomic through an undo journal (``transaction()``).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from array import array
+from bisect import bisect_right
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from emulators.dataverse.errors import DataverseError
+from emulators.dataverse.metadata import ColumnDef, TableDef, load_tables, nav_properties
+from emulators.dataverse.odata import format_datetime, is_guid
+
+__all__ = ["DELTA_RETENTION", "DataverseStore"]
+
+DELTA_RETENTION = timedelta(days=7)
+_BIND = re.compile(r"^(?:.*/)?([A-Za-z_][A-Za-z0-9_]*)\(([0-9a-fA-F-]{36})\)$")
+_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?$")
+
+
+class _Table:
+    __slots__ = ("alt", "cols", "defn", "idx", "lookup_target_idx", "min_valid_version", "nav", "order",
+                 "pos_idx", "rows", "tombstones", "ver_idx", "vlog_ids", "vlog_versions")
+
+    def __init__(self, defn: TableDef) -> None:
+        self.defn = defn
+        wire = [c.wire_name for c in defn.columns]
+        hidden = ["@pos"] + [f"{c.wire_name}@target" for c in defn.columns if c.type == "lookup"]
+        self.cols: tuple[str, ...] = tuple(wire + hidden)
+        self.idx: dict[str, int] = {name: i for i, name in enumerate(self.cols)}
+        self.pos_idx = self.idx["@pos"]
+        self.ver_idx = self.idx["versionnumber"]
+        self.lookup_target_idx = {c.wire_name: self.idx[f"{c.wire_name}@target"] for c in defn.columns
+                                  if c.type == "lookup"}
+        self.nav = nav_properties(defn)
+        self.rows: dict[str, tuple[Any, ...]] = {}
+        self.order: list[str | None] = []
+        self.tombstones: dict[str, int] = {}
+        self.vlog_versions = array("q")
+        self.vlog_ids: list[str] = []
+        self.alt: dict[str, dict[tuple[Any, ...], str]] = {name: {} for name, _cols in defn.alternate_keys}
+        self.min_valid_version = 0
+
+    def alt_values(self, row: tuple[Any, ...]) -> list[tuple[str, tuple[Any, ...]]]:
+        out = []
+        for name, cols in self.defn.alternate_keys:
+            values = tuple(_key_norm(row[self.idx[c]]) for c in cols)
+            if all(v is not None for v in values):
+                out.append((name, values))
+        return out
+
+
+def _key_norm(value: Any) -> Any:
+    return value.casefold() if isinstance(value, str) else value
+
+
+class DataverseStore:
+    """Rows of every table in the snapshots. Public methods speak the Web API's JSON shape (wire names)."""
+
+    def __init__(
+        self,
+        catalog: Any = None,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        retention: timedelta = DELTA_RETENTION,
+    ) -> None:
+        self.tables: dict[str, TableDef] = load_tables(catalog)
+        self.by_entity_set: dict[str, TableDef] = {t.entity_set: t for t in self.tables.values()}
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self.retention = retention
+        self._version = 0
+        self._journal: list[tuple[_Table, str, tuple[Any, ...] | None, int | None]] | None = None
+        self._stamp_cache: tuple[int, str] = (-1, "")
+        self._t: dict[str, _Table] = {}
+        self.reset()
+
+    # -- public API -------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Drop every row and tombstone; delta tokens issued before become expired."""
+        self._t = {name: _Table(d) for name, d in self.tables.items()}
+        # Tokens carry the version they were issued at; bumping the counter splits old from new ones.
+        self._version += 1
+        for t in self._t.values():
+            t.min_valid_version = self._version
+
+    def table(self, name: str) -> TableDef:
+        try:
+            return self.tables[name]
+        except KeyError:
+            raise KeyError(f"unknown Dataverse table {name!r}") from None
+
+    def insert(self, table: str, row: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a row as a CRM user would: id assigned if missing, createdon/modifiedon, versionnumber."""
+        return self.as_dict(table, self.create(table, row, trusted=True))
+
+    def update(self, table: str, id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Change some columns of an existing row (bumps ``modifiedon`` and the version)."""
+        t = self._table(table)
+        rid = id.lower()
+        if rid not in t.rows:
+            raise DataverseError("not_found", table=table, id=rid)
+        return self.as_dict(table, self.modify(table, rid, changes, trusted=True))
+
+    def delete(self, table: str, id: str) -> None:
+        t = self._table(table)
+        rid = id.lower()
+        if rid not in t.rows:
+            raise DataverseError("not_found", table=table, id=rid)
+        self._apply(t, rid, None)
+
+    def get(self, table: str, id: str) -> dict[str, Any] | None:
+        row = self._table(table).rows.get(id.lower())
+        return None if row is None else self.as_dict(table, row)
+
+    def rows(self, table: str) -> Iterator[dict[str, Any]]:
+        t = self._table(table)
+        for rid in t.order:
+            if rid is not None:
+                yield self.as_dict(table, t.rows[rid])
+
+    def count(self, table: str) -> int:
+        return len(self._table(table).rows)
+
+    def dump(self, table: str | None = None) -> dict[str, list[dict[str, Any]]]:
+        """``{table: [rows sorted by primary key]}`` for one table or all, for comparing whole states."""
+        names = [table] if table is not None else sorted(self._t)
+        out = {}
+        for name in names:
+            pk = self.tables[name].primary_key
+            out[name] = sorted(self.rows(name), key=lambda r, pk=pk: r[pk])
+        return out
+
+    def expire_change_tracking(self, table: str | None = None) -> None:
+        """Make every delta token issued so far too old (as if the retention period had passed)."""
+        self._version += 1
+        for name in [table] if table else list(self._t):
+            self._t[name].min_valid_version = self._version
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    # -- internal API used by the Web API layer ---------------------------------------------------
+    def now(self) -> datetime:
+        return self._clock()
+
+    def column_index(self, table: str) -> dict[str, tuple[int, str, str]]:
+        t = self._table(table)
+        return {c.wire_name: (t.idx[c.wire_name], c.type, c.edm) for c in t.defn.columns}
+
+    def row(self, table: str, id: str) -> tuple[Any, ...] | None:
+        return self._table(table).rows.get(id.lower())
+
+    def find_by_key(self, table: str, values: Mapping[str, Any]) -> str | None:
+        """Id of the row whose alternate key (exactly ``values``' columns) matches, or None."""
+        t = self._table(table)
+        for name, cols in t.defn.alternate_keys:
+            if set(cols) == set(values):
+                key = tuple(_key_norm(values[c]) for c in cols)
+                return t.alt[name].get(key)
+        raise DataverseError("bad_key")
+
+    def has_key(self, table: str, columns: set[str]) -> bool:
+        return any(set(cols) == columns for _n, cols in self._table(table).defn.alternate_keys)
+
+    def as_dict(self, table: str, row: tuple[Any, ...], names: list[tuple[str, int]] | None = None) -> dict[str, Any]:
+        t = self._t[table]
+        if names is None:
+            names = [(c.wire_name, t.idx[c.wire_name]) for c in t.defn.columns]
+        return {name: row[i] for name, i in names}
+
+    def lookup_target(self, table: str, row: tuple[Any, ...], wire: str) -> str | None:
+        t = self._t[table]
+        return row[t.lookup_target_idx[wire]]
+
+    def create(self, table: str, payload: Mapping[str, Any], *, trusted: bool = False,
+               key_values: Mapping[str, Any] | None = None) -> tuple[Any, ...]:
+        t = self._table(table)
+        values = self._prepare(t, payload, trusted=trusted)
+        if key_values:
+            values.update({k: self._coerce(t, t.defn.column(k), v) for k, v in key_values.items()})  # type: ignore[arg-type]
+        pk = t.defn.primary_key
+        rid = values.get(pk)
+        if rid is None:
+            rid = str(uuid.uuid4())
+        elif rid in t.rows:
+            raise DataverseError("exists")
+        values[pk] = rid
+        self._computed(t, values, None)
+        stamp = self._stamp()
+        values["createdon"] = values["modifiedon"] = stamp
+        row = [None] * len(t.cols)
+        for name, v in values.items():
+            row[t.idx[name]] = v
+        row[t.pos_idx] = len(t.order)
+        row[t.ver_idx] = self._next_version()
+        new = tuple(row)
+        self._check_alt(t, rid, new)
+        self._apply(t, rid, new)
+        return t.rows[rid]
+
+    def modify(self, table: str, rid: str, payload: Mapping[str, Any], *, trusted: bool = False) -> tuple[Any, ...]:
+        t = self._table(table)
+        values = self._prepare(t, payload, trusted=trusted)
+        values.pop(t.defn.primary_key, None)
+        self._computed(t, values, t.rows[rid])
+        row = list(t.rows[rid])
+        for name, v in values.items():
+            row[t.idx[name]] = v
+        row[t.idx["modifiedon"]] = self._stamp()
+        row[t.ver_idx] = self._next_version()
+        new = tuple(row)
+        self._check_alt(t, rid, new)
+        self._apply(t, rid, new)
+        return new
+
+    def remove(self, table: str, rid: str) -> None:
+        self._apply(self._table(table), rid, None)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All writes in the block happen, or none (the block raised): a Web API change set."""
+        if self._journal is not None:  # nested: the outer transaction owns the undo journal
+            yield
+            return
+        self._journal = []
+        try:
+            yield
+        except BaseException:
+            for entry in reversed(self._journal):
+                self._undo(*entry)
+            raise
+        finally:
+            self._journal = None
+
+    # paging ----------------------------------------------------------------------------------------
+    def scan(self, table: str, predicate: Callable[[tuple[Any, ...]], bool] | None, start: int,
+             limit: int) -> tuple[list[tuple[Any, ...]], int | None]:
+        """Up to ``limit`` matching rows in insertion order from slot ``start``, and the slot of the next
+        matching row (None when there is none): reading one row ahead means no empty last page."""
+        t = self._table(table)
+        order, rows, out = t.order, t.rows, []
+        for i in range(start, len(order)):
+            rid = order[i]
+            if rid is None:
+                continue
+            row = rows[rid]
+            if predicate is None or predicate(row):
+                if len(out) == limit:
+                    return out, i
+                out.append(row)
+        return out, None
+
+    def all_rows(self, table: str) -> Iterator[tuple[Any, ...]]:
+        t = self._table(table)
+        rows = t.rows
+        return (rows[rid] for rid in t.order if rid is not None)
+
+    def delta_token(self, table: str) -> str:
+        stamp = self._clock().astimezone(UTC).strftime("%m/%d/%Y %H:%M:%S")
+        return f"{self._version}!{stamp}"
+
+    def parse_delta_token(self, table: str, token: str) -> int:
+        """The version a delta token stands for; ``delta_expired`` when it is too old or not ours."""
+        t = self._table(table)
+        m = re.fullmatch(r"(\d+)!(\d{2}/\d{2}/\d{4} \d{2}:\d{2}:\d{2})", token)
+        if m is None:
+            raise DataverseError("delta_expired")
+        version = int(m.group(1))
+        issued = datetime.strptime(m.group(2), "%m/%d/%Y %H:%M:%S").replace(tzinfo=UTC)
+        if version < t.min_valid_version or version > self._version or self._clock() - issued > self.retention:
+            raise DataverseError("delta_expired")
+        return version
+
+    def changes(self, table: str, since: int, upto: int, limit: int) -> tuple[list[tuple[str, Any]], int | None]:
+        """Changes with ``since < version <= upto`` in version order: ("row", tuple) or ("deleted", id).
+        Returns up to ``limit`` of them and the version to resume after (None when done)."""
+        t = self._table(table)
+        versions, ids = t.vlog_versions, t.vlog_ids
+        i = bisect_right(versions, since)
+        end = bisect_right(versions, upto)
+        out: list[tuple[str, Any]] = []
+        while i < end and len(out) < limit:
+            v, rid = versions[i], ids[i]
+            i += 1
+            row = t.rows.get(rid)
+            if row is not None and row[t.ver_idx] == v:
+                out.append(("row", row))
+            elif row is None and t.tombstones.get(rid) == v:
+                out.append(("deleted", rid))
+        # Resume after the last version looked at; stale entries in between are skipped again cheaply.
+        return out, (versions[i - 1] if i < end else None)
+
+    # -- internals --------------------------------------------------------------------------------
+    def _table(self, name: str) -> _Table:
+        try:
+            return self._t[name]
+        except KeyError:
+            raise KeyError(f"unknown Dataverse table {name!r}") from None
+
+    def _next_version(self) -> int:
+        self._version += 1
+        return self._version
+
+    def _stamp(self) -> str:
+        now = self._clock()
+        second = int(now.timestamp())
+        if self._stamp_cache[0] != second:  # one shared string per second keeps a million rows small
+            self._stamp_cache = (second, format_datetime(now))
+        return self._stamp_cache[1]
+
+    def _computed(self, t: _Table, values: dict[str, Any], old: tuple[Any, ...] | None) -> None:
+        """Columns Dataverse computes on save: ``fullname`` from first and last name."""
+        if "fullname" in t.idx and ("firstname" in values or "lastname" in values or old is None):
+            def pick(name: str) -> Any:
+                if name in values:
+                    return values[name]
+                return old[t.idx[name]] if old is not None and name in t.idx else None
+
+            values["fullname"] = " ".join(p for p in (pick("firstname"), pick("lastname")) if p) or None
+
+    def _check_alt(self, t: _Table, rid: str, row: tuple[Any, ...]) -> None:
+        for name, values in t.alt_values(row):
+            holder = t.alt[name].get(values)
+            if holder is not None and holder != rid:
+                cols = dict(t.defn.alternate_keys)[name]
+                shown = ",".join(str(row[t.idx[c]]) for c in cols)
+                raise DataverseError("duplicate_key", values=f"({shown})", key=f"'{name}'")
+
+    def _apply(self, t: _Table, rid: str, new: tuple[Any, ...] | None) -> None:
+        old = t.rows.get(rid)
+        old_tomb = t.tombstones.get(rid)
+        if self._journal is not None:
+            self._journal.append((t, rid, old, old_tomb))
+        if old is not None:
+            for name, values in t.alt_values(old):
+                if t.alt[name].get(values) == rid:
+                    del t.alt[name][values]
+        if new is not None:
+            if old is None:  # create() reserved the next slot in insertion order
+                t.order.append(rid)
+            t.rows[rid] = new
+            for name, values in t.alt_values(new):
+                t.alt[name][values] = rid
+            t.tombstones.pop(rid, None)
+            t.vlog_versions.append(new[t.ver_idx])
+        else:
+            assert old is not None
+            del t.rows[rid]
+            t.order[old[t.pos_idx]] = None
+            version = self._next_version()
+            t.tombstones[rid] = version
+            t.vlog_versions.append(version)
+        t.vlog_ids.append(rid)
+
+    def _undo(self, t: _Table, rid: str, old: tuple[Any, ...] | None, old_tomb: int | None) -> None:
+        cur = t.rows.get(rid)
+        if cur is not None:
+            for name, values in t.alt_values(cur):
+                if t.alt[name].get(values) == rid:
+                    del t.alt[name][values]
+            del t.rows[rid]
+            t.order[cur[t.pos_idx]] = None
+        if old is not None:
+            t.rows[rid] = old
+            t.order[old[t.pos_idx]] = rid
+            for name, values in t.alt_values(old):
+                t.alt[name][values] = rid
+        if old_tomb is None:
+            t.tombstones.pop(rid, None)
+        else:
+            t.tombstones[rid] = old_tomb
+
+    # -- payload validation ---------------------------------------------------------------------------
+    def _prepare(self, t: _Table, payload: Mapping[str, Any], *, trusted: bool) -> dict[str, Any]:
+        """Validate and convert a JSON payload into stored values by wire name (lookups included)."""
+        d = t.defn
+        out: dict[str, Any] = {}
+        for key, value in payload.items():
+            if key.startswith("@odata.") or key.startswith("@"):
+                continue
+            if key.endswith("@odata.bind"):
+                nav = key[: -len("@odata.bind")]
+                found = t.nav.get(nav)
+                if found is None and trusted:
+                    col = d.column(f"_{nav}_value")
+                    found = (col, col.targets[0]) if col is not None and col.targets else None
+                if found is None:
+                    raise DataverseError("bad_bind", entity_set=d.entity_set, name=nav)
+                col, target = found
+                out[col.wire_name], out[f"{col.wire_name}@target"] = self._resolve_bind(target, value)
+                continue
+            if "@" in key:
+                if trusted and key.endswith("@Microsoft.Dynamics.CRM.lookuplogicalname"):
+                    continue
+                raise DataverseError("invalid_property", name=key, table=d.name)
+            col = d.column(key)
+            if col is None or (col.type == "lookup" and not trusted):
+                raise DataverseError("invalid_property", name=key, table=d.name)
+            if col.type == "lookup":
+                target = payload.get(f"{key}@Microsoft.Dynamics.CRM.lookuplogicalname")
+                out[key], out[f"{key}@target"] = self._trusted_lookup(col, value, target)
+                continue
+            if col.read_only:
+                continue  # Dataverse ignores writes to system columns such as createdon
+            out[key] = self._coerce(t, col, value)
+        return out
+
+    def _resolve_bind(self, target: str, value: Any) -> tuple[str | None, str | None]:
+        if value is None:
+            return None, None
+        m = _BIND.match(str(value)) if isinstance(value, str) else None
+        if m is None:
+            raise DataverseError("bad_value", value=str(value)[:100], edm="Edm.EntityReference")
+        entity_set, rid = m.group(1), m.group(2).lower()
+        tdef = self.by_entity_set.get(entity_set)
+        if tdef is None:
+            raise DataverseError("segment_not_found", segment=entity_set)
+        if tdef.name != target:
+            raise DataverseError("bad_value", value=str(value), edm=f"Microsoft.Dynamics.CRM.{target}")
+        if rid not in self._t[tdef.name].rows:
+            raise DataverseError("not_found", table=tdef.name, id=rid)
+        return rid, tdef.name
+
+    def _trusted_lookup(self, col: ColumnDef, value: Any, target: str | None) -> tuple[str | None, str | None]:
+        if value is None:
+            return None, None
+        rid = str(value).lower()
+        candidates = [target] if target else list(col.targets)
+        for name in candidates:
+            if name in self._t and rid in self._t[name].rows:
+                return rid, name
+        raise DataverseError("not_found", table=candidates[0] if candidates else "unknown", id=rid)
+
+    def _coerce(self, t: _Table, col: ColumnDef | None, value: Any) -> Any:
+        if col is None:
+            raise DataverseError("invalid_property", name="?", table=t.defn.name)
+        if value is None:
+            return None
+        kind = col.type
+        if kind in ("string", "memo", "enum"):
+            if not isinstance(value, str):
+                raise DataverseError("bad_value", value=str(value), edm="Edm.String")
+            if col.max_length is not None and len(value) > col.max_length:
+                raise DataverseError("max_length", name=col.name, table=t.defn.name, max_length=col.max_length)
+            return value
+        if kind in ("integer", "bigint", "choice"):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise DataverseError("bad_value", value=str(value), edm=col.edm)
+            if kind == "choice" and col.options and value not in {v for v, _l in col.options}:
+                raise DataverseError("option_out_of_range", value=value, name=col.name, table=t.defn.name,
+                                     accepted=",".join(str(v) for v, _l in col.options))
+            if kind == "integer" and not -2147483648 <= value <= 2147483647:
+                raise DataverseError("bad_value", value=str(value), edm="Edm.Int32")
+            self._range(t, col, value)
+            return value
+        if kind in ("decimal", "money", "double"):
+            if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
+                raise DataverseError("bad_value", value=str(value), edm=col.edm)
+            self._range(t, col, value)
+            return float(value) if kind == "double" else value
+        if kind == "boolean":
+            if not isinstance(value, bool):
+                raise DataverseError("bad_value", value=str(value), edm="Edm.Boolean")
+            return value
+        if kind == "guid":
+            if not isinstance(value, str) or not is_guid(value):
+                raise DataverseError("bad_value", value=str(value), edm="Edm.Guid")
+            return value.lower()
+        if kind in ("datetime", "date"):
+            if not isinstance(value, str) or not _DATE_TIME.match(value):
+                raise DataverseError("bad_value", value=str(value), edm=col.edm)
+            try:
+                if kind == "date":
+                    return date.fromisoformat(value[:10]).isoformat()
+                parsed = datetime.fromisoformat(value.replace("Z", "+00:00")) if "T" in value else \
+                    datetime.fromisoformat(value + "T00:00:00+00:00")
+            except ValueError:
+                raise DataverseError("bad_value", value=value, edm=col.edm) from None
+            return format_datetime(parsed)
+        if kind == "multichoice":
+            if not isinstance(value, str):
+                raise DataverseError("bad_value", value=str(value), edm="Edm.String")
+            allowed = {v for v, _l in col.options}
+            for part in filter(None, value.split(",")):
+                if not part.strip().lstrip("-").isdigit() or (allowed and int(part) not in allowed):
+                    raise DataverseError("option_out_of_range", value=part, name=col.name, table=t.defn.name,
+                                         accepted=",".join(str(v) for v in sorted(allowed)))
+            return value
+        return value
+
+    def _range(self, t: _Table, col: ColumnDef, value: Any) -> None:
+        if (col.minimum is not None and value < col.minimum) or (col.maximum is not None and value > col.maximum):
+            raise DataverseError("number_out_of_range", value=value, name=col.name, table=t.defn.name)
+
+    def __repr__(self) -> str:
+        return f"DataverseStore(tables={sorted(self.tables)}, version={self._version})"
