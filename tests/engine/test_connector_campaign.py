@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -103,7 +104,7 @@ class Rig:
         throttled = 0
         for attempts in by_request.values():
             attempts.sort(key=lambda r: r.attempt)
-            for before, after in zip(attempts, attempts[1:], strict=False):
+            for before, after in itertools.pairwise(attempts):
                 if before.status == 429:
                     throttled += 1
                     assert before.retry_after is not None
