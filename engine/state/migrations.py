@@ -1,0 +1,62 @@
+"""The state store's schema, as an ordered list of migrations shared by SQLite and PostgreSQL.
+
+Migration N (1-based) turns a store at version N-1 into version N. Never edit a released migration:
+append a new one. DDL is written once with placeholders for the column types that differ:
+
+    {id}    integer primary key that numbers itself   {ts}    a point in time (ISO text / timestamptz)
+    {key}   text compared byte-wise (keys, flows)     {bool}  / {false}: a flag and its default
+    {real}  a float                                   {without_rowid}: SQLite's clustered-table hint
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["LATEST_VERSION", "MIGRATIONS", "Migration"]
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "cursors, key map, dead letters, runs, leases, meta",
+        (
+            "CREATE TABLE cursors (flow {key} PRIMARY KEY, cursor TEXT NOT NULL, updated_at {ts} NOT NULL)",
+            "CREATE TABLE keymap (flow {key} NOT NULL, source_key {key} NOT NULL, target_id TEXT,"
+            " payload_hash TEXT, created_by_mapsync {bool} NOT NULL DEFAULT {false}, synced_at {ts},"
+            " deleted {bool} NOT NULL DEFAULT {false}, PRIMARY KEY (flow, source_key)) {without_rowid}",
+            "CREATE TABLE dead_letters (id {id}, flow {key} NOT NULL, source_key {key} NOT NULL,"
+            " record TEXT NOT NULL, reason TEXT NOT NULL, field TEXT, mapping_file TEXT, mapping_line INTEGER,"
+            " mapping_version TEXT, attempts INTEGER NOT NULL, first_seen {ts} NOT NULL, last_seen {ts} NOT NULL,"
+            " status TEXT NOT NULL CHECK (status IN ('open', 'retried', 'resolved')), UNIQUE (flow, source_key))",
+            "CREATE INDEX dead_letters_by_status ON dead_letters (flow, status)",
+            "CREATE TABLE runs (id {id}, flow {key} NOT NULL, started_at {ts} NOT NULL, finished_at {ts},"
+            " outcome TEXT NOT NULL, counts TEXT NOT NULL, duration_seconds {real})",
+            "CREATE INDEX runs_by_flow ON runs (flow, id)",
+            "CREATE TABLE leases (flow {key} NOT NULL, environment {key} NOT NULL, holder TEXT NOT NULL,"
+            " acquired_at {ts} NOT NULL, expires_at {ts} NOT NULL, PRIMARY KEY (flow, environment))",
+            "CREATE TABLE meta (key {key} PRIMARY KEY, value TEXT NOT NULL, updated_at {ts} NOT NULL)",
+        ),
+    ),
+    Migration(
+        2,
+        "key map lookup by target id; pending writes (outbox)",
+        (
+            # find_by_target (explain, deletes seen from the target side) scanned the flow without it.
+            "CREATE INDEX keymap_by_target ON keymap (flow, target_id)",
+            "CREATE TABLE pending_writes (flow {key} NOT NULL, source_key {key} NOT NULL,"
+            " operation TEXT NOT NULL CHECK (operation IN ('create', 'update', 'delete')), payload_hash TEXT,"
+            " recorded_at {ts} NOT NULL, PRIMARY KEY (flow, source_key))",
+        ),
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+assert [m.version for m in MIGRATIONS] == list(range(1, LATEST_VERSION + 1)), "migrations must be numbered 1..N"
