@@ -40,7 +40,8 @@ from emulators.limits import ServiceProtection
 from emulators.seed import SeedData
 from emulators.tokens import TokenIssuer
 
-__all__ = ["AdobeServices", "Credentials", "Emulator", "Limits", "serve", "write_config"]
+__all__ = ["AdobeServices", "Credentials", "DataverseServices", "Emulator", "Limits", "Served", "serve",
+           "start_in_thread", "write_config"]
 
 Scope = MutableMapping[str, Any]
 
@@ -140,6 +141,59 @@ class AdobeServices:
             self.protection.reset()
 
 
+class DataverseServices:
+    """Entra ID + Dataverse (built by another module) with the seeded CRM rows loaded."""
+
+    def __init__(self, data: SeedData, *, clock: Clock, credentials: Credentials, token_lifetime: int | None,
+                 limits: Limits) -> None:
+        from emulators.dataverse.store import DataverseStore
+
+        self.data = data
+        self.clock = clock
+        self.issuer = TokenIssuer(token_lifetime or 3599, clock=clock.time)
+        self.issuer.register_client(credentials.tenant_id, credentials.d365_client_id, credentials.d365_client_secret)
+        self.store = DataverseStore(clock=clock.now)
+        self.protection = limits.dataverse(clock.time)
+
+    def routes(self, faults: FaultInjector | None = None) -> list[BaseRoute]:
+        from emulators.dataverse.app import dataverse_routes
+        from emulators.entra import entra_routes
+
+        # The Dataverse routes apply the fault injector themselves, with Dataverse's error body.
+        return [*entra_routes(self.issuer), *dataverse_routes(self.store, self.issuer, self.protection, faults)]
+
+    def set_limits(self, limits: Limits) -> None:
+        # The routes hold this object, so it is changed in place rather than replaced.
+        fresh = limits.dataverse(self.clock.time)
+        for name in ("requests", "execution_ms", "concurrency", "window_seconds"):
+            setattr(self.protection, name, getattr(fresh, name))
+        self.protection.reset()
+
+    def populate(self) -> None:
+        """Accounts first, then contacts and vehicles whose lookups point at them."""
+        for row in self.data.iter_accounts():
+            self.store.insert("account", row)
+        for row in self.data.iter_contacts():
+            self.store.insert("contact", _lookups(row, {"parentcustomerid": "account"}))
+        for row in self.data.iter_vehicles():
+            self.store.insert("new_vehicle", _lookups(row, {"new_contactid": "contact"}))
+
+    def reset(self) -> None:
+        self.store.reset()
+        self.protection.reset()
+
+
+def _lookups(row: dict[str, Any], lookups: dict[str, str]) -> dict[str, Any]:
+    """Seed rows carry lookups as ``name: guid``; the store takes ``_name_value`` plus the target table."""
+    out = dict(row)
+    for name, target in lookups.items():
+        value = out.pop(name, None)
+        out[f"_{name}_value"] = value
+        if value is not None:
+            out[f"_{name}_value@Microsoft.Dynamics.CRM.lookuplogicalname"] = target
+    return out
+
+
 def campaign_error_body(status: int, retry_after: int) -> dict[str, Any]:
     """Injected faults on Adobe paths answer in the gateway's shape."""
     key = {429: "too_many_requests", 500: "server_error", 503: "unavailable"}.get(status, "server_error")
@@ -213,7 +267,6 @@ class Emulator:
     ) -> None:
         # Imported here so that the Adobe half (AdobeServices) does not need the Dataverse package.
         from emulators.control import control_routes
-        from emulators.dataverse_bridge import DataverseServices
 
         self.seed = seed
         self.data = SeedData(seed=seed, contacts=contacts)
@@ -229,12 +282,10 @@ class Emulator:
         self.dataverse_faults = FaultInjector(profile)
         self.adobe_faults = FaultInjector(profile)
         self._seed_stores()
-        router = Starlette(routes=[*control_routes(self), *self.adobe.routes(), *self.dataverse.routes(), *extra_routes])
+        router = Starlette(routes=[*control_routes(self), *self.adobe.routes(),
+                                   *self.dataverse.routes(self.dataverse_faults), *extra_routes])
         org = self.credentials.organization
-        inner = FaultMiddleware(router, self.dataverse_faults, self.dataverse.error_body,
-                                on_token_expiry=self.dataverse.issuer.expire_all,
-                                applies=lambda scope: _service(scope.get("path", ""), org) == "dataverse")
-        inner = FaultMiddleware(inner, self.adobe_faults, campaign_error_body,
+        inner = FaultMiddleware(router, self.adobe_faults, campaign_error_body,
                                 on_token_expiry=self.adobe.issuer.expire_all,
                                 applies=lambda scope: _service(scope.get("path", ""), org) in ("campaign", "journal"))
         self.counting = _Counting(inner, org)
@@ -327,6 +378,7 @@ class Served:
     port: int
     _server: Any = field(repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
+    _ca: Any = field(default=None, repr=False)  # keeps the CA's temp dir (and ca_file) alive
 
     def stop(self) -> None:
         self._server.should_exit = True
@@ -361,7 +413,7 @@ def start_in_thread(emulator: Emulator, *, host: str = "127.0.0.1", port: int = 
         if server.started:
             break
         threading.Event().wait(0.01)
-    return Served(f"https://{host}:{bound}", Path(ca.ca_pem_path), bound, server, thread)
+    return Served(f"https://{host}:{bound}", Path(ca.ca_pem_path), bound, server, thread, ca)
 
 
 def serve(emulator: Emulator, *, host: str = "127.0.0.1", port: int = 8443, ca: Any = None,

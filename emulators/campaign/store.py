@@ -196,6 +196,14 @@ class CampaignStore:
             ).fetchall()
         return [(int(rid), json.loads(data)) for rid, data in found]
 
+    def dump(self, resource: str, *, offset: int = 0, limit: int = 100) -> list[Row]:
+        """Rows by id with an offset (control endpoints; O(offset), fine for inspection)."""
+        with self._lock:
+            found = self._db.execute(
+                f'SELECT id, data FROM "{resource}" ORDER BY id LIMIT ? OFFSET ?', (limit, offset)
+            ).fetchall()
+        return [(int(rid), json.loads(data)) for rid, data in found]
+
     def rows_where(self, resource: str, where: Sequence[Condition] = ()) -> Iterator[Row]:
         after = 0
         while batch := self.page(resource, after=after, limit=1000, where=where):
