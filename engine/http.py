@@ -14,7 +14,9 @@ reuse, timeouts) and wraps each request in the policy the services ask of their 
   an optional client-side request window (``limits.requests_per_window``); a 429 also pauses every new
   request of this client until its Retry-After has passed, because service protection limits count
   per user, not per connection.
-- **401** refreshes the token once, then fails terminally.
+- **401** renews the token and resends, at most ``MAX_TOKEN_REFRESHES`` times per request, then fails
+  terminally. Two, not one: a token renewed for this request can be revoked again before the resend
+  arrives (a tenant rotating credentials, or the emulators' token-expiry fault under concurrency).
 - Every error leaves as ``TransientError`` / ``TerminalError`` with status, the service's error code and
   request id. Tokens never appear in a log line or a message; logged paths carry no query string.
 """
@@ -41,6 +43,7 @@ from engine.config import ServiceLimits
 from engine.errors import ConnectorError, TerminalError, TransientError
 
 __all__ = [
+    "MAX_TOKEN_REFRESHES",
     "NOT_PROCESSED",
     "AdaptiveLimiter",
     "AttemptRecord",
@@ -67,6 +70,7 @@ TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 REQUEST_ID_HEADERS = ("x-ms-service-request-id", "req_id", "x-request-id", "request-id")
 # A Retry-After longer than this is not slept through: the caller gets the TransientError with it.
 MAX_WAIT_SECONDS = 300.0
+MAX_TOKEN_REFRESHES = 2
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 30.0
 
@@ -393,8 +397,8 @@ class HttpClient:
         self.stats.requests += 1
         self.budget.earn()
         token: str | None = None
-        refreshed = False
-        attempt = retries = 0  # the one token refresh is an attempt but not a retry
+        refreshes = 0
+        attempt = retries = 0  # a token refresh is an attempt but not a retry
         while True:
             attempt += 1
             await self._wait_for_pause()
@@ -426,9 +430,10 @@ class HttpClient:
                 self._observe(number, attempt, method, path, sent_at, response.status_code, None, None, None)
                 return response
 
-            if response is not None and response.status_code == 401 and not refreshed and self._auth is not None:
-                # The token may have expired or been revoked between issue and use: renew once, resend at once.
-                refreshed = True
+            if (response is not None and response.status_code == 401 and refreshes < MAX_TOKEN_REFRESHES
+                    and self._auth is not None):
+                # The token may have expired or been revoked between issue and use: renew, resend at once.
+                refreshes += 1
                 self.stats.refreshed_tokens += 1
                 self._observe(number, attempt, method, path, sent_at, 401, None, None, 0.0)
                 await self._auth.token(stale=token)

@@ -243,7 +243,7 @@ def test_unsafe_post_is_only_repeated_when_it_never_arrived() -> None:
     run(scenario())
 
 
-def test_401_refreshes_once_then_fails() -> None:
+def test_401_renews_the_token_then_fails() -> None:
     seen: list[str] = []
     tokens = CountingTokens()
 
@@ -261,8 +261,9 @@ def test_401_refreshes_once_then_fails() -> None:
             assert info.value.status == 401
 
     run(scenario())
-    assert seen == ["Bearer tok1", "Bearer tok2", "Bearer tok2", "Bearer tok3"]
-    assert tokens.renewals == 2
+    # "once": tok1 refused, renewed, tok2 accepted. "always": tok2, tok3, tok4 refused: two renewals, then fail.
+    assert seen == ["Bearer tok1", "Bearer tok2", "Bearer tok2", "Bearer tok3", "Bearer tok4"]
+    assert tokens.renewals == 3
 
 
 def test_connection_errors_become_transient_errors() -> None:

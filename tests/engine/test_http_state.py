@@ -18,7 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from engine.config import ServiceLimits
 from engine.errors import TerminalError, TransientError
-from engine.http import AttemptRecord, HttpClient, RetryBudget
+from engine.http import MAX_TOKEN_REFRESHES, AttemptRecord, HttpClient, RetryBudget
 
 MAX_RETRIES = 4
 FAULTS = ["ok", "429", "500", "503", "400", "401", "connect", "read", "timeout"]
@@ -89,15 +89,15 @@ class RetryMachine(RuleBasedStateMachine):
 
     def predict(self, script: list[str], safe: bool) -> tuple[str, int]:
         """(outcome: 'ok' | 'transient' | 'terminal', attempts) from the documented policy alone."""
-        attempts, refreshed, retries = 0, False, 0
+        attempts, refreshes, retries = 0, 0, 0
         for fault in [*script, "ok"]:
             attempts += 1
             if fault == "ok":
                 return "ok", attempts
             if fault == "401":
-                if refreshed:
+                if refreshes == MAX_TOKEN_REFRESHES:
                     return "terminal", attempts
-                refreshed = True
+                refreshes += 1
                 continue
             if fault == "400":
                 return "terminal", attempts
@@ -136,7 +136,7 @@ class RetryMachine(RuleBasedStateMachine):
         mine = self.records[start:]
         assert outcome == expected, (script, method, marked, outcome, expected)
         assert len(mine) == expected_attempts
-        assert len(mine) <= MAX_RETRIES + 2  # the retries plus the one token refresh
+        assert len(mine) <= MAX_RETRIES + 1 + MAX_TOKEN_REFRESHES  # first try, retries, token refreshes
         if not safe:
             assert self.processed.get(rid, 0) <= 1, "a request that is not idempotent was processed twice"
         for before, after in itertools.pairwise(mine):
