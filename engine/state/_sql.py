@@ -156,7 +156,11 @@ class SqlStore(StateStore):
                 self._rollback()
                 raise
             self._depth = 0
-            self._commit()
+            try:
+                self._commit()
+            except BaseException:
+                self._rollback()  # a failed COMMIT (e.g. busy) leaves the transaction open: close it
+                raise
 
     @contextmanager
     def _read(self) -> Iterator[None]:

@@ -496,6 +496,16 @@ def test_open_store_refuses_unknown_urls() -> None:
         open_store("sqlite:///")
 
 
+def test_store_opened_from_a_loaded_config(tmp_path: Path) -> None:
+    from engine.config import load_config
+
+    (tmp_path / "mapsync.yaml").write_text("version: 1\nenvironments: {stage: {}}\n")
+    env = load_config(tmp_path / "mapsync.yaml", environ={}).environment("stage")
+    with open_store(env.state_url, password=env.state_password) as store:
+        store.set_cursor("contacts", "c")
+    assert (tmp_path / ".mapsync" / "stage.sqlite").is_file()
+
+
 def test_memory_store_for_quick_tries() -> None:
     store = open_store("sqlite:///:memory:")
     store.put_keys("f", [entry("a")])
