@@ -1,0 +1,15 @@
+"""The mapping language front end: ``parse`` one text, ``load_project`` files and folders, ``check`` them.
+
+    parse(text, file) -> ParseResult(module, diagnostics)
+    load_project(paths, root=None) -> (Project, diagnostics)
+    check(project, catalog) -> list[Diagnostic]
+    analyze(project, catalog) -> Analysis     (check + resolved tables and fields, for the compiler)
+"""
+
+from __future__ import annotations
+
+from dsl.checker import Analysis, FlowInfo, analyze, check
+from dsl.parser import ParseResult, parse
+from dsl.project import Project, load_project
+
+__all__ = ["Analysis", "FlowInfo", "ParseResult", "Project", "analyze", "check", "load_project", "parse"]

@@ -61,6 +61,7 @@ CODES: dict[str, str] = {
     "E203": "operator on the wrong type",
     "E204": "label() needs an option-set field",
     "E205": "replacement values of mixed types",
+    "E206": "value not allowed by the target field",
     "E301": "invalid flow direction",
     "E302": "invalid opt-out rule",
     "W101": "source may be longer than target",

@@ -17,3 +17,8 @@ settings.load_profile("ci" if __import__("os").environ.get("CI") else "default")
 @pytest.fixture(scope="session")
 def project_root() -> Path:
     return ROOT
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # Golden files (tests/fixtures/**): `pytest --update-golden` rewrites them from the current output.
+    parser.addoption("--update-golden", action="store_true", default=False, help="rewrite golden files")

@@ -1,0 +1,270 @@
+"""A set of `.map` files read together: parsed modules, their imports, and the names they declare.
+
+Flows and opt-outs are project-wide: ``link(new_contactid, contacts)`` names a flow of another file.
+Replacements are visible in the file that declares them and in every file that imports it (imports are
+transitive: a shared file may itself import a base file). Every name is unique across the project,
+so a replacement, a flow or an opt-out means the same thing wherever it is written.
+
+    load_project(paths, root=None) -> (Project, diagnostics)
+
+Imports resolve relative to the importing file and must stay inside ``root`` (default: the common
+folder of the given paths): a mapping cannot read arbitrary files of the machine it is checked on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dsl import ast
+from dsl.diagnostics import Diagnostic, did_you_mean
+from dsl.errors import DslError
+from dsl.parser import parse_file
+
+__all__ = ["Project", "ProjectPathError", "display_name", "load_project"]
+
+
+class ProjectPathError(DslError):
+    """A path given on the command line does not exist (a usage error, not a finding in a mapping)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Declared:
+    file: str
+    span: ast.Span
+
+
+@dataclass(frozen=True)
+class Project:
+    """Every module of a mapping project, with name tables built once for the checker and the compiler."""
+
+    root: Path
+    modules: tuple[ast.Module, ...]
+    sources: dict[str, str]
+    flows: dict[str, ast.Flow]
+    optouts: dict[str, ast.OptOut]
+    replaces: dict[str, ast.Replace]
+    version: str
+    # file -> the files whose replacements it sees (itself first, then its imports, transitively)
+    visible: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    _flow_files: dict[str, str] = field(default_factory=dict)
+    _replace_files: dict[str, str] = field(default_factory=dict)
+
+    def flow_file(self, name: str) -> str:
+        """The display name of the file that declares flow ``name`` (KeyError when there is none)."""
+        return self._flow_files[name]
+
+    def replace_file(self, name: str) -> str:
+        """The display name of the file that declares replacement ``name`` (KeyError when there is none)."""
+        return self._replace_files[name]
+
+    def replaces_for(self, file: str) -> dict[str, ast.Replace]:
+        """The replacements a file may call: its own and those of the files it imports."""
+        files = set(self.visible.get(file, (file,)))
+        return {n: r for n, r in self.replaces.items() if self._replace_files[n] in files}
+
+    def module(self, file: str) -> ast.Module | None:
+        for m in self.modules:
+            if m.file == file:
+                return m
+        return None
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return tuple(m.file for m in self.modules)
+
+
+def display_name(path: Path) -> str:
+    """``mappings/contacts.map`` when the file is below the current directory, else the absolute path."""
+    resolved = path.resolve()
+    try:
+        return resolved.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return resolved.as_posix()
+
+
+def _expand(paths: Sequence[Path]) -> list[Path]:
+    """Files as given, folders as every ``*.map`` below them (sorted), without duplicates."""
+    out: list[Path] = []
+    seen: set[Path] = set()
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise ProjectPathError(f"{path}: no such file or folder")
+        found = sorted(p for p in path.rglob("*.map") if p.is_file()) if path.is_dir() else [path]
+        for p in found:
+            resolved = p.resolve()
+            if resolved not in seen:
+                seen.add(resolved)
+                out.append(resolved)
+    return out
+
+
+def _default_root(paths: Sequence[Path]) -> Path:
+    folders = [str(p.resolve() if p.is_dir() else p.resolve().parent) for p in map(Path, paths)]
+    return Path(os.path.commonpath(folders)) if folders else Path.cwd().resolve()
+
+
+def load_project(paths: Sequence[Path], *, root: Path | None = None) -> tuple[Project, list[Diagnostic]]:
+    """Parse the files (and everything they import) into a ``Project``.
+
+    Returns every problem found on the way as diagnostics: syntax errors, imports that are missing
+    (E009), circular (E010) or outside ``root`` (E011), names declared twice (E109). Raises
+    ``ProjectPathError`` only when a given path does not exist.
+    """
+    files = _expand(paths)
+    root_dir = (root or _default_root(paths)).resolve()
+    diagnostics: list[Diagnostic] = []
+    modules: dict[Path, ast.Module] = {}
+    sources: dict[str, str] = {}
+    # file -> [(imported file, span of the import)]: only imports that resolved to a readable file
+    edges: dict[Path, list[tuple[Path, ast.Span]]] = {}
+
+    queue = list(files)
+    while queue:
+        path = queue.pop(0)
+        if path in modules:
+            continue
+        name = display_name(path)
+        result, text = parse_file(path, display_name=name)
+        modules[path] = result.module
+        sources[name] = text
+        diagnostics.extend(result.diagnostics)
+        edges[path] = []
+        for decl in result.module.decls:
+            if not isinstance(decl, ast.Import):
+                continue
+            target = _resolve_import(path, decl, root_dir, diagnostics)
+            if target is None:
+                continue
+            edges[path].append((target, decl.span))
+            if target not in modules:
+                queue.append(target)
+
+    diagnostics.extend(_cycles(edges, modules))
+    ordered = tuple(modules.values())
+    by_path = {p: m.file for p, m in modules.items()}
+    visible = {by_path[p]: tuple(by_path[q] for q in _reachable(p, edges)) for p in modules}
+
+    flows: dict[str, ast.Flow] = {}
+    optouts: dict[str, ast.OptOut] = {}
+    replaces: dict[str, ast.Replace] = {}
+    declared: dict[str, _Declared] = {}
+    flow_files: dict[str, str] = {}
+    replace_files: dict[str, str] = {}
+    for module in ordered:
+        for decl in module.decls:
+            if isinstance(decl, ast.Import) or not decl.name:
+                continue
+            first = declared.get(decl.name)
+            if first is not None:
+                diagnostics.append(Diagnostic.error(
+                    "E109", f"`{decl.name}` is declared twice", decl.name_span,
+                    f"the first declaration is at {first.span}; names are unique across the project"))
+                continue
+            declared[decl.name] = _Declared(module.file, decl.name_span)
+            if isinstance(decl, ast.Flow):
+                flows[decl.name] = decl
+                flow_files[decl.name] = module.file
+            elif isinstance(decl, ast.Replace):
+                replaces[decl.name] = decl
+                replace_files[decl.name] = module.file
+            else:
+                optouts[decl.name] = decl
+
+    project = Project(
+        root=root_dir,
+        modules=ordered,
+        sources=sources,
+        flows=flows,
+        optouts=optouts,
+        replaces=replaces,
+        version=_version(root_dir, modules, sources),
+        visible=visible,
+        _flow_files=flow_files,
+        _replace_files=replace_files,
+    )
+    return project, diagnostics
+
+
+def _resolve_import(importer: Path, decl: ast.Import, root: Path, out: list[Diagnostic]) -> Path | None:
+    target = (importer.parent / decl.path).resolve()
+    if not target.is_relative_to(root):
+        out.append(Diagnostic.error(
+            "E011", f"`{decl.path}` is outside the mapping folder `{display_name(root)}`", decl.span,
+            "imports must stay inside the folder being validated; copy the file in or widen the root"))
+        return None
+    if target == importer:
+        out.append(Diagnostic.error("E010", "this file imports itself", decl.span, "remove the import"))
+        return None
+    if not target.is_file():
+        hint = None
+        siblings = sorted(p.name for p in target.parent.glob("*.map")) if target.parent.is_dir() else []
+        if siblings:
+            hint = did_you_mean(target.name, siblings)
+        out.append(Diagnostic.error("E009", f"imported file `{decl.path}` does not exist", decl.span, hint))
+        return None
+    return target
+
+
+def _cycles(edges: Mapping[Path, list[tuple[Path, ast.Span]]], modules: Mapping[Path, ast.Module]) -> list[Diagnostic]:
+    """One E010 per import that closes a cycle (a back edge of a depth-first walk in file order)."""
+    found: list[Diagnostic] = []
+    state: dict[Path, int] = {}  # 1 = on the current path, 2 = done
+    for start in edges:
+        if start in state:
+            continue
+        # Iterative DFS: a long chain of imports must not hit Python's recursion limit.
+        stack: list[tuple[Path, Iterator[tuple[Path, ast.Span]]]] = [(start, iter(edges[start]))]
+        trail = [start]
+        state[start] = 1
+        while stack:
+            node, children = stack[-1]
+            step = next(children, None)
+            if step is None:
+                state[node] = 2
+                stack.pop()
+                trail.pop()
+                continue
+            child, span = step
+            if state.get(child) == 1:
+                cycle = [modules[p].file for p in trail[trail.index(child):]] + [modules[child].file]
+                found.append(Diagnostic.error(
+                    "E010", "this import makes a cycle: " + " -> ".join(cycle), span,
+                    "move the shared replacements into a file that imports nothing"))
+            elif child not in state:
+                state[child] = 1
+                trail.append(child)
+                stack.append((child, iter(edges.get(child, []))))
+    return found
+
+
+def _reachable(start: Path, edges: Mapping[Path, list[tuple[Path, ast.Span]]]) -> list[Path]:
+    out, seen, queue = [], {start}, [start]
+    while queue:
+        node = queue.pop(0)
+        out.append(node)
+        for child, _ in edges.get(node, []):
+            if child not in seen:
+                seen.add(child)
+                queue.append(child)
+    return out
+
+
+def _version(root: Path, modules: Mapping[Path, ast.Module], sources: Mapping[str, str]) -> str:
+    """sha256 over each file's path (relative to the root, so the checkout location does not matter) and text."""
+    digest = hashlib.sha256()
+    for path in sorted(modules):
+        try:
+            rel = path.relative_to(root).as_posix()
+        except ValueError:
+            rel = path.as_posix()
+        text = sources.get(modules[path].file, "")
+        for part in (rel, text):
+            data = part.encode("utf-8", "surrogatepass")
+            digest.update(len(data).to_bytes(8, "big"))
+            digest.update(data)
+    return digest.hexdigest()
