@@ -11,9 +11,10 @@
 ``httpx.ASGITransport(app=...)``); ``serve(...)`` runs it; ``write_config(...)`` writes a ready
 ``mapsync.yaml`` whose ``emulator`` environment points at it.
 
-The demo must work with no environment set up, so ``write_config`` writes the emulator's (throw-away,
-loopback-only) client secrets as ``${MAPSYNC_EMULATOR_*:-value}`` references: the value after ``:-`` is
-the default used when the variable is unset. Nothing else in the project holds a real secret this way.
+The demo must work with no environment set up, so ``write_config`` writes the emulator's client secrets
+literally: they are fixed, throw-away values that only open the loopback emulator (the config loader's
+``${VAR}`` references have no default syntax, and requiring variables would break ``mapsync demo``).
+Real environments keep using ``${VAR}`` references.
 """
 
 from __future__ import annotations
@@ -352,10 +353,10 @@ def write_config(path: Path, *, base_url: str, ca_file: Path | None, credentials
     base = base_url.rstrip("/")
     env: dict[str, Any] = {
         "d365": {"url": base, "tenant_id": c.tenant_id, "client_id": c.d365_client_id,
-                 "client_secret": f"${{MAPSYNC_EMULATOR_D365_SECRET:-{c.d365_client_secret}}}",
+                 "client_secret": c.d365_client_secret,
                  "authority_host": base},
         "campaign": {"organization": c.organization, "client_id": c.campaign_client_id,
-                     "client_secret": f"${{MAPSYNC_EMULATOR_CAMPAIGN_SECRET:-{c.campaign_client_secret}}}",
+                     "client_secret": c.campaign_client_secret,
                      "ims_url": base, "base_url": base},
         "events": {"journal_url": f"{base}{c.journal_path}"},
         "state": state,
@@ -365,6 +366,7 @@ def write_config(path: Path, *, base_url: str, ca_file: Path | None, credentials
     document = {"version": 1, "mappings": mappings, "environments": {"emulator": env}}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("# Written by `mapsync emulate --write-config`: the local emulator, loopback only.\n"
+                    "# Its client secrets are the emulator's fixed throw-away values, not real credentials.\n"
                     + yaml.safe_dump(document, sort_keys=False, allow_unicode=True), encoding="utf-8")
     return path
 

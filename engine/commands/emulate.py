@@ -1,0 +1,63 @@
+"""``mapsync emulate``: serve every emulated service (Entra ID, Dataverse, IMS, Campaign, events journal)
+over TLS on loopback, print the URLs, and stop cleanly on SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from engine.commands._common import add_command
+from engine.errors import ConfigError
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = add_command(subparsers, "emulate", "Serve the Dynamics 365 and Campaign emulators locally.", run)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8443, help="port (default: 8443)")
+    parser.add_argument("--seed", type=int, default=42, help="seed of the demo data (default: 42)")
+    parser.add_argument("--contacts", type=int, default=1000, help="number of seeded contacts (default: 1000)")
+    parser.add_argument("--faults", default="none", choices=("none", "flaky", "hostile"),
+                        help="fault-injection profile (default: none)")
+    parser.add_argument("--write-config", metavar="PATH", type=Path,
+                        help="write a mapsync.yaml with an `emulator` environment pointing here")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from emulators.server import Emulator, serve, write_config
+    from emulators.tls import TestCA
+
+    if args.contacts < 0:
+        raise ConfigError("--contacts must be 0 or more", setting="--contacts")
+    if not 0 < args.port < 65536:
+        raise ConfigError("--port must be between 1 and 65535", setting="--port")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print("mapsync: warning: the emulator has no real security; listening beyond loopback", file=sys.stderr)
+    print(f"mapsync: seeding {args.contacts} contacts (seed {args.seed})...", file=sys.stderr)
+    emulator = Emulator(seed=args.seed, contacts=args.contacts, faults=args.faults)
+    # With --write-config the CA must outlive this process (the config names its file): keep it beside it.
+    ca_dir = args.write_config.parent / ".mapsync" / "emulator-ca" if args.write_config is not None else None
+    ca = TestCA(ca_dir)
+    host = "127.0.0.1" if args.host == "localhost" else args.host
+
+    def ready(base_url: str, ca_file: Path) -> None:
+        for name, url in emulator.urls(base_url).items():
+            print(f"  {name:<10} {url}")
+        print(f"  {'ca_file':<10} {ca_file}")
+        if args.write_config is not None:
+            path = write_config(args.write_config, base_url=base_url, ca_file=ca_file, credentials=emulator.credentials)
+            print(f"  {'config':<10} {path} (environment: emulator)")
+        print("Press Ctrl+C to stop.", flush=True)
+
+    try:
+        serve(emulator, host=host, port=args.port, ca=ca, on_ready=ready)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{args.port}: {exc.strerror or exc}", setting="--port") from None
+    finally:
+        ca.cleanup()
+    print("mapsync: emulator stopped", file=sys.stderr)
+    return 0
