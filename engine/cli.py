@@ -19,6 +19,7 @@ COMMANDS: tuple[str, ...] = (
     "validate",
     "fmt",
     "schema",
+    "emulate",
 )
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
