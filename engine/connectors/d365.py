@@ -299,6 +299,8 @@ class D365Connector:
     async def _fetch_table(self, name: str, csdl_props: Mapping[str, Any]) -> TableSchema:
         base = f"EntityDefinitions(LogicalName='{name}')"
         entity = await self._get_json(f"{base}?$expand=Attributes,Keys")
+        if "Attributes" not in entity:  # a service that does not expand: the collection is addressable too
+            entity["Attributes"] = (await self._get_json(f"{base}/Attributes")).get("value", [])
         options: dict[str, list[tuple[int, str]]] = {}
         for cast in _OPTION_CASTS:
             try:
