@@ -1,0 +1,180 @@
+"""One run of an environment: load and compile the mappings, open the state store and the connectors,
+run the flows in dependency order (a flow runs after the flows it links to), then the opt-out rules.
+
+This is what `mapsync run`, `mapsync plan` and the demo call; it holds no sync logic of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dsl.compiler import CompiledFlow, compile_project
+from dsl.errors import CheckError
+from dsl.project import Project, load_project
+from dsl.schema import Catalog, load_catalog
+from engine.config import Config, Environment, load_config
+from engine.connectors import Connectors, build_connectors
+from engine.errors import ConfigError
+from engine.executor import FlowCounts, FlowResult, FlowRunner
+from engine.sources import source_for
+from engine.state.base import StateStore, open_store
+from engine.targets import target_for
+
+__all__ = ["Job", "RunReport", "load_job", "order_flows", "run_job"]
+
+log = logging.getLogger("mapsync.runner")
+
+
+@dataclass
+class RunReport:
+    flows: list[FlowResult] = field(default_factory=list)
+    optouts: list[Any] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and all(r.outcome == "ok" for r in self.flows)
+
+    @property
+    def dead_letters(self) -> int:
+        return sum(r.counts.rejected + r.counts.failed for r in self.flows)
+
+
+@dataclass
+class Job:
+    """Everything a run needs, loaded and checked before anything talks to a service."""
+
+    config: Config
+    env: Environment
+    project: Project
+    catalog: Catalog
+    flows: dict[str, CompiledFlow]
+
+    def link_tables(self) -> dict[str, str]:
+        return {name: f.target.name for name, f in self.flows.items()}
+
+
+def load_job(config_path: Path, env_name: str, *, catalog: Catalog | None = None) -> Job:
+    config = load_config(config_path)
+    env = config.environment(env_name)
+    if not config.mappings.exists():
+        raise ConfigError(f"mappings folder {config.mappings} does not exist", setting="mappings")
+    project, diagnostics = load_project([config.mappings], root=config.mappings)
+    errors = [d for d in diagnostics if d.is_error]
+    if errors:
+        raise CheckError(f"{len(errors)} error(s) in the mappings: run `mapsync validate` to see them", errors)
+    catalog = catalog or load_catalog()
+    flows = compile_project(project, catalog)
+    return Job(config, env, project, catalog, flows)
+
+
+def order_flows(flows: dict[str, CompiledFlow], project: Project) -> list[str]:
+    """Flows another flow links to come first, so links resolve in the same run."""
+    deps: dict[str, set[str]] = {name: set() for name in flows}
+    for name, flow in project.flows.items():
+        if name in deps:
+            deps[name] = {f for f in _linked_flows(flow) if f in flows and f != name}
+    ordered: list[str] = []
+    ready = sorted(n for n, d in deps.items() if not d)
+    remaining = {n: set(d) for n, d in deps.items() if d}
+    while ready:
+        name = ready.pop(0)
+        ordered.append(name)
+        for other in sorted(remaining):
+            remaining[other].discard(name)
+            if not remaining[other]:
+                del remaining[other]
+                ready.append(other)
+    ordered.extend(sorted(remaining))  # the checker rejects cycles; keep any leftovers runnable anyway
+    # Dynamics 365 -> Campaign flows before the event flows that point back at the contacts they made.
+    return sorted(ordered, key=lambda n: (flows[n].source.system != "d365", ordered.index(n)))
+
+
+def _linked_flows(flow: Any) -> set[str]:
+    from dsl import ast
+
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, ast.Call):
+            if node.name == "link" and len(node.args) == 2 and isinstance(node.args[1], ast.Path):
+                found.add(node.args[1].dotted)
+            for arg in node.args:
+                walk(arg)
+        elif isinstance(node, ast.Binary):
+            walk(node.left)
+            walk(node.right)
+        elif isinstance(node, ast.Unary | ast.IsNull):
+            walk(node.operand)
+        elif isinstance(node, ast.InList):
+            walk(node.operand)
+            for item in node.items:
+                walk(item)
+
+    for assignment in flow.assignments:
+        walk(assignment.expr)
+    return found
+
+
+def runner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+async def run_job(job: Job, *, only: Sequence[str] | None = None, full: bool = False,
+                  replay: Sequence[str] = (), dry_run: bool = False,
+                  on_progress: Callable[[str, FlowCounts], None] | None = None,
+                  transport: Any = None, msal_http_client: Any = None,
+                  store: StateStore | None = None, optouts: bool = True) -> RunReport:
+    """Run (or plan) the job's flows once, then its opt-out rules."""
+    unknown = [f for f in [*(only or ()), *replay] if f not in job.flows]
+    if unknown:
+        raise ConfigError(f"unknown flow(s): {', '.join(unknown)}; the mappings define: {', '.join(sorted(job.flows))}",
+                          setting="--flow")
+    names = [n for n in order_flows(job.flows, job.project) if not only or n in only or n in replay]
+    own_store = store is None
+    store = store or open_store(job.env.state_url, password=job.env.state_password)
+    connectors = build_connectors(job.env, catalog=job.catalog, transport=transport, msal_http_client=msal_http_client)
+    report = RunReport()
+    holder = runner_id()
+    try:
+        for name in names:
+            flow = job.flows[name]
+            runner = FlowRunner(flow, source_for(flow, connectors), target_for(flow, connectors), store,
+                                environment=job.env.name, holder=holder, dry_run=dry_run, on_progress=on_progress,
+                                link_tables=job.link_tables())
+            result = await runner.run(full=full, replay=name in replay)
+            report.flows.append(result)
+        if optouts and not only:
+            report.optouts = await _run_optouts(job, connectors, store, dry_run=dry_run)
+    finally:
+        await connectors.aclose()
+        if own_store:
+            store.close()
+    return report
+
+
+async def _run_optouts(job: Job, connectors: Connectors, store: StateStore, *, dry_run: bool) -> list[Any]:
+    if not job.project.optouts:
+        return []
+    from engine.optout import OptOutSync
+
+    results = []
+    for rule in job.project.optouts.values():
+        if connectors.d365 is None or connectors.campaign is None:
+            raise ConfigError(f"opt-out rule {rule.name} needs both `d365` and `campaign` settings", setting="d365")
+        sync = OptOutSync(rule, d365=connectors.d365, campaign=connectors.campaign, store=store, dry_run=dry_run)
+        results.append(await sync.run())
+    return results
+
+
+
+def run_sync(job: Job, **kwargs: Any) -> RunReport:
+    return asyncio.run(run_job(job, **kwargs))

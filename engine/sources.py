@@ -1,0 +1,134 @@
+"""Where a flow's records come from: one adapter per kind of source, all yielding ``SourceBatch`` values.
+
+A batch carries the rows of one page, the source keys deleted since the last run, and the cursor that
+may be stored once this batch and every batch before it are acknowledged. The executor never looks
+inside a cursor.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from engine.connectors.base import ChangeTrackingExpired
+from engine.connectors.d365 import D365Connector
+from engine.connectors.events import EventsConnector
+from engine.errors import ConfigError
+
+__all__ = ["D365TableSource", "EventFeedSource", "Source", "SourceBatch", "source_for"]
+
+log = logging.getLogger("mapsync.source")
+
+
+@dataclass(frozen=True, slots=True)
+class SourceBatch:
+    rows: Sequence[dict[str, Any]] = ()
+    deleted: Sequence[str] = ()
+    cursor: str | None = None  # store once this batch is acknowledged; None: keep the stored one
+    prefiltered: bool = False  # the pushed-down filter already ran at the source: apply only the residual
+    full: bool = False  # part of a full read (mirror mode may delete what a full read did not see)
+    notes: tuple[str, ...] = field(default=())
+
+
+class Source(Protocol):
+    def batches(self, cursor: str | None, *, full: bool) -> AsyncIterator[SourceBatch]: ...
+
+    async def fetch(self, key: str) -> dict[str, Any] | None: ...
+
+
+class D365TableSource:
+    """A Dataverse table: change tracking when the table has it, else a ``modifiedon`` watermark.
+
+    A full read with change tracking first opens a delta session (reading only the ids), then reads the
+    rows with the pushed-down ``$filter``: changes made while the full read runs come back in the next
+    incremental run instead of being lost, and the full read still transfers only matching rows.
+    """
+
+    def __init__(self, connector: D365Connector, table: str, select: Sequence[str], key: str,
+                 pushdown: str | None, page_size: int = 5000) -> None:
+        self.connector = connector
+        self.table = table
+        self.select = list(select)
+        self.key = key
+        self.pushdown = pushdown
+        self.page_size = page_size
+        schema = connector.table(table)
+        self.change_tracking = bool(schema and schema.change_tracking)
+        self.primary_key = schema.primary_key if schema else key
+
+    async def batches(self, cursor: str | None, *, full: bool) -> AsyncIterator[SourceBatch]:
+        if not self.change_tracking:
+            async for batch in self._by_modifiedon(None if full else cursor):
+                yield batch
+            return
+        if cursor is not None and not full:
+            try:
+                async for page in self.connector.read_changes(self.table, self.select, cursor, self.page_size):
+                    yield SourceBatch(page.rows, page.deleted, cursor=page.delta_link)
+                return
+            except ChangeTrackingExpired:
+                log.warning("change tracking token of %s expired; doing a full read", self.table,
+                            extra={"event": "source.full_read_fallback", "table": self.table})
+        async for batch in self._full_read():
+            yield batch
+
+    async def _full_read(self) -> AsyncIterator[SourceBatch]:
+        delta_link = None
+        async for page in self.connector.read_changes(self.table, [self.primary_key], None, self.page_size):
+            delta_link = page.delta_link or delta_link
+        async for rows in self.connector.read(self.table, self.select, self.pushdown, self.page_size):
+            yield SourceBatch(rows, prefiltered=self.pushdown is not None, full=True)
+        yield SourceBatch((), cursor=delta_link, full=True)
+
+    async def _by_modifiedon(self, cursor: str | None) -> AsyncIterator[SourceBatch]:
+        async for rows in self.connector.read_modified_since(self.table, self.select, cursor, self.page_size):
+            stamps = [r.get("modifiedon") for r in rows if r.get("modifiedon")]
+            # `ge` on the newest stamp re-reads the rows at that instant: idempotent writes make that safe.
+            yield SourceBatch(rows, cursor=max(stamps) if stamps else None, full=cursor is None)
+
+    async def fetch(self, key: str) -> dict[str, Any] | None:
+        from engine.connectors.odata import literal
+
+        filt = f"{self.primary_key} eq {literal(key)}"
+        async for rows in self.connector.read(self.table, self.select, filt, 1):
+            return rows[0] if rows else None
+        return None
+
+
+class EventFeedSource:
+    """One kind of email event (send, open, click, bounce) out of the events journal."""
+
+    def __init__(self, connector: EventsConnector, feed: str) -> None:
+        self.connector = connector
+        self.feed = feed
+
+    async def batches(self, cursor: str | None, *, full: bool) -> AsyncIterator[SourceBatch]:
+        since = None if full else cursor
+        async for page in self.connector.read(since):
+            events = [e.get("event") or {} for e in page.events]
+            rows = [e for e in events if e.get("type") == self.feed]
+            notes = ()
+            if self.connector.last_gap is not None:
+                notes = (str(self.connector.last_gap),)
+            yield SourceBatch(rows, cursor=page.position, full=since is None, notes=notes)
+
+    async def fetch(self, key: str) -> dict[str, Any] | None:
+        return None  # the journal cannot be queried by event id; dead letters keep the whole event
+
+
+def source_for(flow: Any, connectors: Any) -> Source:
+    """The adapter for a compiled flow's source, or a ConfigError naming the missing service settings."""
+    system, table = flow.source.system, flow.source.name
+    if system == "d365":
+        if connectors.d365 is None:
+            raise ConfigError(f"flow {flow.name} reads Dynamics 365, but the environment has no `d365` settings",
+                              setting="d365")
+        return D365TableSource(connectors.d365, table, flow.select, flow.key_source_wire, flow.pushdown)
+    if system == "campaign" and table.startswith("events."):
+        if connectors.events is None:
+            raise ConfigError(f"flow {flow.name} reads email events, but the environment has no `events` settings",
+                              setting="events")
+        return EventFeedSource(connectors.events, table.split(".", 1)[1])
+    raise ConfigError(f"flow {flow.name}: reading from {system}.{table} is not supported", setting="mappings")

@@ -1,0 +1,103 @@
+"""Where a flow's records go: how a resolved reference is written, and how a record is found again.
+
+Both systems express "this field points at that record" differently: Campaign nests ``{"PKey": ...}``,
+Dataverse binds a navigation property (``regardingobjectid_contact_acs_emailsend@odata.bind``). The
+executor resolves references to target ids; this module turns them into each system's wire form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from dsl.schema import TableSchema
+from engine.connectors.base import WriteOp, WriteOutcome
+from engine.errors import ConfigError, ConnectorError
+
+__all__ = ["CampaignTarget", "D365Target", "Target", "target_for"]
+
+
+class Target(Protocol):
+    system: str
+    table: str
+
+    def reference(self, payload: dict[str, Any], path: str, ref_table: str, target_id: str) -> None: ...
+
+    async def write(self, ops: Sequence[WriteOp]) -> list[WriteOutcome]: ...
+
+    async def find(self, key_field: str, key: str) -> str | None: ...
+
+
+def _set_path(payload: dict[str, Any], path: str, value: Any) -> None:
+    *parents, leaf = path.split(".")
+    node = payload
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+class CampaignTarget:
+    system = "campaign"
+
+    def __init__(self, connector: Any, table: str) -> None:
+        self.connector = connector
+        self.table = table
+
+    def reference(self, payload: dict[str, Any], path: str, ref_table: str, target_id: str) -> None:
+        _set_path(payload, path, {"PKey": target_id})
+
+    async def write(self, ops: Sequence[WriteOp]) -> list[WriteOutcome]:
+        return await self.connector.write(ops)
+
+    async def find(self, key_field: str, key: str) -> str | None:
+        try:
+            rows = await self.connector.find(self.table, key_field, key)
+        except ConnectorError:
+            return None
+        return str(rows[0]["PKey"]) if rows and rows[0].get("PKey") else None
+
+
+class D365Target:
+    system = "d365"
+
+    def __init__(self, connector: Any, table: str, schema: TableSchema | None) -> None:
+        self.connector = connector
+        self.table = table
+        self.schema = schema
+
+    def reference(self, payload: dict[str, Any], path: str, ref_table: str, target_id: str) -> None:
+        ref_schema = self.connector.table(ref_table)
+        entity_set = ref_schema.entity_set if ref_schema and ref_schema.entity_set else f"{ref_table}s"
+        field = self.schema.fields.get(path) if self.schema else None
+        targets = field.targets if field is not None else ()
+        if self.schema is not None and self.schema.is_activity and path == "regardingobjectid":
+            # Activities bind the regarding lookup per target table (PROTOCOLS.md §2).
+            name = f"regardingobjectid_{ref_table}_{self.table}"
+        elif len(targets) > 1:
+            name = f"{path}_{ref_table}"
+        else:
+            name = path
+        payload.pop(path, None)
+        payload[f"{name}@odata.bind"] = f"/{entity_set}({target_id})"
+
+    async def write(self, ops: Sequence[WriteOp]) -> list[WriteOutcome]:
+        return await self.connector.write(ops)
+
+    async def find(self, key_field: str, key: str) -> str | None:
+        # Dataverse targets are written by id or alternate key, so a retried write needs no lookup.
+        return None
+
+
+def target_for(flow: Any, connectors: Any) -> Target:
+    system, table = flow.target.system, flow.target.name
+    if system == "campaign":
+        if connectors.campaign is None:
+            raise ConfigError(f"flow {flow.name} writes to Campaign, but the environment has no `campaign` settings",
+                              setting="campaign")
+        return CampaignTarget(connectors.campaign, table)
+    if system == "d365":
+        if connectors.d365 is None:
+            raise ConfigError(f"flow {flow.name} writes to Dynamics 365, but the environment has no `d365` settings",
+                              setting="d365")
+        return D365Target(connectors.d365, table, connectors.d365.table(table))
+    raise ConfigError(f"flow {flow.name}: writing to {system}.{table} is not supported", setting="mappings")
