@@ -202,8 +202,10 @@ class SeedData:
         elif roll < 85:
             email = r.pick(_BAD_EMAILS)
         elif roll < 105 and i > 0:
-            # The same person entered twice: the previous contact's address, sometimes in other case.
-            prev = self.contact_email(i - 1)
+            # The same person entered twice: the previous contact's name and address (in other case, at times).
+            twin = self.contact(i - 1)
+            first, last = twin["firstname"], twin["lastname"]
+            prev = twin["emailaddress1"]
             email = prev.upper() if prev and r.chance(0.5) else prev
         else:
             email = self._email_for(first or "x", last, i, r)

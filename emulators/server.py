@@ -172,12 +172,14 @@ class DataverseServices:
 
     def populate(self) -> None:
         """Accounts first, then contacts and vehicles whose lookups point at them."""
+        # ``create`` (not ``insert``) skips turning each stored row back into a dict: seeding 1M rows.
+        create = self.store.create
         for row in self.data.iter_accounts():
-            self.store.insert("account", row)
+            create("account", row, trusted=True)
         for row in self.data.iter_contacts():
-            self.store.insert("contact", _lookups(row, {"parentcustomerid": "account"}))
+            create("contact", _lookups(row, {"parentcustomerid": "account"}), trusted=True)
         for row in self.data.iter_vehicles():
-            self.store.insert("new_vehicle", _lookups(row, {"new_contactid": "contact"}))
+            create("new_vehicle", _lookups(row, {"new_contactid": "contact"}), trusted=True)
 
     def reset(self) -> None:
         self.store.reset()
