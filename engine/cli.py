@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -18,6 +19,11 @@ from dsl.errors import MapsyncError
 COMMANDS: tuple[str, ...] = (
     "validate",
     "fmt",
+    "plan",
+    "run",
+    "status",
+    "deadletters",
+    "explain",
     "schema",
     "emulate",
 )
@@ -56,6 +62,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mapsync: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug of ours, not the user's: say so briefly, keep the traceback on request
+        if os.environ.get("MAPSYNC_DEBUG"):
+            raise
+        print(f"mapsync: internal error: {type(exc).__name__}: {exc}\n"
+              "  this is a bug in mapsync; run again with MAPSYNC_DEBUG=1 to see the traceback, and report it",
+              file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

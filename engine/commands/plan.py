@@ -1,0 +1,112 @@
+"""`mapsync plan --env E [--flow F]`: what a run would create, update and delete, and what it would cost.
+
+Reads both systems, writes nothing: no key map, no cursor, no lease. Updates are shown as field-level
+diffs against the target record as it is now.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+from pathlib import Path
+from typing import Any
+
+from engine.commands._common import add_command
+from engine.connectors import build_connectors
+from engine.executor import FlowResult, PlannedWrite
+from engine.progress import configure_logging, console, optout_line, print_notes, summary_table
+from engine.runner import Job, load_job, run_job
+
+SAMPLE = 3
+READ_PAGE = 5000
+
+
+def add_parser(subparsers: Any) -> None:
+    p = add_command(subparsers, "plan", "show what a run would create, update and delete (writes nothing)", run,
+                    env=True)
+    p.add_argument("--flow", action="append", metavar="F", help="plan only this flow (repeatable)")
+    p.add_argument("--full", action="store_true", help="plan a full run instead of an incremental one")
+    p.add_argument("--sample", type=int, default=SAMPLE, metavar="N", help=f"records shown per flow (default {SAMPLE})")
+
+
+def run(args: argparse.Namespace) -> int:
+    configure_logging(False)
+    job = load_job(Path(args.config), args.env)
+    return asyncio.run(_plan(job, args))
+
+
+async def _plan(job: Job, args: argparse.Namespace) -> int:
+    report = await run_job(job, only=args.flow, full=args.full, dry_run=True)
+    console.print(summary_table(report.flows, title=f"mapsync plan — environment {job.env.name}", planned=True))
+    print_notes(report.flows)
+    connectors = build_connectors(job.env, catalog=job.catalog)
+    try:
+        for result in report.flows:
+            await _describe(job, result, connectors, args.sample)
+    finally:
+        await connectors.aclose()
+    for o in report.optouts:
+        console.print(optout_line(o))
+    return 0
+
+
+async def _describe(job: Job, result: FlowResult, connectors: Any, sample: int) -> None:
+    flow = job.flows[result.flow]
+    console.print(f"\n[bold]{flow.name}[/bold]  {flow.source.system}.{flow.source.name} -> "
+                  f"{flow.target.system}.{flow.target.name}  ({flow.file})")
+    if flow.pushdown:
+        console.print(f"  $filter (sent to Dynamics 365 on full reads): {flow.pushdown}", markup=False)
+    if flow.residual_text:
+        console.print(f"  evaluated locally: {flow.residual_text}", markup=False)
+    console.print(f"  API calls: about {_calls(job, result)}")
+    for planned in result.planned[:sample]:
+        await _show(flow, planned, connectors)
+
+
+def _calls(job: Job, result: FlowResult) -> str:
+    c = result.counts
+    reads = max(1, math.ceil(c.read / READ_PAGE))
+    writes = c.created + c.updated + c.deleted
+    if job.flows[result.flow].target.system == "d365" and job.env.d365 is not None:
+        batch = job.flows[result.flow].batch or job.env.d365.limits.batch_size
+        write_calls = math.ceil(writes / max(1, batch))
+        return f"{reads} read(s) + {write_calls} $batch request(s) for {writes} write(s)"
+    return f"{reads} read(s) + {writes} write(s)"
+
+
+async def _show(flow: Any, planned: PlannedWrite, connectors: Any) -> None:
+    console.print(f"  {planned.op} {planned.key}" + (f" (target {planned.target_id})" if planned.target_id else ""),
+                  markup=False)
+    current: dict[str, Any] = {}
+    if planned.op == "update" and flow.target.system == "campaign" and connectors.campaign is not None:
+        rows = await connectors.campaign.find(flow.target.name, flow.key_target, planned.key)
+        current = rows[0] if rows else {}
+    for path, value in _flatten(planned.payload):
+        if planned.op == "update":
+            old = _lookup(current, path)
+            if old == value:
+                continue
+            console.print(f"      {path}: {old!r} -> {value!r}", markup=False)
+        else:
+            console.print(f"      {path} = {value!r}", markup=False)
+
+
+def _flatten(payload: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for key, value in payload.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and "PKey" not in value:
+            out.extend(_flatten(value, path + "."))
+        else:
+            out.append((path, value))
+    return out
+
+
+def _lookup(record: dict[str, Any], path: str) -> Any:
+    node: Any = record
+    for part in path.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node

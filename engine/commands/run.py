@@ -1,0 +1,91 @@
+"""`mapsync run --env E [--flow F] [--full] [--replay F] [--watch SECONDS]`: sync now, or keep syncing."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+from pathlib import Path
+from typing import Any
+
+from engine.commands._common import add_command
+from engine.progress import RunDisplay, configure_logging, console, optout_line, print_notes, summary_table
+from engine.runner import RunReport, load_job, run_job
+
+
+def add_parser(subparsers: Any) -> None:
+    p = add_command(subparsers, "run", "run the flows of an environment (full first, incremental after)", run, env=True)
+    p.add_argument("--flow", action="append", metavar="F", help="run only this flow (repeatable)")
+    p.add_argument("--full", action="store_true", help="read every source record again, not just the changes")
+    p.add_argument("--replay", action="append", default=[], metavar="F",
+                   help="forget the flow's cursor and key map and re-sync it from scratch (repeatable)")
+    p.add_argument("--watch", type=float, metavar="SECONDS",
+                   help="keep running: an incremental run every SECONDS until SIGINT/SIGTERM")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every retry and decision")
+
+
+def run(args: argparse.Namespace) -> int:
+    configure_logging(args.verbose)
+    job = load_job(Path(args.config), args.env)
+    if args.watch is not None and args.watch <= 0:
+        raise SystemExit("mapsync: error: --watch needs a positive number of seconds")
+    return asyncio.run(_watch(job, args) if args.watch else _once(job, args))
+
+
+async def _once(job: Any, args: argparse.Namespace) -> int:
+    display = RunDisplay()
+    with display.live():
+        report = await run_job(job, only=args.flow, full=args.full, replay=args.replay,
+                               on_progress=display.on_progress)
+    _print(report, job.env.name)
+    return 0 if report.ok and report.dead_letters == 0 else 1
+
+
+async def _watch(job: Any, args: argparse.Namespace) -> int:
+    """Incremental runs every N seconds. First SIGINT/SIGTERM: finish the current run and stop;
+    a second one interrupts the run (what was acknowledged stays acknowledged)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    current: asyncio.Task[RunReport] | None = None
+
+    def on_signal() -> None:
+        if stop.is_set() and current is not None:
+            current.cancel()
+        stop.set()
+        console.print("[yellow]stopping after the current run (signal again to interrupt it)[/yellow]")
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    first = True
+    status = 0
+    try:
+        while not stop.is_set():
+            current = asyncio.create_task(run_job(job, only=args.flow, full=args.full and first,
+                                                  replay=args.replay if first else ()))
+            try:
+                report = await current
+            except asyncio.CancelledError:
+                console.print("run interrupted; the next run resumes from the last acknowledged page")
+                break
+            first = False
+            changed = [r for r in report.flows if r.counts.written or r.counts.rejected or r.counts.failed]
+            if changed or report.optouts:
+                _print(report, job.env.name)
+            status = 0 if report.ok else 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=args.watch)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    console.print("stopped")
+    return status
+
+
+def _print(report: RunReport, env: str) -> None:
+    console.print(summary_table(report.flows, title=f"mapsync run — environment {env}"))
+    print_notes(report.flows)
+    for o in report.optouts:
+        console.print(optout_line(o))
+    if report.dead_letters:
+        console.print(f"{report.dead_letters} record(s) went to dead letters: see `mapsync deadletters list --env {env}`")
