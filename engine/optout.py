@@ -1,0 +1,619 @@
+"""Opt-out synchronization (``optout NAME { d365.T.f <-> campaign.R.g ... }``): one boolean kept in step.
+
+The runner calls one ``OptOutSync`` per rule after the contacts flow::
+
+    for sync in build_optout_syncs(project, connectors, store):
+        result = await sync.run()
+
+How a run works
+---------------
+1. **Pairs** come from the ``via`` flow's key map: source key (``contactid``) -> target id (profile ``PKey``).
+   A record on either side without a partner is skipped and counted ``unpaired``.
+2. **D365 side**: change tracking on the table, selecting only the key, the opt-out field and ``modifiedon``;
+   the delta link is the cursor ``optout:<name>:d365``. No cursor, or an expired one (``ChangeTrackingExpired``),
+   means a full read (logged, and ``OptOutResult.full_read`` says so). Pairs that joined the key map since the
+   last run and did not change in D365 are fetched by key.
+3. **Campaign side**: Campaign has no change feed, so every run reads the resource and keeps, per pair, only
+   the opt-out value and ``lastModified``.
+4. **Decision** per pair (``decide``): a side *changed* when its value differs from the last value synced
+   for that side. One side changed -> it wins; both changed to different values -> the conflict rule;
+   then the direction decides whether the winner's value may be written to the other side.
+5. **Writes** go out batched through the connectors; a record the service rejects becomes a dead letter
+   (flow ``optout:<name>``) and never stops the run. Then, in one transaction, the per-pair state and the
+   new delta link are saved: the cursor never runs ahead of the state.
+
+No ping-pong: after mapsync writes value v, v is recorded as the synced value of *both* sides, so the echo of
+its own write (a D365 change-tracking row, a new Campaign ``lastModified``) is not a change next run.
+
+Per-pair state (scales to 100k+ pairs)
+--------------------------------------
+Meta keys ``optout:<name>:pairs:<bucket>``, 4096 buckets (3 hex digits of crc32(source key)); each value is a
+compact JSON object ``{"v": 1, "p": {contactid: [d365_synced, campaign_synced, d365_seen, d365_modifiedon,
+synced_at]}}`` with booleans as 0/1 (null = unknown). 100k pairs are ~25 per bucket (~2 KB): a run loads
+every bucket in one ``list_meta`` query and rewrites only the buckets whose pairs changed. ``d365_seen`` is
+kept because change tracking only reports changed rows: a D365 change whose write failed stays visible
+(seen != synced) to the next run even after the cursor has moved.
+
+Assumptions: the ``via`` flow goes D365 -> Campaign (its key map's source key is the D365 primary key, its
+target id the Campaign PKey); a null opt-out value means "not opted out" (false); defaults when the rule
+omits them are ``direction both`` and ``conflict latest-wins`` (Adobe's documented rule).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from dsl import ast
+from engine.connectors.base import ChangeTrackingExpired, WriteOp, WriteOutcome
+from engine.errors import ConfigError, SyncError
+
+if TYPE_CHECKING:
+    from engine.connectors import Connectors
+    from engine.connectors.campaign import CampaignConnector
+    from engine.connectors.d365 import D365Connector
+    from engine.state import StateStore
+
+__all__ = [
+    "CONFLICT_RULES",
+    "DEFAULT_CONFLICT",
+    "DEFAULT_DIRECTION",
+    "DIRECTIONS",
+    "ConflictRule",
+    "Decision",
+    "Direction",
+    "OptOutResult",
+    "OptOutRuleError",
+    "OptOutSync",
+    "PairState",
+    "PlannedChange",
+    "build_optout_syncs",
+    "decide",
+    "parse_time",
+]
+
+log = logging.getLogger("mapsync.optout")
+
+Direction = Literal["d365-to-campaign", "campaign-to-d365", "both"]
+ConflictRule = Literal["latest-wins", "optout-wins", "d365-wins", "campaign-wins"]
+Side = Literal["d365", "campaign"]
+DIRECTIONS: tuple[Direction, ...] = ("d365-to-campaign", "campaign-to-d365", "both")
+CONFLICT_RULES: tuple[ConflictRule, ...] = ("latest-wins", "optout-wins", "d365-wins", "campaign-wins")
+DEFAULT_DIRECTION: Direction = "both"
+DEFAULT_CONFLICT: ConflictRule = "latest-wins"
+
+STATE_VERSION = 1
+BUCKETS = 4096
+WRITE_CHUNK = 500  # ops handed to a connector at once: bounds the coroutines alive, not the wire concurrency
+FETCH_CHUNK = 50  # keys per `$filter=pk eq a or pk eq b ...` request (keeps the URL far below its limit)
+
+
+class OptOutRuleError(SyncError):
+    """An opt-out rule cannot run as written (unknown direction or conflict word, no ``via`` flow)."""
+
+
+# ------------------------------------------------------------------------------------------- decision table
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do with one pair. ``write_*`` is the value to write to that side (None: nothing);
+    ``*_synced`` are the values to record as synced once the write (if any) succeeded."""
+
+    write_d365: bool | None
+    write_campaign: bool | None
+    d365_synced: bool
+    campaign_synced: bool
+    d365_changed: bool
+    campaign_changed: bool
+    conflict: bool
+    winner: Side | None
+    reason: str
+
+
+def _winner(rule: ConflictRule, d365_now: bool, campaign_now: bool,
+            d365_time: datetime | None, campaign_time: datetime | None) -> Side:
+    """The side whose value stands when both changed to different values."""
+    if rule == "d365-wins":
+        return "d365"
+    if rule == "campaign-wins":
+        return "campaign"
+    if rule == "latest-wins" and d365_time is not None and campaign_time is not None and d365_time != campaign_time:
+        return "d365" if d365_time > campaign_time else "campaign"
+    # optout-wins, and latest-wins on equal (or unknown) times: Adobe's rule is that opted out wins.
+    return "d365" if d365_now else "campaign"
+
+
+def decide(*, d365_synced: bool | None, d365_now: bool, campaign_synced: bool | None, campaign_now: bool,
+           d365_time: datetime | None = None, campaign_time: datetime | None = None,
+           direction: Direction = DEFAULT_DIRECTION, conflict: ConflictRule = DEFAULT_CONFLICT) -> Decision:
+    """The decision table, as a pure function.
+
+    ``*_synced`` is the side's last synced value (None: never synced, e.g. the first run). With no synced
+    value a side counts as changed exactly when the two sides disagree, so a first run resolves every
+    difference by the conflict rule and leaves agreeing pairs alone.
+    """
+    d_changed = d365_now != d365_synced if d365_synced is not None else d365_now != campaign_now
+    c_changed = campaign_now != campaign_synced if campaign_synced is not None else campaign_now != d365_now
+    if d365_now == campaign_now:
+        return Decision(None, None, d365_now, campaign_now, d_changed, c_changed, False, None, "in step")
+    is_conflict = d_changed and c_changed
+    if is_conflict:
+        winner: Side | None = _winner(conflict, d365_now, campaign_now, d365_time, campaign_time)
+        first = d365_synced is None and campaign_synced is None
+        reason = f"{'first run, values differ' if first else 'both sides changed'}: {conflict} -> {winner} wins"
+    elif d_changed:
+        winner, reason = "d365", "d365 changed"
+    elif c_changed:
+        winner, reason = "campaign", "campaign changed"
+    elif direction == "both":
+        # The sides differ and neither moved since the last run: a difference a one-way rule left behind.
+        # `both` means "keep them in step", so it is settled like a conflict.
+        is_conflict = True
+        winner = _winner(conflict, d365_now, campaign_now, d365_time, campaign_time)
+        reason = f"sides differ (left by a one-way sync): {conflict} -> {winner} wins"
+    else:
+        # A one-way rule leaves the other side's own changes alone, and keeps leaving them alone.
+        return Decision(None, None, d365_now, campaign_now, False, False, False, None, "left as is")
+    assert winner is not None
+    if winner == "d365":
+        if direction in ("d365-to-campaign", "both"):
+            return Decision(None, d365_now, d365_now, d365_now, d_changed, c_changed, is_conflict, winner, reason)
+        return Decision(None, None, d365_now, campaign_now, d_changed, c_changed, is_conflict, winner,
+                        f"{reason}; not written ({direction})")
+    if direction in ("campaign-to-d365", "both"):
+        return Decision(campaign_now, None, campaign_now, campaign_now, d_changed, c_changed, is_conflict, winner,
+                        reason)
+    return Decision(None, None, d365_now, campaign_now, d_changed, c_changed, is_conflict, winner,
+                    f"{reason}; not written ({direction})")
+
+
+def parse_time(value: Any) -> datetime | None:
+    """A Dataverse (``2024-01-31T10:00:00Z``) or Campaign (``2024-01-31 10:00:00.000Z``) time, aware UTC."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _as_bool(value: Any) -> bool:
+    # Opt-out booleans can arrive as null (never set): that is "not opted out".
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value)
+
+
+# ------------------------------------------------------------------------------------------------ results
+
+
+@dataclass(frozen=True, slots=True)
+class PairState:
+    """What the store remembers about one pair (see the module docstring for the encoding)."""
+
+    d365_synced: bool | None = None
+    campaign_synced: bool | None = None
+    d365_seen: bool | None = None  # the D365 value as last read (change tracking only says what changed)
+    d365_modifiedon: str | None = None
+    synced_at: str | None = None
+
+    def encode(self) -> list[Any]:
+        def b(v: bool | None) -> int | None:
+            return None if v is None else int(v)
+
+        return [b(self.d365_synced), b(self.campaign_synced), b(self.d365_seen), self.d365_modifiedon, self.synced_at]
+
+    @staticmethod
+    def decode(raw: Sequence[Any]) -> PairState:
+        def b(v: Any) -> bool | None:
+            return None if v is None else bool(v)
+
+        padded = [*raw, None, None, None, None, None][:5]
+        return PairState(b(padded[0]), b(padded[1]), b(padded[2]), padded[3], padded[4])
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedChange:
+    """One write a run would make (``mapsync plan``) or made."""
+
+    key: str  # the D365 primary key of the pair
+    system: Side  # the side written to
+    table: str
+    target_id: str
+    field: str
+    before: bool
+    after: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class OptOutResult:
+    name: str
+    d365_changes_seen: int = 0
+    campaign_changes_seen: int = 0
+    written_to_d365: int = 0
+    written_to_campaign: int = 0
+    conflicts: int = 0
+    unpaired: int = 0
+    failed: int = 0
+    pairs: int = 0
+    full_read: bool = False  # D365 was read in full (first run, or the delta token had expired)
+    dry_run: bool = False
+    planned: tuple[PlannedChange, ...] = ()  # the writes (made, or planned when dry_run)
+    notes: tuple[str, ...] = ()
+
+    def counts(self) -> dict[str, int]:
+        """The counters, for ``StateStore.finish_run`` and ``mapsync status``."""
+        return {"d365_changes_seen": self.d365_changes_seen, "campaign_changes_seen": self.campaign_changes_seen,
+                "written_to_d365": self.written_to_d365, "written_to_campaign": self.written_to_campaign,
+                "conflicts": self.conflicts, "unpaired": self.unpaired, "failed": self.failed, "pairs": self.pairs}
+
+
+# -------------------------------------------------------------------------------------------- pair storage
+
+
+def _bucket(key: str) -> str:
+    return f"{zlib.crc32(key.encode('utf-8')) % BUCKETS:03x}"
+
+
+class _PairStore:
+    """Per-pair state in bucketed meta blobs: one query to load, only changed buckets rewritten."""
+
+    def __init__(self, store: StateStore, name: str) -> None:
+        self.store = store
+        self.prefix = f"optout:{name}:pairs:"
+
+    def load(self) -> dict[str, PairState]:
+        out: dict[str, PairState] = {}
+        for key, value in self.store.list_meta(self.prefix).items():
+            try:
+                blob = json.loads(value)
+                pairs = blob["p"] if blob.get("v") == STATE_VERSION else {}
+            except (ValueError, KeyError, TypeError, AttributeError):
+                log.warning("unreadable opt-out state %s: its pairs are treated as never synced", key,
+                            extra={"event": "optout.state_unreadable", "key": key})
+                continue
+            for source_key, raw in pairs.items():
+                out[source_key] = PairState.decode(raw)
+        return out
+
+    def save(self, states: Mapping[str, PairState], dirty_buckets: Iterable[str]) -> None:
+        """Rewrite ``dirty_buckets`` from ``states`` (the complete picture); call inside a transaction."""
+        wanted = set(dirty_buckets)
+        if not wanted:
+            return
+        grouped: dict[str, dict[str, list[Any]]] = {b: {} for b in wanted}
+        for key, state in states.items():
+            b = _bucket(key)
+            if b in grouped:
+                grouped[b][key] = state.encode()
+        for b, pairs in sorted(grouped.items()):
+            if pairs:
+                self.store.set_meta(self.prefix + b, json.dumps({"v": STATE_VERSION, "p": pairs},
+                                                                separators=(",", ":"), sort_keys=True))
+            else:
+                self.store.delete_meta(self.prefix + b)
+
+    def forget(self) -> int:
+        keys = list(self.store.list_meta(self.prefix))
+        with self.store.transaction():
+            for key in keys:
+                self.store.delete_meta(key)
+        return len(keys)
+
+
+# ------------------------------------------------------------------------------------------------ the sync
+
+
+def _setting(value: ast.Setting | None, allowed: tuple[str, ...], default: str, what: str, rule: ast.OptOut) -> str:
+    if value is None:
+        return default
+    word = str(value.value)
+    if word not in allowed:
+        raise OptOutRuleError(f"{value.span}: optout {rule.name}: {what} {word!r} is not one of {', '.join(allowed)}")
+    return word
+
+
+@dataclass
+class _Counters:
+    d365_changes_seen: int = 0
+    campaign_changes_seen: int = 0
+    written_to_d365: int = 0
+    written_to_campaign: int = 0
+    conflicts: int = 0
+    unpaired: int = 0
+    failed: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    key: str
+    pkey: str
+    decision: Decision
+    new_state: PairState  # the state to save if the write succeeds
+    failed_state: PairState  # ...and if it fails: seen values updated, synced ones kept, so it is retried
+    change: PlannedChange
+
+
+class OptOutSync:
+    """One opt-out rule between Dataverse and Campaign; ``await run()`` once per runner pass."""
+
+    def __init__(self, rule: ast.OptOut, *, d365: D365Connector, campaign: CampaignConnector, store: StateStore,
+                 dry_run: bool = False, via: str | None = None) -> None:
+        self.rule = rule
+        self.name = rule.name
+        self.d365 = d365
+        self.campaign = campaign
+        self.store = store
+        self.dry_run = dry_run
+        self.direction: Direction = _setting(rule.direction, DIRECTIONS, DEFAULT_DIRECTION, "direction", rule)  # type: ignore[assignment]
+        self.conflict: ConflictRule = _setting(rule.conflict, CONFLICT_RULES, DEFAULT_CONFLICT, "conflict", rule)  # type: ignore[assignment]
+        via_name = via or (str(rule.via.value) if rule.via is not None else None)
+        if not via_name:
+            raise OptOutRuleError(f"{rule.span}: optout {rule.name}: no flow pairs the records; add `via FLOW`")
+        self.via = via_name
+        self.table = rule.d365.table.name
+        self.d365_field = rule.d365.field
+        self.resource = rule.campaign.table.name
+        self.campaign_field = rule.campaign.field
+        schema = d365.table(self.table)
+        self.d365_key = schema.primary_key if schema is not None else f"{self.table}id"
+        self.flow = f"optout:{self.name}"  # dead letters and runs
+        self.cursor_name = f"optout:{self.name}:d365"
+        self._pairs = _PairStore(store, self.name)
+
+    # -- public ---------------------------------------------------------------------------------------
+
+    async def run(self) -> OptOutResult:
+        n = _Counters()
+        key_map, states, cursor = await asyncio.to_thread(self._load)
+        by_pkey = {pkey: key for key, pkey in key_map.items()}
+        (d_rows, deleted, delta_link, full_read), c_rows = await asyncio.gather(
+            self._read_d365(cursor, key_map, n), self._read_campaign(by_pkey, n))
+        missing = [k for k in key_map if k not in d_rows and k not in deleted and states.get(k, PairState()).d365_seen is None]
+        if missing and not full_read:
+            d_rows.update(await self._fetch_d365(missing))
+
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        new_states: dict[str, PairState] = {}
+        pending: list[_Pending] = []
+        for key, pkey in key_map.items():
+            old = states.get(key, PairState())
+            if key in deleted or (full_read and key not in d_rows):
+                continue  # the contact is gone: its pair (and state) ends here
+            if key in d_rows:
+                d_now, d_time_raw = d_rows[key]
+            elif old.d365_seen is not None:
+                d_now, d_time_raw = old.d365_seen, old.d365_modifiedon
+            else:
+                n.unpaired += 1  # in the key map, but the contact cannot be read
+                continue
+            seen = replace(old, d365_seen=d_now, d365_modifiedon=d_time_raw)
+            if pkey not in c_rows:
+                n.unpaired += 1  # the profile is gone (or not readable): nothing to pair with
+                new_states[key] = seen
+                continue
+            c_now, c_time_raw = c_rows[pkey]
+            decision = decide(d365_synced=old.d365_synced, d365_now=d_now, campaign_synced=old.campaign_synced,
+                              campaign_now=c_now, d365_time=parse_time(d_time_raw), campaign_time=parse_time(c_time_raw),
+                              direction=self.direction, conflict=self.conflict)
+            n.d365_changes_seen += decision.d365_changed
+            n.campaign_changes_seen += decision.campaign_changed
+            n.conflicts += decision.conflict
+            synced_at = old.synced_at
+            if (decision.d365_synced, decision.campaign_synced) != (old.d365_synced, old.campaign_synced):
+                synced_at = now
+            done = PairState(decision.d365_synced, decision.campaign_synced,
+                             decision.write_d365 if decision.write_d365 is not None else d_now, d_time_raw, synced_at)
+            if decision.write_d365 is None and decision.write_campaign is None:
+                new_states[key] = done
+                continue
+            if decision.write_d365 is not None:
+                change = PlannedChange(key, "d365", self.table, key, self.d365_field, d_now, decision.write_d365,
+                                       decision.reason)
+            else:
+                assert decision.write_campaign is not None
+                change = PlannedChange(key, "campaign", self.resource, pkey, self.campaign_field, c_now,
+                                       decision.write_campaign, decision.reason)
+            pending.append(_Pending(key, pkey, decision, done, seen, change))
+            new_states[key] = seen  # until the write is acknowledged
+
+        planned = tuple(p.change for p in pending)
+        if self.dry_run:
+            return self._result(n, key_map, full_read, planned, written=False)
+
+        written = await self._write(pending, new_states, c_rows, n)
+        await asyncio.to_thread(self._save, states, new_states, delta_link, written)
+        return self._result(n, key_map, full_read, tuple(p.change for p in pending if p.key in written), written=True)
+
+    def forget(self) -> None:
+        """Drop this rule's cursor and per-pair state (a replay: the next run is a first run)."""
+        self.store.clear_flow(self.cursor_name)
+        self._pairs.forget()
+
+    # -- reads ----------------------------------------------------------------------------------------
+
+    def _load(self) -> tuple[dict[str, str], dict[str, PairState], str | None]:
+        key_map = {e.source_key: e.target_id for e in self.store.iter_keys(self.via)
+                   if e.target_id and not e.deleted}
+        cursor = self.store.get_cursor(self.cursor_name)
+        return key_map, self._pairs.load(), cursor.value if cursor is not None else None
+
+    async def _read_d365(self, delta_link: str | None, key_map: Mapping[str, str], n: _Counters
+                         ) -> tuple[dict[str, tuple[bool, str | None]], set[str], str | None, bool]:
+        select = [self.d365_key, self.d365_field, "modifiedon"]
+        while True:
+            rows: dict[str, tuple[bool, str | None]] = {}
+            deleted: set[str] = set()
+            unpaired = 0
+            new_link: str | None = None
+            try:
+                async for page in self.d365.read_changes(self.table, select, delta_link):
+                    for row in page.rows:
+                        key = str(row.get(self.d365_key))
+                        if key in key_map:
+                            rows[key] = (_as_bool(row.get(self.d365_field)), row.get("modifiedon"))
+                        else:
+                            unpaired += 1
+                    deleted.update(k for k in page.deleted if k in key_map)
+                    new_link = page.delta_link or new_link
+            except ChangeTrackingExpired as exc:
+                if delta_link is None:
+                    raise
+                note = f"optout {self.name}: {exc}; read {self.table} in full instead"
+                log.warning("%s", note, extra={"event": "optout.full_read", "optout": self.name})
+                n.notes.append(note)
+                delta_link = None
+                continue
+            n.unpaired += unpaired
+            return rows, deleted, new_link, delta_link is None
+
+    async def _fetch_d365(self, keys: Sequence[str]) -> dict[str, tuple[bool, str | None]]:
+        """The current value of pairs new to the key map that change tracking did not report."""
+        from engine.connectors.odata import literal
+
+        out: dict[str, tuple[bool, str | None]] = {}
+        for start in range(0, len(keys), FETCH_CHUNK):
+            chunk = keys[start:start + FETCH_CHUNK]
+            flt = " or ".join(f"{self.d365_key} eq {literal(k)}" for k in chunk)
+            async for page in self.d365.read(self.table, [self.d365_key, self.d365_field, "modifiedon"], flt):
+                for row in page:
+                    out[str(row.get(self.d365_key))] = (_as_bool(row.get(self.d365_field)), row.get("modifiedon"))
+        return out
+
+    async def _read_campaign(self, by_pkey: Mapping[str, str], n: _Counters) -> dict[str, tuple[bool, str | None]]:
+        out: dict[str, tuple[bool, str | None]] = {}
+        async for page in self.campaign.read(self.resource):
+            for row in page:
+                pkey = row.get("PKey")
+                if pkey in by_pkey:
+                    # Only what the decision needs: full profile rows are dropped page by page.
+                    out[pkey] = (_as_bool(row.get(self.campaign_field)), row.get("lastModified"))
+                else:
+                    n.unpaired += 1
+        return out
+
+    # -- writes ---------------------------------------------------------------------------------------
+
+    async def _write(self, pending: Sequence[_Pending], new_states: dict[str, PairState],
+                     c_rows: Mapping[str, tuple[bool, str | None]], n: _Counters) -> set[str]:
+        to_d365 = [p for p in pending if p.change.system == "d365"]
+        to_campaign = [p for p in pending if p.change.system == "campaign"]
+
+        async def send(items: list[_Pending], connector: Any, table: str, fld: str) -> list[tuple[_Pending, WriteOutcome]]:
+            out: list[tuple[_Pending, WriteOutcome]] = []
+            for start in range(0, len(items), WRITE_CHUNK):
+                chunk = items[start:start + WRITE_CHUNK]
+                ops = [WriteOp("update", table, {fld: p.change.after}, target_id=p.change.target_id, ref=p.key)
+                       for p in chunk]
+                out.extend(zip(chunk, await connector.write(ops), strict=True))
+            return out
+
+        results = await asyncio.gather(send(to_d365, self.d365, self.table, self.d365_field),
+                                       send(to_campaign, self.campaign, self.resource, self.campaign_field))
+        written: set[str] = set()
+        failures: list[tuple[_Pending, WriteOutcome]] = []
+        for p, outcome in (*results[0], *results[1]):
+            if outcome.ok:
+                written.add(p.key)
+                new_states[p.key] = p.new_state
+                if p.change.system == "d365":
+                    n.written_to_d365 += 1
+                else:
+                    n.written_to_campaign += 1
+            else:
+                n.failed += 1
+                new_states[p.key] = p.failed_state
+                failures.append((p, outcome))
+        if failures:
+            await asyncio.to_thread(self._dead_letters, failures, c_rows)
+        return written
+
+    def _dead_letters(self, failures: Sequence[tuple[_Pending, WriteOutcome]],
+                      c_rows: Mapping[str, tuple[bool, str | None]]) -> None:
+        span = self.rule.span
+        with self.store.transaction():
+            for p, outcome in failures:
+                c = p.change
+                record = {self.d365_key: p.key, "PKey": p.pkey, "write_to": c.system, "table": c.table,
+                          "field": c.field, "value": c.after, "before": c.before, "reason": c.reason}
+                status = f" ({outcome.status}{' ' + outcome.code if outcome.code else ''})" if outcome.status else ""
+                why = f"{c.system} rejected {c.table}.{c.field}={str(c.after).lower()}{status}: {outcome.message or 'no message'}"
+                self.store.add_dead_letter(self.flow, p.key, record, why, field=c.field,
+                                           mapping_file=span.file, mapping_line=span.line)
+        log.warning("optout %s: %d writes rejected (dead letters)", self.name, len(failures),
+                    extra={"event": "optout.rejected", "optout": self.name, "count": len(failures)})
+
+    def _save(self, old: Mapping[str, PairState], new: dict[str, PairState], delta_link: str | None,
+              written: set[str]) -> None:
+        dirty = {_bucket(k) for k, s in new.items() if old.get(k) != s}
+        dirty |= {_bucket(k) for k in old if k not in new}  # pairs that ended: drop their state
+        with self.store.transaction():
+            self._pairs.save(new, dirty)
+            if delta_link is not None:
+                self.store.set_cursor(self.cursor_name, delta_link)
+            if written:
+                self.store.resolve_dead_letters(self.flow, written)
+
+    def _result(self, n: _Counters, key_map: Mapping[str, str], full_read: bool,
+                planned: tuple[PlannedChange, ...], *, written: bool) -> OptOutResult:
+        result = OptOutResult(
+            name=self.name, d365_changes_seen=n.d365_changes_seen, campaign_changes_seen=n.campaign_changes_seen,
+            written_to_d365=n.written_to_d365, written_to_campaign=n.written_to_campaign, conflicts=n.conflicts,
+            unpaired=n.unpaired, failed=n.failed, pairs=len(key_map), full_read=full_read,
+            dry_run=not written, planned=planned, notes=tuple(n.notes))
+        log.info("optout %s: %s", self.name, " ".join(f"{k}={v}" for k, v in result.counts().items()),
+                 extra={"event": "optout.done", "optout": self.name, **result.counts(), "dry_run": not written})
+        return result
+
+
+# ------------------------------------------------------------------------------------------------ builder
+
+
+def _rules(project_or_rules: Any) -> list[tuple[ast.OptOut, str | None]]:
+    """(rule, via) pairs from a ``dsl.project.Project``, a ``dsl.checker.Analysis``, a mapping or a list."""
+    optouts = getattr(project_or_rules, "optouts", project_or_rules)
+    items = optouts.values() if isinstance(optouts, Mapping) else optouts
+    out: list[tuple[ast.OptOut, str | None]] = []
+    for item in items:
+        if isinstance(item, ast.OptOut):
+            out.append((item, None))
+        elif isinstance(getattr(item, "optout", None), ast.OptOut):  # checker's OptOutInfo: `via` resolved
+            out.append((item.optout, getattr(item, "via", None)))
+        elif isinstance(item, ast.Module):
+            out.extend((d, None) for d in item.decls if isinstance(d, ast.OptOut))
+        else:
+            raise TypeError(f"not an opt-out rule: {item!r}")
+    return out
+
+
+def build_optout_syncs(project_or_rules: Any, connectors: Connectors, store: StateStore, *,
+                       dry_run: bool = False, only: Iterable[str] | None = None) -> list[OptOutSync]:
+    """One ``OptOutSync`` per rule (``only``: just these names), in declaration order.
+
+    ``project_or_rules``: a ``Project`` (``.optouts``), a checker ``Analysis`` (its ``via`` is resolved even
+    when the rule omits it), a mapping or iterable of ``ast.OptOut`` / ``OptOutInfo``, or parsed modules.
+    """
+    rules = _rules(project_or_rules)
+    if only is not None:
+        names = set(only)
+        rules = [(r, v) for r, v in rules if r.name in names]
+    if not rules:
+        return []
+    d365, campaign = connectors.d365, connectors.campaign
+    if d365 is None or campaign is None:
+        missing = "d365" if d365 is None else "campaign"
+        raise ConfigError(f"opt-out rules need both services; {missing} is not configured", setting=missing)
+    return [OptOutSync(rule, d365=d365, campaign=campaign, store=store, dry_run=dry_run, via=via)
+            for rule, via in rules]
