@@ -26,6 +26,7 @@ COMMANDS: tuple[str, ...] = (
     "explain",
     "schema",
     "emulate",
+    "demo",
 )
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2

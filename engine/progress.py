@@ -35,12 +35,12 @@ class _KeyValueFormatter(logging.Formatter):
         return f"{base} {extras}".rstrip()
 
 
-def configure_logging(verbose: bool = False) -> None:
+def configure_logging(verbose: bool = False, *, quiet: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_KeyValueFormatter())
     root = logging.getLogger("mapsync")
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     root.propagate = False
 
 
@@ -57,7 +57,8 @@ class RunDisplay:
 
     def on_progress(self, flow: str, counts: FlowCounts) -> None:
         now = time.monotonic()
-        self.started.setdefault(flow, now)
+        if flow not in self.started:
+            self.started[flow] = self._last_line = now
         self.latest[flow] = counts
         if self._live is not None:
             self._live.update(self._table())

@@ -41,9 +41,10 @@ class Source(Protocol):
 class D365TableSource:
     """A Dataverse table: change tracking when the table has it, else a ``modifiedon`` watermark.
 
-    A full read with change tracking first opens a delta session (reading only the ids), then reads the
-    rows with the pushed-down ``$filter``: changes made while the full read runs come back in the next
-    incremental run instead of being lost, and the full read still transfers only matching rows.
+    Dataverse refuses ``$filter`` together with change tracking, and a delta link keeps the ``$select``
+    of the read that produced it. So a full read of a tracked table is one tracked read of the mapped
+    columns, filtered locally, whose last page yields the delta link of the next run. Tables without
+    change tracking get the pushed-down ``$filter`` on their full read.
     """
 
     def __init__(self, connector: D365Connector, table: str, select: Sequence[str], key: str,
@@ -71,22 +72,20 @@ class D365TableSource:
             except ChangeTrackingExpired:
                 log.warning("change tracking token of %s expired; doing a full read", self.table,
                             extra={"event": "source.full_read_fallback", "table": self.table})
-        async for batch in self._full_read():
-            yield batch
-
-    async def _full_read(self) -> AsyncIterator[SourceBatch]:
-        delta_link = None
-        async for page in self.connector.read_changes(self.table, [self.primary_key], None, self.page_size):
-            delta_link = page.delta_link or delta_link
-        async for rows in self.connector.read(self.table, self.select, self.pushdown, self.page_size):
-            yield SourceBatch(rows, prefiltered=self.pushdown is not None, full=True)
-        yield SourceBatch((), cursor=delta_link, full=True)
+        async for page in self.connector.read_changes(self.table, self.select, None, self.page_size):
+            yield SourceBatch(page.rows, page.deleted, cursor=page.delta_link, full=True)
 
     async def _by_modifiedon(self, cursor: str | None) -> AsyncIterator[SourceBatch]:
-        async for rows in self.connector.read_modified_since(self.table, self.select, cursor, self.page_size):
+        if cursor is None:
+            pages = self.connector.read(self.table, [*self.select, "modifiedon"], self.pushdown, self.page_size,
+                                        orderby="modifiedon asc")
+        else:
+            pages = self.connector.read_modified_since(self.table, self.select, cursor, self.page_size)
+        async for rows in pages:
             stamps = [r.get("modifiedon") for r in rows if r.get("modifiedon")]
             # `ge` on the newest stamp re-reads the rows at that instant: idempotent writes make that safe.
-            yield SourceBatch(rows, cursor=max(stamps) if stamps else None, full=cursor is None)
+            yield SourceBatch(rows, cursor=max(stamps) if stamps else None, full=cursor is None,
+                              prefiltered=cursor is None and self.pushdown is not None)
 
     async def fetch(self, key: str) -> dict[str, Any] | None:
         from engine.connectors.odata import literal
