@@ -12,8 +12,13 @@ from hypothesis import strategies as st
 
 from dsl import ast
 from dsl.parser import parse, parse_file
+from dsl.schema import load_catalog
+from engine.config import CampaignSettings, D365Settings, Secret, ServiceLimits
 from engine.connectors import Connectors
+from engine.connectors.campaign import CampaignConnector
+from engine.connectors.d365 import D365Connector
 from engine.errors import ConfigError
+from engine.http import HttpClient
 from engine.optout import (
     CONFLICT_RULES,
     DIRECTIONS,
@@ -273,11 +278,15 @@ def test_pair_state_encoding_is_compact_and_tolerant() -> None:
 # ------------------------------------------------------------------------------------------- builder
 
 
-class _Conn:
-    """A stand-in service handle: the builder only hands connectors over; ``table`` is asked for the key."""
-
-    def table(self, name: str) -> None:
-        return None
+def _connectors(*, campaign: bool = True) -> Connectors:
+    """Real connectors that are only built, never called: the builder hands them to each sync."""
+    limits = ServiceLimits()
+    d365 = D365Connector(D365Settings(url="https://org.test", tenant_id="t", client_id="c",
+                                      client_secret=Secret("unused"), limits=limits),
+                         HttpClient("d365", limits, None), load_catalog())
+    adobe = CampaignConnector(CampaignSettings(organization="org", client_id="c", client_secret=Secret("unused")),
+                              HttpClient("campaign", limits, None), load_catalog()) if campaign else None
+    return Connectors(d365, adobe, None)
 
 
 def test_build_from_the_shipped_mapping(tmp_path: Path) -> None:
@@ -286,14 +295,14 @@ def test_build_from_the_shipped_mapping(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 's.sqlite'}")
     try:
         store.put_keys("contacts", [KeyEntry("a", "@p")])
-        conns = Connectors(_Conn(), _Conn(), None)  # type: ignore[arg-type]
+        conns = _connectors()
         [sync] = build_optout_syncs([result.module], conns, store)
         assert (sync.name, sync.direction, sync.conflict, sync.via) == ("email", "both", "optout-wins", "contacts")
         assert (sync.table, sync.d365_field, sync.resource, sync.campaign_field, sync.d365_key) == (
             "contact", "donotbulkemail", "profile", "blackListEmail", "contactid")
         assert build_optout_syncs([result.module], conns, store, only=["other"]) == []
         with pytest.raises(ConfigError):
-            build_optout_syncs([result.module], Connectors(_Conn(), None, None), store)  # type: ignore[arg-type]
+            build_optout_syncs([result.module], _connectors(campaign=False), store)
     finally:
         store.close()
 
@@ -310,7 +319,7 @@ def _rule(clauses: str = "via contacts") -> ast.OptOut:
 def test_rule_settings_are_checked_and_defaulted(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 's.sqlite'}")
     try:
-        conns = Connectors(_Conn(), _Conn(), None)  # type: ignore[arg-type]
+        conns = _connectors()
         [sync] = build_optout_syncs({"email": _rule()}, conns, store)
         assert (sync.direction, sync.conflict) == ("both", "latest-wins")
         assert (sync.d365_field, sync.campaign_field) == ("donotemail", "blackList")  # any boolean pair
