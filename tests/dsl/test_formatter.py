@@ -243,3 +243,9 @@ def test_shipped_mappings_pass_fmt_check() -> None:
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 files would be reformatted" in result.stderr
+
+
+def test_the_example_in_the_formatting_rules_is_canonical() -> None:
+    rules = (ROOT / "docs" / "formatting.md").read_text(encoding="utf-8")
+    example = rules.split("```\n", 2)[1]
+    assert format_text(example, "formatting.md") == example
