@@ -1,0 +1,313 @@
+"""bench/sync: a full sync of N Dynamics 365 contacts into the emulated Campaign with service limits on,
+then an incremental run after 1% of the contacts changed.
+
+    .venv/bin/python -m bench.sync [--sizes 100000,1000000] [--campaign-rps 100] [--change 0.01]
+
+Three processes, so that each number belongs to one of them:
+
+- the emulator (``bench.sync serve``): every service over TLS on loopback, Campaign limited to
+  ``--campaign-rps`` requests per second (a sliding window of ``--window`` seconds);
+- the runner (``bench.sync run``): ``engine.runner.run_job`` for the contacts flow, in its own process, so
+  its peak RSS (``ru_maxrss``) is the runner's alone; it reports counts, wall time and RSS as JSON;
+- this driver, which starts both, edits 1% of the contacts through the emulator's control endpoints and
+  reads the emulator's request counters around each run.
+
+Campaign has no batch endpoint: one record costs one request, so the ceiling the limit allows is
+``campaign-rps`` records/s, and ``fraction of ceiling`` = records written / wall time / ceiling. The
+runner is told the same limit (``limits.requests_per_window``), as a real deployment would be.
+
+``measure(...)`` returns the figures as a dict; ``main`` prints them. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+READY_TIMEOUT_S = 1800.0  # seeding 1M contacts takes minutes on a busy machine
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+
+
+# ------------------------------------------------------------------------------ the emulator process
+
+
+@dataclass
+class EmulatorProcess:
+    """An emulator served by a child process; talk to it over HTTPS (control endpoints under ``/_emulator/``)."""
+
+    base_url: str
+    ca_file: Path
+    process: subprocess.Popen[bytes]
+    seed_seconds: float
+    _client: httpx.Client | None = field(default=None, repr=False)
+
+    @property
+    def client(self) -> httpx.Client:
+        if self._client is None:
+            self._client = httpx.Client(base_url=self.base_url, verify=str(self.ca_file), timeout=120)
+        return self._client
+
+    def control(self, method: str, path: str, body: Any = None) -> Any:
+        reply = self.client.request(method, f"/_emulator/{path.lstrip('/')}", json=body)
+        if reply.status_code >= 400:
+            raise RuntimeError(f"emulator control {method} {path}: {reply.status_code} {reply.text[:200]}")
+        return reply.json() if reply.content else None
+
+    def counters(self) -> dict[str, Any]:
+        return self.control("GET", "counters")  # type: ignore[no-any-return]
+
+    def rows(self, kind: str, name: str, *, page: int = 5000) -> list[dict[str, Any]]:
+        """Every row of a Dataverse table (``kind='d365'``) or a Campaign resource (``kind='campaign'``)."""
+        out: list[dict[str, Any]] = []
+        while True:
+            body = self.control("GET", f"state/{kind}/{name}?offset={len(out)}&limit={page}")
+            out.extend(body["rows"])
+            if not body["rows"] or len(out) >= body["count"]:
+                return out
+
+    def journal(self, *, page: int = 5000) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        while True:
+            body = self.control("GET", f"state/journal?offset={len(out)}&limit={page}")
+            out.extend(body["events"])
+            if not body["events"] or len(out) >= body["count"]:
+                return out
+
+    def write_config(self, folder: Path, *, mappings: Path = ROOT / "mappings",
+                     limits: dict[str, dict[str, Any]] | None = None) -> Path:
+        """A mapsync.yaml (environment ``emulator``) in ``folder``, state in a SQLite file beside it."""
+        from emulators.server import write_config
+
+        path = write_config(folder / "mapsync.yaml", base_url=self.base_url, ca_file=self.ca_file,
+                            state=f"sqlite:///{folder / 'state.sqlite'}", mappings=str(mappings.resolve()))
+        if limits:
+            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+            for service, values in limits.items():
+                doc["environments"]["emulator"][service]["limits"] = values
+            path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
+        return path
+
+    def stop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def start_emulator(*, contacts: int, seed: int = 42, faults: str = "none",
+                   limits: dict[str, Any] | None = None, token_lifetime: int | None = None) -> EmulatorProcess:
+    """Start ``bench.sync serve`` and wait (bounded) until it listens."""
+    ready = Path(tempfile.mkdtemp(prefix="mapsync-bench-")) / "ready.json"
+    cmd = [PYTHON, "-m", "bench.sync", "serve", "--contacts", str(contacts), "--seed", str(seed),
+           "--faults", faults, "--limits", json.dumps(limits or {}), "--ready", str(ready)]
+    if token_lifetime is not None:
+        cmd += ["--token-lifetime", str(token_lifetime)]
+    started = time.monotonic()
+    process = subprocess.Popen(cmd, cwd=ROOT)
+    while not ready.exists():
+        if process.poll() is not None:
+            raise RuntimeError(f"the emulator process exited with {process.returncode} before it was ready")
+        if time.monotonic() - started > READY_TIMEOUT_S:
+            process.kill()
+            raise RuntimeError("the emulator did not start in time")
+        time.sleep(0.2)
+    info = json.loads(ready.read_text())
+    return EmulatorProcess(info["base_url"], Path(info["ca_file"]), process, info["seed_seconds"])
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """The emulator process: seed, serve over TLS on loopback, write the ready file, wait for SIGTERM."""
+    import dataclasses
+
+    from emulators.server import Emulator, Limits, start_in_thread
+
+    started = time.perf_counter()
+    limits = dataclasses.replace(Limits(), **json.loads(args.limits))
+    emulator = Emulator(seed=args.seed, contacts=args.contacts, faults=args.faults, limits=limits,
+                        token_lifetime=args.token_lifetime)
+    seeded = time.perf_counter() - started
+    served = start_in_thread(emulator)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    tmp = Path(args.ready).with_suffix(".tmp")
+    tmp.write_text(json.dumps({"base_url": served.base_url, "ca_file": str(served.ca_file), "seed_seconds": seeded}))
+    tmp.rename(args.ready)  # atomic: the driver never reads half a file
+    while not stop.wait(1.0):
+        if os.getppid() == 1:  # the driver died: do not outlive it
+            break
+    served.stop()
+    return 0
+
+
+# ------------------------------------------------------------------------------ the runner process
+
+
+def run_in_process(config: Path, *, flows: Sequence[str] = ("contacts",), full: bool = False,
+                   timeout: float = 6 * 3600) -> dict[str, Any]:
+    """Run ``flows`` once in a fresh ``bench.sync run`` process; its JSON report (counts, seconds, peak RSS)."""
+    cmd = [PYTHON, "-m", "bench.sync", "run", "--config", str(config), "--flows", ",".join(flows)]
+    if full:
+        cmd.append("--full")
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"runner process failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def _run(args: argparse.Namespace) -> int:
+    from engine.runner import load_job, run_job
+
+    job = load_job(Path(args.config), "emulator")
+    flows = [f for f in args.flows.split(",") if f]
+    started = time.perf_counter()
+    report = asyncio.run(run_job(job, only=flows, full=args.full, optouts=False))
+    seconds = time.perf_counter() - started
+    out = {
+        "seconds": seconds,
+        "peak_rss_mb": peak_rss_mb(),
+        "flows": {r.flow: {"counts": r.counts.as_dict(), "seconds": r.seconds, "outcome": r.outcome,
+                           "notes": r.notes} for r in report.flows},
+        "errors": report.errors,
+    }
+    print(json.dumps(out))
+    return 0
+
+
+# ------------------------------------------------------------------------------ the measurement
+
+
+def _total_requests(counters: dict[str, Any]) -> dict[str, int]:
+    return {k: int(v) for k, v in counters["requests"].items()}
+
+
+def _diff(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {k: after.get(k, 0) - before.get(k, 0) for k in sorted(set(after) | set(before))
+            if after.get(k, 0) - before.get(k, 0)}
+
+
+def edit_contacts(emu: EmulatorProcess, fraction: float, *, seed: int = 7) -> int:
+    """Change ``fraction`` of the contacts as a CRM user would (a new job title); returns how many."""
+    ids = [r["contactid"] for r in emu.rows("d365", "contact")]
+    rnd = random.Random(seed)
+    chosen = rnd.sample(ids, max(1, round(len(ids) * fraction)))
+    for i, contact_id in enumerate(chosen):
+        emu.control("PATCH", f"d365/contact/{contact_id}", {"jobtitle": f"Changed {i}"})
+    return len(chosen)
+
+
+def measure(size: int, *, campaign_rps: float, window: float = 60.0, change: float = 0.01,
+            concurrency: int = 16, incremental: bool = True, log: Any = print) -> dict[str, Any]:
+    """Full sync of ``size`` contacts (and, if asked, an incremental run after ``change`` of them changed)."""
+    requests = max(1, round(campaign_rps * window))
+    log(f"[sync {size:,}] seeding the emulator ...")
+    emu = start_emulator(contacts=size, limits={"campaign_requests": requests, "campaign_window_seconds": window,
+                                                "campaign_concurrency": concurrency * 2})
+    folder = Path(tempfile.mkdtemp(prefix="mapsync-bench-sync-"))
+    try:
+        log(f"[sync {size:,}] seeded in {emu.seed_seconds:.0f} s; full run (Campaign limited to {requests} requests "
+            f"per {window:g} s = {requests / window:g} records/s) ...")
+        config = emu.write_config(folder, limits={"campaign": {
+            "requests_per_window": requests, "window_seconds": window, "concurrency": concurrency}})
+        before = _total_requests(emu.counters())
+        full = run_in_process(config)
+        after = _total_requests(emu.counters())
+        counts = full["flows"]["contacts"]["counts"]
+        written = counts["created"] + counts["updated"] + counts["deleted"]
+        ceiling = requests / window
+        rate = written / full["seconds"]
+        result: dict[str, Any] = {
+            "size": size, "records_written": written, "counts": counts, "seconds": full["seconds"],
+            "records_per_s": rate, "ceiling_records_per_s": ceiling, "fraction_of_ceiling": rate / ceiling,
+            "peak_rss_mb": full["peak_rss_mb"], "calls": _diff(after, before), "seed_seconds": emu.seed_seconds,
+            "throttled_429": emu.counters()["throttled_429"].get("campaign", 0),
+        }
+        log(f"[sync {size:,}] full: {written:,} records in {full['seconds']:.1f} s = {rate:,.1f} records/s = "
+            f"{rate / ceiling:.3f} of the ceiling; runner peak RSS {full['peak_rss_mb']:.0f} MB; "
+            f"calls {result['calls']}")
+        if incremental:
+            changed = edit_contacts(emu, change)
+            before = _total_requests(emu.counters())
+            inc = run_in_process(config)
+            after = _total_requests(emu.counters())
+            calls = _diff(after, before)
+            full_calls = sum(result["calls"].values())
+            result["incremental"] = {
+                "changed": changed, "seconds": inc["seconds"], "counts": inc["flows"]["contacts"]["counts"],
+                "calls": calls, "calls_ratio": sum(calls.values()) / full_calls,
+                "time_ratio": inc["seconds"] / full["seconds"], "peak_rss_mb": inc["peak_rss_mb"],
+            }
+            log(f"[sync {size:,}] incremental after {changed:,} changes: {inc['seconds']:.1f} s "
+                f"({result['incremental']['time_ratio']:.4f} of the full run), {sum(calls.values()):,} calls "
+                f"({result['incremental']['calls_ratio']:.4f} of the full run's {full_calls:,}); "
+                f"counts {result['incremental']['counts']}")
+        return result
+    finally:
+        emu.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.sync", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="(internal) the emulator process")
+    serve.add_argument("--contacts", type=int, required=True)
+    serve.add_argument("--seed", type=int, default=42)
+    serve.add_argument("--faults", default="none")
+    serve.add_argument("--limits", default="{}")
+    serve.add_argument("--token-lifetime", type=int, default=None)
+    serve.add_argument("--ready", required=True)
+    run = sub.add_parser("run", help="(internal) the runner process")
+    run.add_argument("--config", required=True)
+    run.add_argument("--flows", default="contacts")
+    run.add_argument("--full", action="store_true")
+    parser.add_argument("--sizes", default="100000", help="comma-separated numbers of contacts (e.g. 100000,1000000)")
+    parser.add_argument("--campaign-rps", type=float, default=100.0, help="Campaign requests/s the limit allows")
+    parser.add_argument("--window", type=float, default=60.0, help="the limit's sliding window (seconds)")
+    parser.add_argument("--change", type=float, default=0.01, help="fraction of contacts changed before the incremental run")
+    parser.add_argument("--concurrency", type=int, default=16, help="the runner's concurrency ceiling for Campaign")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "run":
+        return _run(args)
+    results = {}
+    for size in (int(s) for s in args.sizes.split(",") if s):
+        results[str(size)] = measure(size, campaign_rps=args.campaign_rps, window=args.window, change=args.change,
+                                     concurrency=args.concurrency)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
