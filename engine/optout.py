@@ -17,7 +17,9 @@ How a run works
    the opt-out value and ``lastModified``.
 4. **Decision** per pair (``decide``): a side *changed* when its value differs from the last value synced
    for that side. One side changed -> it wins; both changed to different values -> the conflict rule;
-   then the direction decides whether the winner's value may be written to the other side.
+   then the direction decides whether the winner's value may be written to the other side. A one-way rule
+   records the other side's own change as seen and leaves it alone; under ``both``, a difference that
+   neither side changed (left behind by an earlier one-way rule) is settled by the conflict rule.
 5. **Writes** go out batched through the connectors; a record the service rejects becomes a dead letter
    (flow ``optout:<name>``) and never stops the run. Then, in one transaction, the per-pair state and the
    new delta link are saved: the cursor never runs ahead of the state.
