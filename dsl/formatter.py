@@ -421,6 +421,7 @@ class _Source:
     """The source text with its comments blanked out, for the few positions the AST does not keep."""
 
     text: str
+    newlines: tuple[int, ...]  # offsets of every "\n", to turn an offset into a line number quickly
 
     @staticmethod
     def of(text: str, comments: Sequence[ast.Comment]) -> _Source:
@@ -428,11 +429,11 @@ class _Source:
         for c in comments:
             for i in range(c.span.start, min(c.span.end, len(chars))):
                 chars[i] = " "
-        return _Source("".join(chars))
+        return _Source("".join(chars), tuple(i for i, ch in enumerate(text) if ch == "\n"))
 
     def anchor(self, start: int, end: int) -> _Anchor:
-        line = self.text.count("\n", 0, start) + 1
-        return _Anchor(start, end, line, line + self.text.count("\n", start, end))
+        line = bisect.bisect_left(self.newlines, start) + 1
+        return _Anchor(start, end, line, bisect.bisect_left(self.newlines, end - 1) + 1)
 
 
 _MAP_OPEN = re.compile(r"\bmap\s*\{")
