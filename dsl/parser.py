@@ -213,8 +213,12 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, file: str) -> Diagnostic
         previous = _previous_token(exc)
         where = f" after {_context(previous)}" if previous is not None else ""
         if previous is not None and previous.type == "NAME" and "EQUAL" in expected:
-            # Only an assignment target is followed by `=`: say so instead of listing `.` as well.
-            expected, where = {"EQUAL"}, f" after target field `{previous}`"
+            # Only an assignment target is followed by `=`: say exactly that, with the whole dotted target.
+            target = _dotted_tail(exc) or str(previous)
+            expected, where = {"EQUAL"}, f" after target field `{target}`"
+            if tok.type != "$END":
+                return Diagnostic.error("E001", f"expected `=`{where}", _token_span(tok, file),
+                                        "each line of a `map` block is `target = expression`")
         if tok.type == "$END":
             end = len(text)
             span = _span_at(text, file, max(0, end - 1), end)
@@ -249,6 +253,21 @@ def _previous_token(exc: UnexpectedToken) -> Token | None:
     while isinstance(last, Tree) and last.children:
         last = last.children[-1]
     return last if isinstance(last, Token) else None
+
+
+def _dotted_tail(exc: UnexpectedToken) -> str | None:
+    """The dotted path at the top of the parser stack (`location.city`), read back from its tokens."""
+    ip = getattr(exc, "interactive_parser", None)
+    stack = getattr(getattr(ip, "parser_state", None), "value_stack", None)
+    if not stack:
+        return None
+    last = stack[-1]
+    names: list[str] = []
+    if isinstance(last, Tree) and last.data == "path":  # already reduced: NAME ("." NAME)*
+        names = [str(t) for t in last.children if isinstance(t, Token)]
+    elif isinstance(last, Token) and last.type == "NAME":
+        names = [str(last)]
+    return ".".join(names) or None
 
 
 def _context(tok: Token) -> str:
