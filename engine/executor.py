@@ -37,6 +37,10 @@ log = logging.getLogger("mapsync.executor")
 DEFERRAL_LIMIT = 3
 DEFERRED_PREFIX = "deferred: "
 DEFAULT_BATCH = 200
+# Writes that failed transiently after the HTTP layer's own retries get this many more rounds in the run.
+TRANSIENT_ROUNDS = 4
+TRANSIENT_PAUSE = 0.5
+TRANSIENT_PREFIX = "transient: "
 LEASE_TTL_SECONDS = 300.0
 
 
@@ -392,11 +396,29 @@ class FlowRunner:
         creates = [PendingWrite(w.key, "create", w.hash) for w in work if w.op == "create"]
         if creates:
             await self._call(self.store.add_pending, self.flow.name, creates)
-        ops = self._ops(work)
+        pending = self._ops(work)
         size = self.flow.batch or DEFAULT_BATCH
-        for start in range(0, len(ops), size):
-            for outcome in await self.target.write(ops[start : start + size]):
-                outcomes[outcome.ref] = outcome
+        for attempt in range(TRANSIENT_ROUNDS):
+            retry: list[WriteOp] = []
+            for start in range(0, len(pending), size):
+                for outcome in await self.target.write(pending[start : start + size]):
+                    outcomes[outcome.ref] = outcome
+                    if not outcome.ok and outcome.transient:
+                        retry.append(pending[start + [o.ref for o in pending[start : start + size]].index(outcome.ref)])
+            if not retry or attempt == TRANSIENT_ROUNDS - 1:
+                break
+            await asyncio.sleep(TRANSIENT_PAUSE * 2**attempt)
+            pending = []
+            for op in retry:
+                if op.op == "create":
+                    # The create may have happened before its reply was lost: adopt it instead of making two.
+                    found = await self.target.find(self.flow.key_target, work[op.ref].key)
+                    if found is not None:
+                        outcomes[op.ref] = WriteOutcome(op.ref, True, found, 200, message="created earlier")
+                        continue
+                pending.append(op)
+            if not pending:
+                break
         return outcomes
 
     def _acknowledge(self, work: list[_Work], outcomes: list[WriteOutcome | None],
@@ -418,6 +440,8 @@ class FlowRunner:
                 if outcome is None or not outcome.ok:
                     self.counts.failed += 1
                     reason = _failure_reason(outcome)
+                    if outcome is not None and outcome.transient:
+                        reason = TRANSIENT_PREFIX + reason  # retried automatically by the next run
                     store.add_dead_letter(flow.name, w.key, w.record or {"key": w.key}, reason,
                                           mapping_file=flow.file, mapping_version=flow.version)
                     continue
@@ -489,7 +513,7 @@ class FlowRunner:
     async def _retry_dead_letters(self) -> None:
         """Records deferred by a missing link, or queued by `mapsync deadletters retry`, go through again."""
         waiting = await self._call(self.store.open_dead_letters, self.flow.name)
-        retry = [d for d in waiting if d.status == "retried" or d.reason.startswith(DEFERRED_PREFIX)]
+        retry = [d for d in waiting if d.status == "retried" or d.reason.startswith((DEFERRED_PREFIX, TRANSIENT_PREFIX))]
         if not retry:
             return
         attempts = {d.source_key: d.attempts for d in retry}
@@ -520,6 +544,4 @@ def _failure_reason(outcome: WriteOutcome | None) -> str:
         parts[-1] += f", HTTP {outcome.status})" if outcome.status else ")"
     elif outcome.status:
         parts.append(f"(HTTP {outcome.status})")
-    if outcome.transient:
-        parts.append("— retry with `mapsync deadletters retry`")
     return " ".join(parts)
