@@ -9,7 +9,8 @@
 from __future__ import annotations
 
 from dsl.checker import Analysis, FlowInfo, analyze, check
+from dsl.compiler import compile_project
 from dsl.parser import ParseResult, parse
 from dsl.project import Project, load_project
 
-__all__ = ["Analysis", "FlowInfo", "ParseResult", "Project", "analyze", "check", "load_project", "parse"]
+__all__ = ["Analysis", "FlowInfo", "ParseResult", "Project", "analyze", "check", "compile_project", "load_project", "parse"]

@@ -876,7 +876,7 @@ def compile_flow(flow: ast.Flow, *, replaces: Mapping[str, ast.Replace], source:
             return ""
 
     def reject(r: Mapping[str, Any], field_name: str, line: int, reason: str) -> rt.Rejected:
-        return rt.Rejected(flow.name, key_of(r), reason, field_name, file, line)
+        return rt.Rejected(flow.name, key_of(r), reason, field_name, file, line, frozenset({(file, line)}))
 
     def too_long(r: Mapping[str, Any], field_name: str, line: int, value: str, limit: int) -> rt.Rejected:
         return reject(r, field_name, line, f"value is {len(value)} characters, over the target's {limit}: {_short(value)}")

@@ -19,6 +19,8 @@ from dsl.errors import MapsyncError
 COMMANDS: tuple[str, ...] = (
     "validate",
     "fmt",
+    "test",
+    "compile",
     "plan",
     "run",
     "status",
