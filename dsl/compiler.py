@@ -592,13 +592,12 @@ class _FlowCompiler:
         self.all_reads.setdefault(key_wire, None)
         body: list[str] = []
         owners: dict[int, tuple[str, int]] = {}  # index into body -> owner
-        payload: list[tuple[tuple[str, ...], str]] = [(key.target.parts, "key")]
+        payload: list[tuple[tuple[str, ...], str | None]] = [(key.target.parts, "key")]  # None: filled in later
         after: list[str] = []  # keep fields and references, after the payload display
         target_lines: dict[str, int] = {key.target.dotted: key.span.line}
         keep: list[str] = []
         once: list[str] = []
         refs = False
-        parents: list[tuple[str, ...]] = []  # paths filled in after the display: their objects must exist
         for i, a in enumerate(flow.assignments, start=1):
             dotted = a.target.dotted
             line = a.span.line
@@ -620,7 +619,7 @@ class _FlowCompiler:
                 body += self.emit_ref(a, var, dotted, line)
                 for j in range(start, len(body)):
                     owners[j] = owner
-                parents.append(a.target.parts)
+                payload.append((a.target.parts, None))
                 if a.modifier is None or a.modifier == "once":
                     after.append(f"        if {var} is None:")
                     after.append(f"            {self.payload_ref(a.target.parts)} = None")
@@ -643,7 +642,7 @@ class _FlowCompiler:
             for j in range(start, len(body)):
                 owners[j] = owner
             if a.modifier == "keep" and value.nullable:
-                parents.append(a.target.parts)
+                payload.append((a.target.parts, None))
                 after.append(f"        if {var} is not None:")
                 after.append(f"            {self.payload_ref(a.target.parts)} = {var}")
             else:
@@ -662,7 +661,7 @@ class _FlowCompiler:
             lines.append("        refs = []")
         base = len(lines)
         lines += body
-        lines.append("        out = " + self.payload_display(payload, parents))
+        lines.append("        out = " + self.payload_display(payload))
         lines += after
         lines_expr = "_LINES | frozenset(hits)" if self.trace else "_LINES"
         # tuple.__new__ directly: a NamedTuple's own __new__ is a Python function, one frame per record.
@@ -741,18 +740,16 @@ class _FlowCompiler:
     def payload_ref(self, parts: tuple[str, ...]) -> str:
         return "out" + "".join(f"[{p!r}]" for p in parts)
 
-    def payload_display(self, payload: list[tuple[tuple[str, ...], str]], parents: list[tuple[str, ...]]) -> str:
+    def payload_display(self, payload: list[tuple[tuple[str, ...], str | None]]) -> str:
+        """The payload as one dict display, in mapping order. Paths filled in after it (keep fields,
+        references) still get their parent objects here, so ``out['location']['city'] = ...`` works."""
         tree: dict[str, Any] = {}
-        for parts in parents:
-            node = tree
-            for p in parts[:-1]:
-                node = node.setdefault(p, {})
         for parts, var in payload:
             node = tree
             for p in parts[:-1]:
                 node = node.setdefault(p, {})
-            node[parts[-1]] = var
-        # Nested objects that only keep fields fill in later must exist in the display.
+            if var is not None:
+                node[parts[-1]] = var
         return _display(tree, 8)
 
     # ---- the module
