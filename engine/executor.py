@@ -17,6 +17,8 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +26,7 @@ from typing import Any
 
 from dsl.runtime import ContactRef, Filtered, LinkRef, Mapped, Rejected
 from engine.connectors.base import WriteOp, WriteOutcome
-from engine.errors import SyncError
+from engine.errors import LeaseHeld, SyncError
 from engine.sources import Source, SourceBatch
 from engine.state.base import KeyEntry, PendingWrite, StateStore
 from engine.targets import Target
@@ -124,6 +126,7 @@ class FlowRunner:
         self.result = FlowResult(flow.name, self.counts, 0.0)
         self._lease_renewed = 0.0
         self._seen: set[str] | None = None
+        self.adopt = False  # look each create up in the target first (after a replay forgot the key map)
 
     # ------------------------------------------------------------------------------------------- driving
 
@@ -131,13 +134,13 @@ class FlowRunner:
         started = time.monotonic()
         name = self.flow.name
         if not self.dry_run:
-            await self._call(self.store.acquire_lease, name, self.environment, self.holder, LEASE_TTL_SECONDS)
-            self._lease_renewed = time.monotonic()
+            await self._take_lease()
         run = None if self.dry_run else await self._call(self.store.start_run, name)
         outcome = "failed"
         try:
             if replay and not self.dry_run:
                 await self._call(self.store.clear_flow, name)
+                self.adopt = True
             cursor_row = None if (full or replay) else await self._call(self.store.get_cursor, name)
             cursor = cursor_row.value if cursor_row else None
             if not self.dry_run:
@@ -191,6 +194,21 @@ class FlowRunner:
                 producer.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await producer
+
+    async def _take_lease(self) -> None:
+        name = self.flow.name
+        try:
+            await self._call(self.store.acquire_lease, name, self.environment, self.holder, LEASE_TTL_SECONDS)
+        except LeaseHeld as exc:
+            holder = getattr(exc, "holder", None)
+            if not holder or not _holder_is_gone(holder):
+                raise
+            # The runner that held it was killed on this machine: its lease would block for the whole TTL.
+            log.warning("taking over the lease of %s from %s, which is no longer running", name, holder,
+                        extra={"event": "executor.lease_takeover", "flow": name})
+            await self._call(self.store.release_lease, name, self.environment, holder)
+            await self._call(self.store.acquire_lease, name, self.environment, self.holder, LEASE_TTL_SECONDS)
+        self._lease_renewed = time.monotonic()
 
     async def _renew_lease(self) -> None:
         if self.dry_run or time.monotonic() - self._lease_renewed < LEASE_TTL_SECONDS / 3:
@@ -377,7 +395,7 @@ class FlowRunner:
             if w.op == "create":
                 ops.append(WriteOp("create", self.target.table, w.payload, alternate_key=(flow.key_target, w.key),
                                    ref=i))
-            elif w.op in ("update", "update-existing"):
+            elif w.op in ("update", "update-existing", "adopt"):
                 if w.target_id is None:
                     continue
                 ops.append(WriteOp("update", self.target.table, w.payload, target_id=w.target_id, ref=i))
@@ -393,6 +411,11 @@ class FlowRunner:
         for w in work:
             if w.op == "update-existing":
                 w.target_id = await self.target.find(self.flow.key_target, w.key)
+            elif w.op == "create" and self.adopt:
+                # A replay forgot the key map, not the target: records written before carry our key.
+                found = await self.target.find(self.flow.key_target, w.key)
+                if found is not None:
+                    w.op, w.target_id = "adopt", found
         creates = [PendingWrite(w.key, "create", w.hash) for w in work if w.op == "create"]
         if creates:
             await self._call(self.store.add_pending, self.flow.name, creates)
@@ -452,6 +475,9 @@ class FlowRunner:
                 elif w.op == "create":
                     self.counts.created += 1
                     now_entries.append(KeyEntry(w.key, outcome.target_id, w.hash, True))
+                elif w.op == "adopt":
+                    self.counts.updated += 1
+                    now_entries.append(KeyEntry(w.key, w.target_id, w.hash, True))
                 else:
                     self.counts.updated += 1
                     created_by_us = True
@@ -545,3 +571,18 @@ def _failure_reason(outcome: WriteOutcome | None) -> str:
     elif outcome.status:
         parts.append(f"(HTTP {outcome.status})")
     return " ".join(parts)
+
+
+def _holder_is_gone(holder: str) -> bool:
+    """A lease holder is ``host:pid:nonce``; on this host, a pid that no longer runs cannot hold anything."""
+    host, _, rest = holder.partition(":")
+    pid_text = rest.split(":", 1)[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

@@ -22,7 +22,7 @@ from dsl.project import Project, load_project
 from dsl.schema import Catalog, load_catalog
 from engine.config import Config, Environment, load_config
 from engine.connectors import Connectors, build_connectors
-from engine.errors import ConfigError
+from engine.errors import ConfigError, LeaseHeld, SyncError
 from engine.executor import FlowCounts, FlowResult, FlowRunner
 from engine.sources import source_for
 from engine.state.base import StateStore, open_store
@@ -150,7 +150,16 @@ async def run_job(job: Job, *, only: Sequence[str] | None = None, full: bool = F
             runner = FlowRunner(flow, source_for(flow, connectors), target_for(flow, connectors), store,
                                 environment=job.env.name, holder=holder, dry_run=dry_run, on_progress=on_progress,
                                 link_tables=job.link_tables())
-            result = await runner.run(full=full, replay=name in replay)
+            try:
+                result = await runner.run(full=full, replay=name in replay)
+            except ConfigError:
+                raise  # a setting is wrong: nothing else will work either
+            except SyncError as exc:
+                # This flow cannot go on (lease held, service refusing); the others still run.
+                report.errors.append(f"flow {name}: {exc}")
+                log.error("flow %s stopped: %s", name, exc, extra={"event": "run.flow_failed", "flow": name})
+                runner.result.outcome = "skipped" if isinstance(exc, LeaseHeld) else "failed"
+                result = runner.result
             report.flows.append(result)
         if optouts and not only:
             report.optouts = await _run_optouts(job, connectors, store, dry_run=dry_run)

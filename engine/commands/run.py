@@ -87,5 +87,7 @@ def _print(report: RunReport, env: str) -> None:
     print_notes(report.flows)
     for o in report.optouts:
         console.print(optout_line(o))
+    for error in report.errors:
+        console.print(f"[red]error[/red] {error}", highlight=False)
     if report.dead_letters:
         console.print(f"{report.dead_letters} record(s) went to dead letters: see `mapsync deadletters list --env {env}`")
