@@ -1,0 +1,163 @@
+"""`make bench`: every benchmark in one go, side by side, then ``bench/results.md`` (a table) and
+``bench/results.json`` (the flat keys of issue 8 plus the details).
+
+    .venv/bin/python -m bench [--sizes 100000] [--campaign-rps 60] [--transform-records 100000]
+
+- transform: ``bench.transform`` in its own process (compiled mapping vs hand-written Python vs JSONata);
+- sync: ``bench.sync.measure`` per size (full run with Campaign limits on, then the incremental run after 1%
+  changed); the emulator and the runner are separate processes, the RSS is the runner's;
+- events: ``bench.events.measure`` (email events -> activities through ``$batch``, Dataverse limit on).
+
+Sizes are a flag: ``--sizes 100000,1000000`` measures both (the 1M full run takes hours at a realistic
+Campaign limit, since Campaign writes one record per request). A key whose benchmark did not run is null;
+nothing is extrapolated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import events as events_bench
+from bench import sync as sync_bench
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def transform(records: int, jsonata_records: int) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-m", "bench.transform", "--records", str(records), "--jsonata-records",
+                           str(jsonata_records)], cwd=ROOT, capture_output=True, text=True, timeout=1800, check=False)
+    print(done.stdout, end="")
+    if done.returncode != 0:
+        raise RuntimeError(f"bench.transform failed:\n{done.stderr[-2000:]}")
+    out: dict[str, Any] = {"records": records, "jsonata_records": jsonata_records}
+    for label, key in (("compiled mapping", "compiled_per_s"), ("hand-written Python", "handwritten_per_s"),
+                       ("JSONata", "jsonata_per_s")):
+        found = re.search(rf"^{re.escape(label)}:\s+([\d,]+) records/s", done.stdout, re.MULTILINE)
+        out[key] = float(found.group(1).replace(",", "")) if found else None
+    for name in ("handwritten", "jsonata"):
+        found = re.search(rf"^compiled/{name} = ([\d.]+)$", done.stdout, re.MULTILINE)
+        out[f"ratio_vs_{name}"] = float(found.group(1)) if found else None
+    return out
+
+
+def flat(results: dict[str, Any]) -> dict[str, Any]:
+    """The keys of issue 8, from the detailed results (null when not measured)."""
+    sync = results.get("sync", {})
+    biggest = sync[max(sync, key=int)] if sync else None
+    smallest_with_inc = next((sync[k] for k in sorted(sync, key=int) if "incremental" in sync[k]), None)
+    return {
+        "transform_ratio_vs_handwritten": results.get("transform", {}).get("ratio_vs_handwritten"),
+        "sync_fraction_of_ceiling": round(biggest["fraction_of_ceiling"], 3) if biggest else None,
+        "sync_peak_rss_mb_1m": round(sync["1000000"]["peak_rss_mb"], 1) if "1000000" in sync else None,
+        "sync_peak_rss_mb_100k": round(sync["100000"]["peak_rss_mb"], 1) if "100000" in sync else None,
+        "incremental_calls_ratio": round(smallest_with_inc["incremental"]["calls_ratio"], 5) if smallest_with_inc else None,
+        "events_fraction_of_ceiling": round(results["events"]["fraction_of_ceiling"], 3) if "events" in results else None,
+    }
+
+
+def _n(value: float | None, spec: str = ",.0f") -> str:
+    return "not measured" if value is None else format(value, spec)
+
+
+def markdown(results: dict[str, Any], keys: dict[str, Any]) -> str:
+    lines = ["# mapsync benchmark results", "",
+             f"Measured {results['when']} on {results['machine']} by `make bench` ({results['seconds']:.0f} s). "
+             "Emulators on loopback over TLS; the runner in its own process. Regenerate with `make bench`.", "",
+             "| measure | value | target |", "| --- | --- | --- |"]
+    t = results.get("transform")
+    if t:
+        lines += [
+            f"| transform: compiled mapping | {_n(t['compiled_per_s'])} records/s | |",
+            f"| transform: hand-written Python | {_n(t['handwritten_per_s'])} records/s | |",
+            f"| transform: JSONata (jsonata-python) | {_n(t['jsonata_per_s'])} records/s | |",
+            f"| transform: compiled / hand-written | {_n(t['ratio_vs_handwritten'], '.2f')} | >= 0.8 |",
+            f"| transform: compiled / JSONata | {_n(t['ratio_vs_jsonata'], '.1f')} | |",
+        ]
+    for size, s in sorted(results.get("sync", {}).items(), key=lambda kv: int(kv[0])):
+        n = f"{int(size):,}"
+        lines += [
+            f"| full sync {n} contacts: records written | {s['records_written']:,} (read {s['counts']['read']:,}, "
+            f"rejected {s['counts']['rejected']:,}, failed {s['counts']['failed']:,}) | |",
+            f"| full sync {n}: wall time | {s['seconds']:,.0f} s | |",
+            f"| full sync {n}: rate | {s['records_per_s']:,.1f} records/s of a {s['ceiling_records_per_s']:g}/s ceiling | |",
+            f"| full sync {n}: fraction of ceiling | {s['fraction_of_ceiling']:.3f} | >= 0.9 |",
+            f"| full sync {n}: runner peak RSS | {s['peak_rss_mb']:,.0f} MB | < 250 MB, flat |",
+            f"| full sync {n}: API calls | {sum(s['calls'].values()):,} ({', '.join(f'{k} {v:,}' for k, v in s['calls'].items())}) | |",
+        ]
+        inc = s.get("incremental")
+        if inc:
+            lines += [
+                f"| incremental after {inc['changed']:,} changed ({n}): time | {inc['seconds']:,.1f} s "
+                f"({inc['time_ratio']:.4f} of the full run) | ~ change fraction |",
+                f"| incremental ({n}): API calls | {sum(inc['calls'].values()):,} ({inc['calls_ratio']:.5f} of the full "
+                f"run) | ~ change fraction |",
+            ]
+    e = results.get("events")
+    if e:
+        lines += [
+            f"| events -> activities | {e['activities_written']:,} in {e['seconds']:.1f} s = {e['activities_per_s']:,.0f}/s "
+            f"of a {e['ceiling_per_s']:,.0f}/s ceiling | |",
+            f"| events: fraction of ceiling | {e['fraction_of_ceiling']:.3f} | |",
+        ]
+    lines += ["", "## results.json keys", "", "| key | value |", "| --- | --- |"]
+    lines += [f"| `{k}` | {'null' if v is None else v} |" for k, v in keys.items()]
+    lines += ["", "## Settings", "", "```", json.dumps(results["settings"], indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="100000", help="contacts per full sync, comma-separated (1000000 for 1M)")
+    parser.add_argument("--campaign-rps", type=float, default=60.0, help="Campaign requests/s the emulated limit allows")
+    parser.add_argument("--transform-records", type=int, default=100_000)
+    parser.add_argument("--jsonata-records", type=int, default=20_000)
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--dataverse-rps", type=float, default=5.0)
+    parser.add_argument("--skip", default="", help="comma-separated: transform, sync, events")
+    parser.add_argument("--out", type=Path, default=HERE, help="folder for results.md and results.json")
+    args = parser.parse_args(argv)
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    started = time.monotonic()
+    results: dict[str, Any] = {
+        "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPUs, Python {platform.python_version()}",
+        "settings": {"sizes": args.sizes, "campaign_rps": args.campaign_rps, "transform_records": args.transform_records,
+                     "jsonata_records": args.jsonata_records, "events": args.events,
+                     "dataverse_rps": args.dataverse_rps},
+    }
+    if "transform" not in skip:
+        print("== transform")
+        results["transform"] = transform(args.transform_records, args.jsonata_records)
+    if "sync" not in skip:
+        print("== sync")
+        results["sync"] = {}
+        for size in (int(s) for s in args.sizes.split(",") if s.strip()):
+            results["sync"][str(size)] = sync_bench.measure(size, campaign_rps=args.campaign_rps)
+    if "events" not in skip:
+        print("== events")
+        results["events"] = events_bench.measure(events=args.events, dataverse_rps=args.dataverse_rps)
+    results["seconds"] = time.monotonic() - started
+    keys = flat(results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps({**keys, "details": results}, indent=2) + "\n", encoding="utf-8")
+    (args.out / "results.md").write_text(markdown(results, keys), encoding="utf-8")
+    print("== results")
+    for key, value in keys.items():
+        print(f"{key} = {value}")
+    print(f"written: {args.out / 'results.md'}, {args.out / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
