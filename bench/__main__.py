@@ -90,7 +90,8 @@ def markdown(results: dict[str, Any], keys: dict[str, Any]) -> str:
             f"| full sync {n} contacts: records written | {s['records_written']:,} (read {s['counts']['read']:,}, "
             f"rejected {s['counts']['rejected']:,}, failed {s['counts']['failed']:,}) | |",
             f"| full sync {n}: wall time | {s['seconds']:,.0f} s | |",
-            f"| full sync {n}: rate | {s['records_per_s']:,.1f} records/s of a {s['ceiling_records_per_s']:g}/s ceiling | |",
+            f"| full sync {n}: rate | {s['records_per_s']:,.1f} records/s; limit {s['ceiling_records_per_s']:g}/s "
+            f"({s['requests_allowed']:,} requests allowed in that time) | |",
             f"| full sync {n}: fraction of ceiling | {s['fraction_of_ceiling']:.3f} | >= 0.9 |",
             f"| full sync {n}: runner peak RSS | {s['peak_rss_mb']:,.0f} MB | < 250 MB, flat |",
             f"| full sync {n}: API calls | {sum(s['calls'].values()):,} ({', '.join(f'{k} {v:,}' for k, v in s['calls'].items())}) | |",
@@ -107,7 +108,7 @@ def markdown(results: dict[str, Any], keys: dict[str, Any]) -> str:
     if e:
         lines += [
             f"| events -> activities | {e['activities_written']:,} in {e['seconds']:.1f} s = {e['activities_per_s']:,.0f}/s "
-            f"of a {e['ceiling_per_s']:,.0f}/s ceiling | |",
+            f"; limit {e['ceiling_per_s']:,.0f}/s ({e['activities_allowed']:,} allowed in that time) | |",
             f"| events: fraction of ceiling | {e['fraction_of_ceiling']:.3f} | |",
         ]
     lines += ["", "## results.json keys", "", "| key | value |", "| --- | --- |"]
