@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +57,8 @@ async def _story(job: Job, emulator: Emulator, base_url: str, ca_file: Path) -> 
     result = DemoResult()
     first = await _run(job, "1. first run: everything", result)
     del first
-    async with httpx.AsyncClient(base_url=base_url, verify=str(ca_file), timeout=30) as control:
+    async with httpx.AsyncClient(base_url=base_url, verify=ssl.create_default_context(cafile=str(ca_file)),
+                                 timeout=30) as control:
         changes = await _day_in_the_life(job, emulator, control)
     for line in changes:
         console.print(f"   - {line}")

@@ -103,6 +103,7 @@ class _Work:
     hash: str | None
     record: dict[str, Any] | None = None
     mapped: Mapped | None = None
+    tombstone: bool = False  # the source record is gone: the entry is marked deleted once this is written
 
 
 class FlowRunner:
@@ -355,7 +356,7 @@ class FlowRunner:
         if policy.action == "delete" and entry.created_by_mapsync and entry.target_id:
             work.append(_Work(entry.source_key, "delete", {}, entry.target_id, None))
         elif policy.action == "set" and entry.target_id:
-            work.append(_Work(entry.source_key, "update", dict(policy.values), entry.target_id, None))
+            work.append(_Work(entry.source_key, "update", dict(policy.values), entry.target_id, None, tombstone=True))
         else:
             work.append(_Work(entry.source_key, "forget", {}, entry.target_id, None))
 
@@ -480,8 +481,8 @@ class FlowRunner:
                     now_entries.append(KeyEntry(w.key, w.target_id, w.hash, True))
                 else:
                     self.counts.updated += 1
-                    created_by_us = True
-                    now_entries.append(KeyEntry(w.key, w.target_id, w.hash, created_by_us))
+                    # Only records in the key map are updated, and the key map holds only what mapsync wrote.
+                    now_entries.append(KeyEntry(w.key, w.target_id, w.hash, True, deleted=w.tombstone))
             for key, row, why, path in dead:
                 if isinstance(why, Rejected):
                     store.add_dead_letter(flow.name, key, row, why.reason, field=why.field, mapping_file=why.file,

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from engine.commands._common import add_command
 from engine.config import load_config
+from engine.executor import DEFERRED_PREFIX, TRANSIENT_PREFIX
 from engine.progress import console
 from engine.runner import load_job
 from engine.state.base import open_store
@@ -37,14 +38,19 @@ def run(args: argparse.Namespace) -> int:
     job = load_job(Path(args.config), args.env)
     table = Table(title=f"mapsync status — environment {env.name} ({env.state_url})", title_justify="left",
                   show_edge=False, pad_edge=False)
-    for col in ("flow", "synced", "cursor", "last run", "outcome", "read", "written", "dead letters", "lease"):
+    for col in ("flow", "synced", "cursor", "last run", "outcome", "read", "written", "waiting", "dead letters",
+                "lease"):
         table.add_column(col, justify="left" if col in ("flow", "cursor", "last run", "outcome", "lease") else "right")
     open_total = 0
     with open_store(env.state_url, password=env.state_password) as store:
         for name in sorted(job.flows):
             cursor = store.get_cursor(name)
             last = store.last_run(name)
-            dead = len(store.open_dead_letters(name))
+            letters = store.open_dead_letters(name)
+            # Deferred links and transient failures go through again by themselves: that is backlog, not loss.
+            waiting = sum(1 for d in letters if d.reason.startswith((DEFERRED_PREFIX, TRANSIENT_PREFIX)))
+            waiting += len(store.pending_writes(name))
+            dead = len(letters) - waiting + len(store.pending_writes(name))
             open_total += dead
             lease = store.get_lease(name, env.name)
             counts = dict(last.counts) if last else {}
@@ -52,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             lease_text = (f"held by {lease.holder}" if lease and lease.expires_at > datetime.now(UTC) else "free")
             table.add_row(name, f"{store.count_keys(name):,}", _ago(cursor.updated_at) if cursor else "none (next run is full)",
                           _ago(last.started_at) if last else "never", last.outcome if last else "—",
-                          f"{counts.get('read', 0):,}", f"{written:,}", str(dead), lease_text)
+                          f"{counts.get('read', 0):,}", f"{written:,}", str(waiting), str(dead), lease_text)
     console.print(table)
     if open_total:
         console.print(f"{open_total} open dead letter(s): `mapsync deadletters list --env {env.name}`")

@@ -6,64 +6,20 @@ Every test ends by comparing both emulated systems with what the mappings imply 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from dsl.runtime import Mapped
-from emulators.server import Emulator, Served, start_in_thread, write_config
 from engine.demo import run_demo, verify
-from engine.runner import Job, load_job, run_job
 from engine.state.base import open_store
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    shutil.copytree(ROOT / "mappings", tmp_path / "mappings")
-    return tmp_path
-
-
-class Live:
-    def __init__(self, emulator: Emulator, served: Served, config: Path) -> None:
-        self.emulator = emulator
-        self.served = served
-        self.config = config
-
-    def job(self) -> Job:
-        return load_job(self.config, "emulator")
-
-    def run(self, **kwargs: object):  # type: ignore[no-untyped-def]
-        return asyncio.run(run_job(self.job(), **kwargs))  # type: ignore[arg-type]
-
-    def control(self, method: str, path: str, body: object = None) -> object:
-        with httpx.Client(base_url=self.served.base_url, verify=str(self.served.ca_file), timeout=30) as c:
-            resp = c.request(method, f"/_emulator/{path}", json=body)
-            resp.raise_for_status()
-            return resp.json() if resp.content else None
-
-
-@pytest.fixture
-def live(project: Path) -> Iterator[Live]:
-    emulator = Emulator(seed=7, contacts=120)
-    served = start_in_thread(emulator)
-    config = write_config(project / "mapsync.yaml", base_url=served.base_url, ca_file=served.ca_file,
-                          state="sqlite:///.mapsync/e2e.sqlite", mappings="mappings")
-    try:
-        yield Live(emulator, served, config)
-    finally:
-        served.stop()
+from tests.e2e.conftest import Live
 
 
 def counts(report, flow: str) -> dict[str, int]:  # type: ignore[no-untyped-def]

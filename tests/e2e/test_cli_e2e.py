@@ -1,0 +1,69 @@
+"""The operator's commands as a consultant runs them: subprocesses against the emulators over TLS."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.e2e.conftest import Live
+
+
+def mapsync(live: Live, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "engine.cli", "--config", str(live.config), *args],
+                          cwd=live.config.parent, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_plan_writes_nothing_and_shows_filter_diffs_and_cost(live: Live) -> None:
+    before = live.emulator.counters()["requests"]
+    out = mapsync(live, "plan", "--env", "emulator")
+    assert out.returncode == 0, out.stderr
+    assert "$filter (sent to Dynamics 365 on full reads): statecode eq 0 and emailaddress1 ne null" in out.stdout
+    assert "API calls: about" in out.stdout
+    assert "create " in out.stdout and "email = " in out.stdout
+    profiles = [p for p in live.emulator.adobe.store.rows_where("profile") if p[1].get("externalId")]
+    assert profiles == []  # nothing was written
+    assert live.emulator.counters()["requests"] != before  # but both systems were read
+
+
+def test_run_status_deadletters_explain_retry(live: Live) -> None:
+    first = mapsync(live, "run", "--env", "emulator")
+    assert first.returncode == 1, first.stderr  # the seeded CRM has records Campaign cannot take
+    assert "contacts" in first.stdout and "dead letters" in first.stdout
+    status = mapsync(live, "status", "--env", "emulator")
+    assert "contacts" in status.stdout and "vehicles" in status.stdout
+    listed = mapsync(live, "deadletters", "list", "--env", "emulator", "--format", "json")
+    letters = json.loads(listed.stdout)
+    assert letters and all(d["flow"] and d["key"] and d["reason"] for d in letters)
+    one = letters[0]
+    shown = mapsync(live, "deadletters", "show", str(one["id"]), "--env", "emulator")
+    assert json.loads(shown.stdout)["key"] == one["key"]
+    explained = mapsync(live, "explain", "--env", "emulator", "--flow", one["flow"], "--key", one["key"])
+    assert explained.returncode == 0, explained.stderr
+    assert one["key"] in explained.stdout and "dead letter" in explained.stdout
+    retried = mapsync(live, "deadletters", "retry", str(one["id"]), "--env", "emulator")
+    assert "queued" in retried.stdout
+    assert mapsync(live, "deadletters", "show", "999999", "--env", "emulator").returncode == 1
+
+
+def test_unknown_flow_and_environment_are_usage_errors(live: Live) -> None:
+    out = mapsync(live, "run", "--env", "emulator", "--flow", "contactz")
+    assert out.returncode == 2 and "unknown flow(s): contactz" in out.stderr and "Traceback" not in out.stderr
+    out = mapsync(live, "status", "--env", "prod")
+    assert out.returncode == 2 and "emulator" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_watch_stops_cleanly_on_sigterm(live: Live) -> None:
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "--config", str(live.config), "run", "--env",
+                             "emulator", "--watch", "1"], cwd=live.config.parent, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(8)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert "stopped" in out, err
+    assert "Traceback" not in err
