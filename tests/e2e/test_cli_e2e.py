@@ -67,3 +67,29 @@ def test_watch_stops_cleanly_on_sigterm(live: Live) -> None:
     out, err = proc.communicate(timeout=120)
     assert "stopped" in out, err
     assert "Traceback" not in err
+
+
+def test_bad_credentials_unreachable_service_and_broken_state_each_say_what_to_fix(live: Live) -> None:
+    text = live.config.read_text()
+    bad_secret = live.config.with_name("bad-secret.yaml")
+    bad_secret.write_text(text.replace("emulator-d365-secret", "not-the-secret-4711"))
+    out = subprocess.run([sys.executable, "-m", "engine.cli", "--config", str(bad_secret), "run", "--env", "emulator"],
+                         cwd=live.config.parent, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "environments.emulator.d365.client_secret" in out.stderr and "AADSTS7000215" in out.stderr
+    assert "not-the-secret-4711" not in out.stdout + out.stderr
+
+    port = live.served.base_url.rsplit(":", 1)[1]
+    unreachable = live.config.with_name("unreachable.yaml")
+    unreachable.write_text(text.replace(f":{port}", ":9"))  # the discard port: nothing listens there
+    out = subprocess.run([sys.executable, "-m", "engine.cli", "--config", str(unreachable), "run", "--env",
+                          "emulator"], cwd=live.config.parent, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "cannot reach" in out.stderr and "Traceback" not in out.stderr
+
+    state = live.config.parent / ".mapsync" / "e2e.sqlite"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.write_bytes(b"this is not a database" * 20)
+    out = mapsync(live, "run", "--env", "emulator")
+    assert out.returncode == 1 and "not a readable mapsync state database" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert state.read_bytes() == b"this is not a database" * 20  # left as it was: nothing lost
