@@ -7,6 +7,7 @@ same thing, wherever it was written. That is what the formatter's round-trip pro
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal as Lit
 from typing import TypeAlias
@@ -37,6 +38,7 @@ __all__ = [
     "Span",
     "TableRef",
     "Unary",
+    "walk_expr",
 ]
 
 
@@ -139,6 +141,22 @@ class Call:
 
 
 Expr: TypeAlias = Literal | Path | Unary | Binary | InList | IsNull | Call
+
+
+def walk_expr(expr: Expr | None) -> Iterator[Expr]:
+    """Every expression inside ``expr`` (itself included), parents before children, without recursion."""
+    stack: list[Expr] = [expr] if expr is not None else []
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, Call):
+            stack.extend(reversed(node.args))
+        elif isinstance(node, Binary):
+            stack.extend((node.right, node.left))
+        elif isinstance(node, Unary | IsNull):
+            stack.append(node.operand)
+        elif isinstance(node, InList):
+            stack.extend((*reversed(node.items), node.operand))
 
 
 # ---------------------------------------------------------------------------------------------- declarations

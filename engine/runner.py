@@ -101,27 +101,10 @@ def order_flows(flows: dict[str, CompiledFlow], project: Project) -> list[str]:
 def _linked_flows(flow: Any) -> set[str]:
     from dsl import ast
 
-    found: set[str] = set()
-
-    def walk(node: Any) -> None:
-        if isinstance(node, ast.Call):
-            if node.name == "link" and len(node.args) == 2 and isinstance(node.args[1], ast.Path):
-                found.add(node.args[1].dotted)
-            for arg in node.args:
-                walk(arg)
-        elif isinstance(node, ast.Binary):
-            walk(node.left)
-            walk(node.right)
-        elif isinstance(node, ast.Unary | ast.IsNull):
-            walk(node.operand)
-        elif isinstance(node, ast.InList):
-            walk(node.operand)
-            for item in node.items:
-                walk(item)
-
-    for assignment in flow.assignments:
-        walk(assignment.expr)
-    return found
+    return {node.args[1].dotted
+            for assignment in flow.assignments for node in ast.walk_expr(assignment.expr)
+            if isinstance(node, ast.Call) and node.name == "link" and len(node.args) == 2
+            and isinstance(node.args[1], ast.Path)}
 
 
 def runner_id() -> str:
