@@ -42,3 +42,10 @@ def test_every_code_has_a_golden_file() -> None:
     covered = {c.stem.split("_", 1)[0] for c in CASES}
     assert set(CODES) <= covered, f"codes without a golden file: {sorted(set(CODES) - covered)}"
     assert covered <= set(CODES), f"golden files for unknown codes: {sorted(covered - set(CODES))}"
+
+
+def test_the_language_reference_lists_every_code() -> None:
+    text = (FIXTURES.parent.parent.parent / "docs" / "language.md").read_text(encoding="utf-8")
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip()
+            for line in text.splitlines() if line.startswith("| E") or line.startswith("| W")}
+    assert rows == CODES
