@@ -304,30 +304,9 @@ def _coverage(project: Project, flows: Mapping[str, CompiledFlow], covered: set[
 
 
 def _replaces_used(flow: ast.Flow, replaces: Mapping[str, ast.Replace]) -> list[ast.Replace]:
-    found: dict[str, ast.Replace] = {}
-
-    def walk(e: ast.Expr | None) -> None:
-        if e is None:
-            return
-        if isinstance(e, ast.Call):
-            if e.name in replaces:
-                found[e.name] = replaces[e.name]
-            for a in e.args:
-                walk(a)
-        elif isinstance(e, ast.Binary):
-            walk(e.left)
-            walk(e.right)
-        elif isinstance(e, ast.Unary | ast.IsNull):
-            walk(e.operand)
-        elif isinstance(e, ast.InList):
-            walk(e.operand)
-            for i in e.items:
-                walk(i)
-
-    walk(flow.where)
-    for a in flow.assignments:
-        walk(a.expr)
-    return [found[n] for n in sorted(found)]
+    exprs = [flow.where, *(a.expr for a in flow.assignments)]
+    names = {node.name for e in exprs for node in ast.walk_expr(e) if isinstance(node, ast.Call) and node.name in replaces}
+    return [replaces[n] for n in sorted(names)]
 
 
 # ------------------------------------------------------------------------------------------------ report
