@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
+	$(BIN)/mapsync validate mappings/
+	$(BIN)/mapsync test mappings/
 	$(BIN)/mapsync demo
 
 test: $(STAMP)
