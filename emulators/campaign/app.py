@@ -11,6 +11,7 @@ Paths served (``<res>`` = ``profileAndServices/profile``, ``profileAndServicesEx
     PATCH  <res>/<PKey>                                                {"PKey", "href"}
     DELETE <res>/<PKey>                                                200, empty body
     GET    profileAndServices[Ext]/resourceType/<name>                 field metadata from the snapshot
+    GET    profileAndServices[Ext]/resourceType/<PKey>/filters         the resource's filters
 
 Every request first passes the Adobe I/O gateway check (bearer token + X-Api-Key), then a configurable
 rate limit (429 + Retry-After); faults are injected by the server's middleware. ``next.href`` is absent
@@ -160,8 +161,11 @@ def campaign_routes(
         org_base = f"{str(request.base_url).rstrip('/')}/{organization}/campaign"
         if len(parts) < 2 or parts[0] not in NAMESPACES:
             raise CampaignApiError("unknown_resource", "/".join(parts))
-        if parts[1] == "resourceType" and len(parts) == 3 and request.method == "GET":
-            return metadata(parts[0], parts[2])
+        if parts[1] == "resourceType" and request.method == "GET":
+            if len(parts) == 3:
+                return metadata(parts[0], parts[2], org_base)
+            if len(parts) == 4 and parts[3] == "filters":
+                return filter_list(parts[0], parts[2])
         found = by_path.get(f"{parts[0]}/{parts[1]}")
         if found is None:
             raise CampaignApiError("unknown_resource", "/".join(parts[:2]))
@@ -235,16 +239,17 @@ def campaign_routes(
         row_id, data = store.insert(spec.name, _normalise(spec, fields))
         return JSONResponse(render(store, spec, row_id, data, ext=ext, base=base), status_code=201)
 
-    def metadata(namespace: str, name: str) -> Response:
+    def metadata(namespace: str, name: str, base: str) -> Response:
         spec = store.resources.get(name)
-        ext = namespace == "profileAndServicesExt"
-        if spec is None or (not ext and spec.path is None) or (ext and not (spec.ext_path or spec.path)):
+        if spec is None or spec.in_namespace(namespace) is None:
             raise CampaignApiError("unknown_resource", f"resourceType/{name}")
-        return JSONResponse({
-            "name": spec.name,
-            "label": spec.name,
-            "content": {k: f.describe() for k, f in spec.visible(ext).items()},
-        })
+        return JSONResponse(spec.resource_type(namespace, base))
+
+    def filter_list(namespace: str, pkey: str) -> Response:
+        spec = next((r for r in store.resources.values() if r.metadata_pkey == pkey), None)
+        if spec is None or spec.in_namespace(namespace) is None:
+            raise CampaignApiError("not_found", f"resourceType/{pkey}")
+        return JSONResponse(spec.filters_metadata(namespace))
 
     return [Route("/{org}/campaign/{rest:path}", endpoint, methods=["GET", "POST", "PATCH", "DELETE"])]
 

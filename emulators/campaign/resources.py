@@ -8,6 +8,7 @@ not REST resources and are skipped here; the journal owns them.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Mapping
@@ -27,6 +28,29 @@ _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[
 COMPUTED = frozenset({"PKey", "href", "created", "lastModified", "createdBy", "lastModifiedBy"})
 
 
+# -- resourceType metadata ----------------------------------------------------------------------------
+# What Adobe documents ("Metadata mechanism", Campaign Standard API): GET <ns>/resourceType/<name> returns
+# the resource's "name", "label", "data" (its path), "filters": {"href": <url of its filter list>} and a
+# "content" node of fields, each with "apiName", "label", "type" (the high-level type: string, number,
+# link, enumeration, ...), "resType" (the technical type), "resTarget" for links and "values" for
+# enumerations; the filter list maps each filter name to its metadata, whose "data" is the call with
+# "$value" placeholders (".../byText?text=$value"). NOT documented, so ASSUMED here and only here:
+# - the technical type names in "resType" (Campaign's schema types: string, memo, long, int64, double,
+#   boolean, date, datetime) and "number" as the high-level type of the numeric ones;
+# - a nested element (profile.location) as "type": "item" with its own "content", like the resource;
+# - "length" (string length), "mandatory" and "readOnly" on every field;
+# - "values" of an enumeration as the list of its API values (the labels are not needed here);
+# - a custom filter's "data" naming its parameters "<name>_parameter" (how they are called, PROTOCOLS §4).
+_WIRE_TYPES = {
+    "string": ("string", "string"), "memo": ("string", "memo"), "integer": ("number", "long"),
+    "bigint": ("number", "int64"), "double": ("number", "double"), "decimal": ("number", "decimal"),
+    "money": ("number", "decimal"), "boolean": ("boolean", "boolean"), "date": ("date", "date"),
+    "datetime": ("datetime", "datetime"), "enum": ("enumeration", "string"), "lookup": ("link", "link"),
+    "object": ("item", "item"),
+}
+BUILT_IN_FILTERS = {"byEmail": "By email", "byText": "By name or email"}
+
+
 @dataclass(frozen=True, slots=True)
 class FieldSpec:
     name: str
@@ -37,6 +61,7 @@ class FieldSpec:
     read_only: bool = False
     required: bool = False
     fields: tuple[FieldSpec, ...] = ()
+    display_name: str | None = None
 
     @property
     def is_custom(self) -> bool:
@@ -44,20 +69,20 @@ class FieldSpec:
         return self.name.startswith("cus")
 
     def describe(self) -> dict[str, Any]:
-        """This field as ``resourceType`` metadata shows it."""
-        out: dict[str, Any] = {"name": self.name, "label": self.name, "type": self.type}
+        """This field as ``resourceType`` metadata shows it (see the assumptions above)."""
+        kind, res_type = _WIRE_TYPES.get(self.type, (self.type, self.type))
+        out: dict[str, Any] = {"apiName": self.name, "label": self.display_name or self.name, "type": kind,
+                               "resType": res_type}
         if self.max_length is not None:
             out["length"] = self.max_length
+        out["mandatory"] = self.required
+        out["readOnly"] = self.read_only
         if self.values:
             out["values"] = list(self.values)
         if self.targets:
-            out["target"] = self.targets[0]
+            out["resTarget"] = self.targets[0]
         if self.fields:
             out["content"] = {f.name: f.describe() for f in self.fields}
-        if self.read_only:
-            out["readOnly"] = True
-        if self.required:
-            out["mandatory"] = True
         return out
 
 
@@ -67,6 +92,16 @@ class FilterSpec:
     params: tuple[str, ...]  # query parameter names
     fields: tuple[str, ...]  # the fields compared (byText: several)
     contains: bool = False  # byText searches, the others match exactly
+    declared: tuple[str, ...] = ()  # the parameters as the snapshot lists them (metadata shows these)
+
+    def describe(self, namespace: str, resource: str, pkey: str) -> dict[str, Any]:
+        """This filter as the resource's filter list shows it: ``data`` is the call with ``$value`` placeholders."""
+        custom = self.name not in BUILT_IN_FILTERS
+        params = self.declared or self.params[:1]
+        query = "&".join(f"{p}{'_parameter' if custom else ''}=$value" for p in params)
+        return {"PKey": pkey, "label": BUILT_IN_FILTERS.get(self.name, f"By {', '.join(params)}"),
+                "category": "99_none", "formType": "none", "fragmentName": "",
+                "data": f"/{namespace}/{resource}/{self.name}?{query}"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +111,43 @@ class ResourceSpec:
     ext_path: str | None  # e.g. profileAndServicesExt/profile
     fields: dict[str, FieldSpec]
     filters: dict[str, FilterSpec] = field(default_factory=dict)
+    display_name: str | None = None
+
+    def in_namespace(self, namespace: str) -> str | None:
+        """This resource's path in ``profileAndServices`` or ``profileAndServicesExt``, None when it has none there."""
+        for path in (self.path, self.ext_path):
+            if path is not None and path.split("/", 1)[0] == namespace:
+                return path
+        return None
+
+    def resource_type(self, namespace: str, base: str) -> dict[str, Any]:
+        """``GET <namespace>/resourceType/<name>``: the resource's metadata (see the assumptions above)."""
+        path = self.in_namespace(namespace)
+        pkey = self.metadata_pkey
+        return {
+            "PKey": pkey,
+            "name": self.name,
+            "label": self.display_name or self.name,
+            "help": self.display_name or self.name,
+            "type": "item",
+            "mandatory": False,
+            "readOnly": False,
+            "pkgStatus": "never",
+            "data": f"/{path}/",
+            "href": f"{base}/{path}/metadata",
+            "filters": {"href": f"{base}/{namespace}/resourceType/{pkey}/filters/"},
+            "content": {k: f.describe() for k, f in self.visible(namespace == "profileAndServicesExt").items()},
+        }
+
+    def filters_metadata(self, namespace: str) -> dict[str, Any]:
+        """``GET <namespace>/resourceType/<PKey>/filters``: every filter of the resource, by name."""
+        return {name: flt.describe(namespace, self.name, f"{self.metadata_pkey}-{name}")
+                for name, flt in self.filters.items()}
+
+    @property
+    def metadata_pkey(self) -> str:
+        """The opaque PKey of the resource's metadata record (Campaign's are ``@`` + base64)."""
+        return "@" + base64.urlsafe_b64encode(f"resourceType:{self.name}".encode()).decode().rstrip("=")
 
     def visible(self, ext: bool) -> dict[str, FieldSpec]:
         return self.fields if ext else {k: f for k, f in self.fields.items() if not f.is_custom}
@@ -190,6 +262,7 @@ def _field(name: str, raw: Mapping[str, Any]) -> FieldSpec:
         read_only=bool(raw.get("read_only", False)),
         required=bool(raw.get("required", False)),
         fields=tuple(_field(k, v) for k, v in raw.get("fields", {}).items()),
+        display_name=raw.get("display_name"),
     )
 
 
@@ -205,7 +278,8 @@ def _filters(raw: Mapping[str, list[str]], fields: Mapping[str, FieldSpec]) -> d
     for name, params in raw.items():
         if name == "byText":
             text_fields = tuple(f for f in ("email", "firstName", "lastName") if f in fields)
-            out[name] = FilterSpec(name, tuple(params) or ("text",), text_fields, contains=True)
+            out[name] = FilterSpec(name, tuple(params) or ("text",), text_fields, contains=True,
+                                   declared=tuple(params) or ("text",))
             continue
         candidates = [p.removesuffix("_parameter") for p in params] + [name[2:], "cus" + name[2:]]
         field_name = next((lowered[c.lower()] for c in candidates if c.lower() in lowered), None)
@@ -213,7 +287,7 @@ def _filters(raw: Mapping[str, list[str]], fields: Mapping[str, FieldSpec]) -> d
             continue
         base = tuple(p.removesuffix("_parameter") for p in params) or (field_name,)
         accepted = base if name == "byEmail" else tuple(f"{p}_parameter" for p in base) + base
-        out[name] = FilterSpec(name, accepted, (field_name,))
+        out[name] = FilterSpec(name, accepted, (field_name,), declared=base)
     return out
 
 
@@ -231,6 +305,7 @@ def load_resources(directory: Path = SNAPSHOT_DIR) -> dict[str, ResourceSpec]:
             ext_path=raw.get("ext_path"),
             fields=fields,
             filters=_filters(raw.get("filters", {}), fields),
+            display_name=raw.get("display_name"),
         )
     return out
 

@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute, Route, request_response
 
 from emulators.dataverse.batch import BatchRequest, ChangeSet, PartResponse, parse_batch, render_batch
 from emulators.dataverse.errors import DataverseError, error_body
-from emulators.dataverse.metadata import TableDef, attributes_metadata, csdl
+from emulators.dataverse.metadata import TableDef, csdl, definitions_reply
 from emulators.dataverse.odata import (
     FilterSyntaxError,
     FilterTypeError,
@@ -47,7 +47,7 @@ MAX_BATCH_REQUESTS = 1000
 JSON_TYPE = "application/json; odata.metadata=minimal"
 _KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\((.*)\)$", re.S)
 _KEY_PAIR = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*('(?:[^']|'')*'|[^,]+)\s*(?:,|$)")
-_DEF = re.compile(r"^EntityDefinitions\(LogicalName='([^']+)'\)(?:/Attributes(?:/Microsoft\.Dynamics\.CRM\.(\w+))?)?$")
+_DEF = re.compile(r"^EntityDefinitions\(LogicalName='([^']+)'\)(?:/(Attributes|Keys)(?:/Microsoft\.Dynamics\.CRM\.(\w+))?)?$")
 
 
 def dataverse_fault_body(status: int, retry_after: int) -> dict[str, Any]:
@@ -220,7 +220,7 @@ class DataverseApi:
         m = _DEF.match(path)
         if m:
             self._only(method, "GET", f"{api}/{path}")
-            return self._definitions(m.group(1), path, m.group(2), params, api)
+            return self._definitions(m.group(1), m.group(2), m.group(3), params, api)
         if "/" in path:
             raise DataverseError("segment_not_found", segment=path.split("/", 1)[1].split("(")[0])
         km = _KEY.match(path)
@@ -433,25 +433,14 @@ class DataverseApi:
         end = start + len(page)
         return page, ({"n": end, "id": page[-1][pk_i]} if end < len(rows) and page else None)
 
-    def _definitions(self, logical: str, path: str, cast: str | None, params: dict[str, str], api: str) -> Inner:
+    def _definitions(self, logical: str, segment: str | None, cast: str | None, params: dict[str, str],
+                     api: str) -> Inner:
         table = self.store.tables.get(logical)
         if table is None:
             raise DataverseError("not_found", table="EntityMetadata", id=logical)
-        expand = "OptionSet" in params.get("$expand", "") or "GlobalOptionSet" in params.get("$expand", "")
-        if "/Attributes" not in path:
-            return _json(200, {"@odata.context": f"{api}/$metadata#EntityDefinitions/$entity",
-                               "LogicalName": table.name, "EntitySetName": table.entity_set,
-                               "PrimaryIdAttribute": table.primary_key, "PrimaryNameAttribute": table.primary_name,
-                               "ChangeTrackingEnabled": table.change_tracking, "IsActivity": table.is_activity,
-                               "Keys": [{"LogicalName": k, "KeyAttributes": list(v)} for k, v in table.alternate_keys]})
-        attrs = attributes_metadata(table, cast, expand_optionset=expand)
-        select = [s.strip() for s in params.get("$select", "").split(",") if s.strip()]
-        if select:
-            keep = {*select, "@odata.type", "MetadataId", "OptionSet"}
-            attrs = [{k: v for k, v in a.items() if k in keep} for a in attrs]
-        suffix = f"/Microsoft.Dynamics.CRM.{cast}" if cast else ""
-        ctx = f"{api}/$metadata#EntityDefinitions('{logical}')/Attributes{suffix}"
-        return _json(200, {"@odata.context": ctx, "value": attrs})
+        if cast is not None and segment != "Attributes":
+            raise DataverseError("segment_not_found", segment=f"Microsoft.Dynamics.CRM.{cast}")
+        return _json(200, definitions_reply(table, segment, cast, params, api))
 
     # -- writes -----------------------------------------------------------------------------------------
     def _payload(self, table: TableDef, body: bytes) -> dict[str, Any]:

@@ -4,7 +4,16 @@ metadata documents built from them: the CSDL ``$metadata`` and ``EntityDefinitio
 A snapshot (``schemas/snapshot.schema.json``) names the table, its primary key, entity set, alternate
 keys, change tracking, and fields with types, lengths and option sets. The emulator adds the system
 columns every Dataverse table has (primary key, ``createdon``, ``modifiedon``, ``versionnumber``) when a
-snapshot leaves them out.
+snapshot leaves them out: rows carry them (the change log needs ``versionnumber``) and ``$metadata``
+declares them, but the column definitions (``EntityDefinitions``) list only what the snapshot publishes,
+in the snapshot's order, so that ``mapsync schema pull`` against the emulator gives back the snapshot.
+
+``EntityDefinitions`` replies follow Microsoft's EntityMetadata / AttributeMetadata / EntityKeyMetadata
+types (Web API reference): labels as ``{"LocalizedLabels": [...], "UserLocalizedLabel": {...}}``,
+``RequiredLevel.Value``, ``IsValidForCreate``/``IsValidForUpdate``, ``ColumnNumber``, ``MaxLength``,
+``Precision``, ``MinValue``/``MaxValue``, ``Targets``, ``Format``/``DateTimeBehavior``; ``statecode`` and
+``statuscode`` are State/Status attributes, ``ownerid`` an Owner and account-or-contact lookups Customer
+lookups, as in Dataverse. ``Attributes`` and ``Keys`` come only when ``$expand``-ed or addressed.
 """
 
 from __future__ import annotations
@@ -17,7 +26,9 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
-__all__ = ["ColumnDef", "TableDef", "attributes_metadata", "csdl", "load_tables"]
+from emulators.dataverse.errors import DataverseError
+
+__all__ = ["ColumnDef", "TableDef", "attributes_metadata", "csdl", "definitions_reply", "entity_metadata", "load_tables"]
 
 ROOT = Path(__file__).resolve().parents[2]
 SNAPSHOT_DIR = ROOT / "schemas" / "snapshots" / "d365"
@@ -56,6 +67,8 @@ class ColumnDef:
     minimum: float | None = None
     maximum: float | None = None
     display_name: str | None = None
+    precision: int | None = None
+    published: bool = True  # False: added by the emulator, not in the snapshot, left out of EntityDefinitions
 
     @property
     def wire_name(self) -> str:
@@ -93,7 +106,10 @@ def _table_from_snapshot(snap: Mapping[str, Any]) -> TableDef:
         "modifiedon": {"type": "datetime", "read_only": True},
         "versionnumber": {"type": "bigint", "read_only": True},
     }
-    merged: dict[str, Mapping[str, Any]] = {**system, **raw_fields}
+    # The snapshot's order is the column order (ColumnNumber); the system columns it leaves out come last.
+    merged: dict[str, Mapping[str, Any]] = dict(raw_fields)
+    for col_name, spec in system.items():
+        merged.setdefault(col_name, {**spec, "@implicit": True})
     columns = []
     for col_name, spec in merged.items():
         if spec.get("type") == "object":  # campaign-only shape; never in a d365 snapshot
@@ -112,6 +128,8 @@ def _table_from_snapshot(snap: Mapping[str, Any]) -> TableDef:
                 minimum=spec.get("min"),
                 maximum=spec.get("max"),
                 display_name=spec.get("display_name"),
+                precision=spec.get("precision"),
+                published=not spec.get("@implicit", False),
             )
         )
     entity_set = snap.get("entity_set") or (name + "s")
@@ -208,31 +226,80 @@ def csdl(tables: Mapping[str, TableDef]) -> str:
 
 # -- EntityDefinitions ------------------------------------------------------------------------------
 
+_EMPTY_LABEL: dict[str, Any] = {"LocalizedLabels": [], "UserLocalizedLabel": None}  # Dataverse's "no label"
 
-def _label(text: str) -> dict[str, Any]:
+# Metadata types a client may cast the Attributes collection to (the derived types of AttributeMetadata).
+# EnumAttributeMetadata is the base of the option-set types; the rest are concrete.
+KNOWN_CASTS = frozenset({
+    "BigIntAttributeMetadata", "BooleanAttributeMetadata", "DateTimeAttributeMetadata", "DecimalAttributeMetadata",
+    "DoubleAttributeMetadata", "EntityNameAttributeMetadata", "EnumAttributeMetadata", "FileAttributeMetadata",
+    "ImageAttributeMetadata", "IntegerAttributeMetadata", "LookupAttributeMetadata",
+    "ManagedPropertyAttributeMetadata", "MemoAttributeMetadata", "MoneyAttributeMetadata",
+    "MultiSelectPicklistAttributeMetadata", "PicklistAttributeMetadata", "StateAttributeMetadata",
+    "StatusAttributeMetadata", "StringAttributeMetadata", "UniqueIdentifierAttributeMetadata",
+})
+_ENUM_CASTS = frozenset({"PicklistAttributeMetadata", "StateAttributeMetadata", "StatusAttributeMetadata",
+                         "MultiSelectPicklistAttributeMetadata", "EntityNameAttributeMetadata"})
+
+
+def _label(text: str | None) -> dict[str, Any]:
+    if not text:
+        return dict(_EMPTY_LABEL)
     localized = {"Label": text, "LanguageCode": 1033, "IsManaged": True,
                  "MetadataId": str(uuid.uuid5(_NS, "label:" + text)), "HasChanged": None}
     return {"LocalizedLabels": [localized], "UserLocalizedLabel": localized}
 
 
-def attribute_metadata(table: TableDef, col: ColumnDef, *, expand_optionset: bool) -> dict[str, Any]:
-    attr_type, cast = ATTRIBUTE_TYPES.get(col.type, ("String", "StringAttributeMetadata"))
+def attribute_type(col: ColumnDef) -> tuple[str, str]:
+    """(AttributeType, metadata type) of a column, as Dataverse reports its system columns."""
+    if col.type == "choice" and col.name == "statecode":
+        return "State", "StateAttributeMetadata"
+    if col.type == "choice" and col.name == "statuscode":
+        return "Status", "StatusAttributeMetadata"
+    if col.type == "lookup" and col.name == "ownerid":
+        return "Owner", "LookupAttributeMetadata"
+    if col.type == "lookup" and set(col.targets) == {"account", "contact"}:
+        return "Customer", "LookupAttributeMetadata"
+    return ATTRIBUTE_TYPES.get(col.type, ("String", "StringAttributeMetadata"))
+
+
+def attribute_metadata(table: TableDef, col: ColumnDef, *, expand_optionset: bool, column_number: int = 0) -> dict[str, Any]:
+    attr_type, cast = attribute_type(col)
+    is_pk = col.name == table.primary_key
+    # The primary key may be given on create (Dataverse accepts a client-chosen id) but never changed.
+    creatable = not col.read_only
+    updatable = not col.read_only and not is_pk
+    required = "SystemRequired" if is_pk else "ApplicationRequired" if col.required else "None"
     out: dict[str, Any] = {
         "@odata.type": f"#Microsoft.Dynamics.CRM.{cast}",
         "LogicalName": col.name,
         "SchemaName": col.name,
         "MetadataId": str(uuid.uuid5(_NS, f"{table.name}.{col.name}")),
+        "ColumnNumber": column_number,
         "AttributeType": attr_type,
+        "AttributeTypeName": {"Value": "MultiSelectPicklistType" if col.type == "multichoice" else f"{attr_type}Type"},
+        "AttributeOf": None,
         "EntityLogicalName": table.name,
-        "IsPrimaryId": col.name == table.primary_key,
+        "IsPrimaryId": is_pk,
         "IsPrimaryName": col.name == table.primary_name,
-        "DisplayName": _label(col.display_name or col.name),
-        "RequiredLevel": {"Value": "ApplicationRequired" if col.required else "None"},
+        "IsValidForCreate": creatable,
+        "IsValidForUpdate": updatable,
+        "IsValidForRead": True,
+        "DisplayName": _label(col.display_name),
+        "Description": _label(None),
+        "RequiredLevel": {"Value": required, "CanBeChanged": not is_pk,
+                          "ManagedPropertyLogicalName": "canmodifyrequirementlevelsettings"},
     }
     if col.max_length is not None and col.type in ("string", "memo", "enum"):
         out["MaxLength"] = col.max_length
+    if col.type in ("datetime", "date"):
+        date_only = col.type == "date"
+        out["Format"] = "DateOnly" if date_only else "DateAndTime"
+        out["DateTimeBehavior"] = {"Value": "DateOnly" if date_only else "UserLocal"}
     if col.type == "lookup":
         out["Targets"] = list(col.targets)
+    if col.precision is not None and col.type in ("decimal", "money", "double"):
+        out["Precision"] = col.precision
     if col.minimum is not None:
         out["MinValue"] = col.minimum
     if col.maximum is not None:
@@ -242,23 +309,117 @@ def attribute_metadata(table: TableDef, col: ColumnDef, *, expand_optionset: boo
             "MetadataId": str(uuid.uuid5(_NS, f"optionset:{table.name}.{col.name}")),
             "Name": f"{table.name}_{col.name}",
             "IsGlobal": False,
-            "OptionSetType": "Picklist",
-            "Options": [{"Value": v, "Label": _label(lbl), "Description": _label("")} for v, lbl in col.options],
+            "OptionSetType": attr_type if attr_type in ("State", "Status") else "Picklist",
+            "Options": [{"Value": v, "Label": _label(lbl), "Description": _label(None)} for v, lbl in col.options],
         }
     return out
 
 
-CASTS = {cast: {t for t, (_a, c) in ATTRIBUTE_TYPES.items() if c == cast} for _a, cast in ATTRIBUTE_TYPES.values()}
+def _cast_matches(col: ColumnDef, cast: str) -> bool:
+    own = attribute_type(col)[1]
+    return own == cast or (cast == "EnumAttributeMetadata" and own in _ENUM_CASTS)
 
 
 def attributes_metadata(table: TableDef, cast: str | None, *, expand_optionset: bool) -> list[dict[str, Any]]:
-    """Attribute metadata of ``table``, optionally only those of one metadata type (``PicklistAttributeMetadata``)."""
-    wanted = CASTS.get(cast) if cast else None
+    """Attribute metadata of ``table``'s published columns in column order, optionally only those of one
+    metadata type (``PicklistAttributeMetadata``). An unknown type raises ``DataverseError``, as the service does."""
+    if cast is not None and cast not in KNOWN_CASTS:
+        raise DataverseError("segment_not_found", segment=f"Microsoft.Dynamics.CRM.{cast}")
+    published = [c for c in table.columns if c.published]
     return [
-        attribute_metadata(table, c, expand_optionset=expand_optionset)
-        for c in table.columns
-        if wanted is None or c.type in wanted
+        attribute_metadata(table, c, expand_optionset=expand_optionset, column_number=n)
+        for n, c in enumerate(published, start=1)
+        if cast is None or _cast_matches(c, cast)
     ]
+
+
+def keys_metadata(table: TableDef) -> list[dict[str, Any]]:
+    """EntityKeyMetadata of the table's alternate keys."""
+    return [{"MetadataId": str(uuid.uuid5(_NS, f"key:{table.name}.{name}")), "LogicalName": name, "SchemaName": name,
+             "EntityLogicalName": table.name, "KeyAttributes": list(columns), "EntityKeyIndexStatus": "Active",
+             "DisplayName": _label(None)}
+            for name, columns in table.alternate_keys]
+
+
+def entity_metadata(table: TableDef) -> dict[str, Any]:
+    """The EntityMetadata properties of a table (without its Attributes and Keys collections)."""
+    return {
+        "MetadataId": str(uuid.uuid5(_NS, f"entity:{table.name}")),
+        "LogicalName": table.name,
+        "SchemaName": table.name,
+        "EntitySetName": table.entity_set,
+        "LogicalCollectionName": table.entity_set,
+        "DisplayName": _label(table.display_name),
+        "Description": _label(None),
+        "PrimaryIdAttribute": table.primary_key,
+        "PrimaryNameAttribute": table.primary_name,
+        "IsActivity": table.is_activity,
+        "ChangeTrackingEnabled": table.change_tracking,
+        "IsCustomEntity": "_" in table.name,  # custom tables carry their publisher's prefix
+    }
+
+
+def split_options(text: str) -> list[str]:
+    """Split ``a,b($select=x,y),c`` at the top-level commas (nested query options stay whole)."""
+    items, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            items.append(text[start:i].strip())
+            start = i + 1
+    items.append(text[start:].strip())
+    return [item for item in items if item]
+
+
+def _expansions(text: str) -> dict[str, dict[str, str]]:
+    """``Attributes($select=LogicalName;$expand=OptionSet),Keys`` -> {name: {option: value}}."""
+    out: dict[str, dict[str, str]] = {}
+    for item in split_options(text):
+        name, _, rest = item.partition("(")
+        options: dict[str, str] = {}
+        for part in rest.rstrip(")").split(";") if rest else ():
+            key, _, value = part.partition("=")
+            options[key.strip()] = value.strip()
+        out[name.strip()] = options
+    return out
+
+
+def _selected(record: dict[str, Any], select: str | None, always: tuple[str, ...]) -> dict[str, Any]:
+    if not select:
+        return record
+    keep = {s.strip() for s in select.split(",") if s.strip()} | set(always)
+    return {k: v for k, v in record.items() if k in keep}
+
+
+def definitions_reply(table: TableDef, segment: str | None, cast: str | None, params: Mapping[str, str],
+                      api: str) -> dict[str, Any]:
+    """The body of ``GET EntityDefinitions(LogicalName='x')[/Attributes[/<cast>]|/Keys]`` with its query options."""
+    expand = _expansions(params.get("$expand", ""))
+    if segment == "Keys":
+        keys = [_selected(k, params.get("$select"), ("MetadataId",)) for k in keys_metadata(table)]
+        return {"@odata.context": f"{api}/$metadata#EntityDefinitions('{table.name}')/Keys", "value": keys}
+    if segment == "Attributes":
+        attrs = _attributes(table, cast, params.get("$select"), "OptionSet" in expand or "GlobalOptionSet" in expand)
+        suffix = f"/Microsoft.Dynamics.CRM.{cast}" if cast else ""
+        return {"@odata.context": f"{api}/$metadata#EntityDefinitions('{table.name}')/Attributes{suffix}",
+                "value": attrs}
+    body: dict[str, Any] = {"@odata.context": f"{api}/$metadata#EntityDefinitions/$entity"}
+    body.update(_selected(entity_metadata(table), params.get("$select"), ("MetadataId",)))
+    if "Attributes" in expand:
+        opts = expand["Attributes"]
+        inner = _expansions(opts.get("$expand", ""))
+        body["Attributes"] = _attributes(table, None, opts.get("$select"), "OptionSet" in inner)
+    if "Keys" in expand:
+        body["Keys"] = [_selected(k, expand["Keys"].get("$select"), ("MetadataId",)) for k in keys_metadata(table)]
+    return body
+
+
+def _attributes(table: TableDef, cast: str | None, select: str | None, optionset: bool) -> list[dict[str, Any]]:
+    attrs = attributes_metadata(table, cast, expand_optionset=optionset)
+    return [_selected(a, select, ("@odata.type", "MetadataId", "OptionSet")) for a in attrs]
 
 
 def xml_attr(value: str) -> str:

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from dsl.schema import Catalog, FieldSchema, TableSchema
 from dsl.types import value_type_for
@@ -26,10 +26,6 @@ CAMPAIGN_HEADERS = {"Cache-Control": "no-cache", "Content-Type": "application/js
                     "Accept": "application/json"}
 DEFAULT_LINE_COUNT = 25
 MAX_LINE_COUNT = 1000  # (assumed) the largest _lineCount worth asking for in one page
-_TYPES = {"string": "string", "memo": "memo", "int64": "bigint", "int32": "integer", "long": "integer",
-          "integer": "integer", "short": "integer", "byte": "integer", "double": "double", "float": "double",
-          "decimal": "decimal", "boolean": "boolean", "date": "date", "datetime": "datetime", "timestamp": "datetime",
-          "enum": "enum", "link": "lookup", "lookup": "lookup", "object": "object", "uuid": "string"}
 
 
 def campaign_headers(settings: CampaignSettings) -> dict[str, str]:
@@ -144,45 +140,104 @@ class CampaignConnector:
     # -- schema ------------------------------------------------------------------------------------
 
     async def fetch_schema(self, resources: Sequence[str]) -> list[TableSchema]:
-        """Snapshots of ``resources`` from ``resourceType`` metadata (fields, types, lengths, enums, links)."""
+        """Snapshots of ``resources`` from their ``resourceType`` metadata in both namespaces.
+
+        ``profileAndServicesExt`` shows every field (the ``cus*`` extension fields too), so its content wins;
+        ``profileAndServices`` tells whether the resource also has a plain path. Filters come from the list
+        the metadata's ``filters.href`` points at. The reply shape is the one
+        ``emulators/campaign/resources.py`` documents (Adobe's "Metadata mechanism" page plus its assumptions).
+        """
         out = []
         for name in resources:
-            known = self.resource(name)
-            namespace = "profileAndServicesExt" if known is None or known.ext_path or (
-                known.path or "").startswith("profileAndServicesExt") else "profileAndServices"
-            body = (await self.http.request("GET", f"{namespace}/resourceType/{name}")).json()
-            fields = _fields(body.get("content") or {})
-            path = known.path if known is not None else None
-            ext_path = known.ext_path if known is not None else None
-            filters = body.get("filters")
-            parsed_filters = (
-                {k: tuple(v.get("parameters", v) if isinstance(v, Mapping) else v) for k, v in filters.items()}
-                if isinstance(filters, Mapping) else (dict(known.filters) if known is not None else {})
-            )
-            label = body.get("label")
+            views: dict[str, Mapping[str, Any]] = {}
+            for namespace in _NAMESPACES:
+                resp = await self.http.request("GET", f"{namespace}/resourceType/{quote(name)}", accept=(404,))
+                if resp.status_code != 404:
+                    views[namespace] = resp.json()
+            if not views:
+                raise TerminalError(f"campaign: no resource named {name!r} (neither profileAndServices nor "
+                                    "profileAndServicesExt has it)", service="campaign", status=404)
+            main = views.get("profileAndServicesExt") or views["profileAndServices"]
+            plain = _data_path(views.get("profileAndServices"))
+            ext = _data_path(views.get("profileAndServicesExt"))
+            label = main.get("label")
             out.append(TableSchema(
-                system="campaign", name=name, primary_key="PKey", fields=MappingProxyType(fields),
-                display_name=label if label and label != name else (known.display_name if known else None),
-                path=body.get("path", path), ext_path=body.get("extPath", ext_path),
-                filters=MappingProxyType(parsed_filters),
+                system="campaign", name=name, primary_key="PKey",
+                fields=MappingProxyType(_fields(main.get("content") or {})),
+                display_name=label if isinstance(label, str) and label and label != name else None,
+                path=plain or ext, ext_path=ext if plain else None,
+                filters=MappingProxyType(await self._filters(main)),
             ))
         return out
+
+    async def _filters(self, metadata: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+        """filter name -> its parameters, from the filter list (``data``: ``.../byX?x_parameter=$value``)."""
+        href = (metadata.get("filters") or {}).get("href")
+        if not isinstance(href, str) or not href:
+            return {}
+        listing = (await self.http.request("GET", href)).json()
+        out: dict[str, tuple[str, ...]] = {}
+        for name, spec in (listing.items() if isinstance(listing, Mapping) else ()):
+            data = spec.get("data") if isinstance(spec, Mapping) else None
+            query = urlsplit(data).query if isinstance(data, str) else ""
+            out[name] = tuple(key.removesuffix("_parameter") for key, _ in parse_qsl(query, keep_blank_values=True))
+        return out
+
+
+_NAMESPACES = ("profileAndServices", "profileAndServicesExt")
+# resType (the technical type) -> snapshot type; "type" (the high-level one) decides links, enums, elements.
+_RES_TYPES = {"string": "string", "memo": "memo", "long": "integer", "int32": "integer", "short": "integer",
+              "byte": "integer", "int64": "bigint", "double": "double", "float": "double", "decimal": "decimal",
+              "boolean": "boolean", "date": "date", "datetime": "datetime", "timestamp": "datetime",
+              "uuid": "string"}
+
+
+def _data_path(metadata: Mapping[str, Any] | None) -> str | None:
+    """``"/profileAndServices/profile/"`` -> ``profileAndServices/profile``."""
+    data = metadata.get("data") if metadata is not None else None
+    return data.strip("/") or None if isinstance(data, str) else None
+
+
+def _kind(spec: Mapping[str, Any]) -> str:
+    high = str(spec.get("type", "")).lower()
+    if high == "link":
+        return "lookup"
+    if high in ("enumeration", "enum"):
+        return "enum"
+    if high in ("item", "object") or (isinstance(spec.get("content"), Mapping) and spec["content"]):
+        return "object"
+    return _RES_TYPES.get(str(spec.get("resType", "")).lower()) or _RES_TYPES.get(high) or "string"
+
+
+def _enum_values(raw: Any) -> tuple[str, ...]:
+    """The API values of an enumeration: a list of strings, of ``{"value"|"name": ...}``, or a dict keyed by value."""
+    if isinstance(raw, Mapping):
+        return tuple(str(k) for k in raw)
+    out = []
+    for item in raw or ():
+        value = item.get("value", item.get("name")) if isinstance(item, Mapping) else item
+        if value is not None:
+            out.append(str(value))
+    return tuple(out)
 
 
 def _fields(content: Mapping[str, Any]) -> dict[str, FieldSchema]:
     out: dict[str, FieldSchema] = {}
-    for name, spec in content.items():
-        kind = _TYPES.get(str(spec.get("type", "string")).lower(), "string")
+    for key, spec in content.items():
+        name = str(spec.get("apiName") or key)
+        kind = _kind(spec)
         nested = _fields(spec.get("content") or {}) if kind == "object" else {}
         label = spec.get("label")
-        target = spec.get("target")
+        target = spec.get("resTarget", spec.get("target"))
+        length = spec.get("length")
         out[name] = FieldSchema(
             name=name, type=kind, value_type=value_type_for(kind),
-            display_name=label if label and label != name else None,
-            max_length=spec.get("length") if kind in ("string", "memo") else None,
+            # Campaign labels every field; a label that only repeats the name says nothing.
+            display_name=label if isinstance(label, str) and label and label != name else None,
+            max_length=length if kind in ("string", "memo") and isinstance(length, int) and length > 0 else None,
             required=bool(spec.get("mandatory")), read_only=bool(spec.get("readOnly")),
-            values=tuple(spec.get("values") or ()) if kind == "enum" else (),
+            values=_enum_values(spec.get("values")) if kind == "enum" else (),
             targets=((target,) if isinstance(target, str) else tuple(target or ())) if kind == "lookup" else (),
-            fields=MappingProxyType(nested) if nested else MappingProxyType({}),
+            fields=MappingProxyType(nested),
         )
     return out

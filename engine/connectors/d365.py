@@ -313,7 +313,7 @@ class D365Connector:
                 options[attr["LogicalName"]] = [(int(o["Value"]), _label(o.get("Label")) or str(o["Value"])) for o in opts]
         fields: dict[str, FieldSchema] = {}
         primary_key = entity.get("PrimaryIdAttribute") or f"{name}id"
-        for attr in entity.get("Attributes", []):
+        for attr in _in_column_order(entity.get("Attributes", [])):
             if attr.get("AttributeOf") or attr.get("IsValidForRead") is False:
                 continue  # helper columns (…name, …yominame) that Dataverse derives from another one
             f = _field_from_attribute(attr, csdl_props, options)
@@ -340,6 +340,12 @@ def _label(label: Any) -> str | None:
         if loc.get("Label"):
             return str(loc["Label"])
     return None
+
+
+def _in_column_order(attributes: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Attributes by ``ColumnNumber`` (the order the table's columns were created in), so that a pull does
+    not depend on the order the service happens to list them; the reply order breaks ties."""
+    return sorted(attributes, key=lambda a: a["ColumnNumber"] if isinstance(a.get("ColumnNumber"), int) else 1 << 31)
 
 
 def _number(value: Any) -> int | float | None:
@@ -369,7 +375,10 @@ def _field_from_attribute(attr: Mapping[str, Any], csdl_props: Mapping[str, Any]
         kind = "date"
     required = (attr.get("RequiredLevel") or {}).get("Value") in ("ApplicationRequired", "SystemRequired")
     creatable, updatable = attr.get("IsValidForCreate"), attr.get("IsValidForUpdate")
-    read_only = bool(attr.get("IsReadOnly")) or (creatable is False and updatable is False)
+    # The primary id may be given on create (IsValidForCreate) but is the record's identity, never a value a
+    # mapping writes: snapshots mark it read-only.
+    read_only = (bool(attr.get("IsReadOnly")) or bool(attr.get("IsPrimaryId"))
+                 or (creatable is False and updatable is False))
     max_length = attr.get("MaxLength") if kind in ("string", "memo") else None
     if max_length is None and kind in ("string", "memo") and wire and wire[1]:
         max_length = wire[1]

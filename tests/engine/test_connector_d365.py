@@ -177,10 +177,6 @@ def test_change_tracking_delta_and_expiry() -> None:
     asyncio.run(scenario())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the Dataverse emulator's metadata does not serve yet what the real Web API does: entity DisplayName, "
-    "attribute IsValidForCreate/IsValidForUpdate (read_only) and Precision; it also puts createdon/modifiedon/"
-    "versionnumber first and adds versionnumber to activity tables. strict: remove this mark once it passes"))
 def test_fetch_schema_reproduces_the_shipped_snapshots() -> None:
     emulator = Emulator(contacts=1, faults="none")
     conn, _ = make(emulator)
