@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dsl.checker import analyze, check
 from dsl.diagnostics import Diagnostic
@@ -308,3 +311,20 @@ def test_optout(tmp_path: Path, left: str, right: str, direction: str, via: str,
 def test_contact_only_in_flows_to_d365(tmp_path: Path) -> None:
     diags = run(tmp_path, {"a.map": contacts("email = emailaddress1", "cusSource = contact(firstname)")})
     assert [d.code for d in diags] == ["E301"]
+
+
+@settings(max_examples=60)
+@given(st.data())
+def test_any_generated_module_is_checked_without_an_exception(data: st.DataObject) -> None:
+    # Whatever the grammar can say (the formatter's generated trees), the checker answers with diagnostics.
+    formatter = pytest.importorskip("dsl.formatter")
+    from tests.dsl.strategies import modules
+
+    text = formatter.format_module(data.draw(modules()))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "a.map"
+        path.write_text(text, encoding="utf-8")
+        project, diags = load_project([path])
+        analysis = analyze(project, load_catalog())
+    assert all(isinstance(d, Diagnostic) for d in (*diags, *analysis.diagnostics))
+    assert set(analysis.flows) == set(project.flows)
