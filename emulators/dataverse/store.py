@@ -1,20 +1,28 @@
 """In-memory Dataverse tables with change tracking, compact enough for a million contacts.
 
-Each row is a tuple in the table's column order (wire names, lookups as ``_x_value``) plus hidden
-columns: the row's slot in insertion order and, per lookup, the logical name of the table it points at.
-Strings such as timestamps are shared between rows written in the same second. A global version counter
-(Dataverse's ``versionnumber``) orders every change; a version log (an ``array`` of versions and a list of
-ids, appended on every write and deleted rows' tombstones) answers "what changed since version v" by
-bisection. Change sets are atomic through an undo journal (``transaction()``).
+A row is kept *encoded*: ``marshal.dumps`` of its full tuple in the table's column order (wire names,
+lookups as ``_x_value``, then hidden columns: the row's slot in insertion order and, per lookup, the logical
+name of the table it points at). One ``bytes`` object per row costs a fraction of a tuple of ~80 slots
+plus one Python object per value (an unset column is one byte, a short string its length plus a few), and
+``marshal.loads`` gives the tuple back in about a microsecond. Rows holding a value marshal cannot encode
+(a ``Decimal`` from a Python caller) stay plain tuples. Everything outside this module sees full tuples.
+
+A global version counter (Dataverse's ``versionnumber``) orders every change; a version log (an ``array``
+of versions and a list of ids, appended on every write and deleted rows' tombstones) answers "what changed
+since version v" by bisection. Change sets are atomic through an undo journal (``transaction()``).
+``$orderby`` paging keeps the sorted id list of a query and resumes each page by bisecting on the last
+row's sort key (keyset paging), patching the list with the rows written since instead of re-sorting.
 """
 
 from __future__ import annotations
 
+import marshal
 import re
 import uuid
 from array import array
 from bisect import bisect_right
-from collections.abc import Callable, Iterator, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -24,35 +32,54 @@ from emulators.dataverse.errors import DataverseError
 from emulators.dataverse.metadata import ColumnDef, TableDef, load_tables, nav_properties
 from emulators.dataverse.odata import format_datetime, is_guid
 
-__all__ = ["DELTA_RETENTION", "DataverseStore"]
+__all__ = ["DELTA_RETENTION", "DataverseStore", "OrderKey"]
 
 DELTA_RETENTION = timedelta(days=7)
 _BIND = re.compile(r"^(?:.*/)?([A-Za-z_][A-Za-z0-9_]*)\(([0-9a-fA-F-]{36})\)$")
 _DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?$")
+_STRINGY = frozenset({"string", "memo", "enum", "multichoice"})
+_SORT_CACHE_SIZE = 4  # sorted id lists kept per store (each is 8 bytes per matching row)
+
+
+class _SortCache:
+    """The ids matching one ordered query, in order, as of the table's ``writes``-th write."""
+
+    __slots__ = ("ids", "undos", "writes")
+
+    def __init__(self, ids: list[str], writes: int, undos: int) -> None:
+        self.ids, self.writes, self.undos = ids, writes, undos
 
 
 class _Table:
     __slots__ = ("alt", "cols", "defn", "idx", "lookup_target_idx", "min_valid_version", "nav", "order",
-                 "pos_idx", "rows", "tombstones", "ver_idx", "vlog_ids", "vlog_versions")
+                 "pos_idx", "rows", "tombstones", "undos", "ver_idx", "vlog_ids", "vlog_versions", "width")
 
     def __init__(self, defn: TableDef) -> None:
         self.defn = defn
         wire = [c.wire_name for c in defn.columns]
         hidden = ["@pos"] + [f"{c.wire_name}@target" for c in defn.columns if c.type == "lookup"]
         self.cols: tuple[str, ...] = tuple(wire + hidden)
+        self.width = len(self.cols)
         self.idx: dict[str, int] = {name: i for i, name in enumerate(self.cols)}
         self.pos_idx = self.idx["@pos"]
         self.ver_idx = self.idx["versionnumber"]
         self.lookup_target_idx = {c.wire_name: self.idx[f"{c.wire_name}@target"] for c in defn.columns
                                   if c.type == "lookup"}
         self.nav = nav_properties(defn)
-        self.rows: dict[str, tuple[Any, ...]] = {}
+        self.rows: dict[str, bytes | tuple[Any, ...]] = {}  # id -> encoded row
         self.order: list[str | None] = []
         self.tombstones: dict[str, int] = {}
         self.vlog_versions = array("q")
         self.vlog_ids: list[str] = []
+        self.undos = 0  # rolled-back writes change rows without a version: sorted caches must notice
         self.alt: dict[str, dict[tuple[Any, ...], str]] = {name: {} for name, _cols in defn.alternate_keys}
         self.min_valid_version = 0
+
+    # encoded rows -----------------------------------------------------------------------------------
+    def get(self, rid: str) -> tuple[Any, ...] | None:
+        """The full row of ``rid``, or None."""
+        packed = self.rows.get(rid)
+        return None if packed is None else _decode(packed)
 
     def alt_values(self, row: tuple[Any, ...]) -> list[tuple[str, tuple[Any, ...]]]:
         out = []
@@ -61,6 +88,36 @@ class _Table:
             if all(v is not None for v in values):
                 out.append((name, values))
         return out
+
+
+class OrderKey:
+    """A row's position in an ``$orderby``: per column ``(has value, value)`` (strings case-folded), each
+    ascending or descending, then the primary key ascending, as Dataverse appends it to make paging stable.
+    Nulls come first ascending and last descending."""
+
+    __slots__ = ("desc", "key", "rid")
+
+    def __init__(self, key: tuple[Any, ...], rid: str, desc: tuple[bool, ...]) -> None:
+        self.key, self.rid, self.desc = key, rid, desc
+
+    def __lt__(self, other: OrderKey) -> bool:
+        for a, b, desc in zip(self.key, other.key, self.desc, strict=True):
+            if a != b:
+                a_set, b_set = a is not None, b is not None
+                less = (a_set < b_set) if a_set != b_set else a < b
+                return less != desc
+        return self.rid < other.rid
+
+
+def _encode(row: tuple[Any, ...]) -> bytes | tuple[Any, ...]:
+    try:
+        return marshal.dumps(row)
+    except ValueError:  # e.g. a Decimal: kept as it is, decoded by identity
+        return row
+
+
+def _decode(packed: bytes | tuple[Any, ...]) -> tuple[Any, ...]:
+    return marshal.loads(packed) if type(packed) is bytes else packed  # type: ignore[arg-type]
 
 
 def _key_norm(value: Any) -> Any:
@@ -85,12 +142,15 @@ class DataverseStore:
         self._journal: list[tuple[_Table, str, tuple[Any, ...] | None, int | None]] | None = None
         self._stamp_cache: tuple[int, str] = (-1, "")
         self._t: dict[str, _Table] = {}
+        self._sorted: OrderedDict[tuple[Any, ...], _SortCache] = OrderedDict()
+        self._allowed: dict[int, frozenset[int]] = {}  # id(ColumnDef) -> its option values
         self.reset()
 
     # -- public API -------------------------------------------------------------------------------
     def reset(self) -> None:
         """Drop every row and tombstone; delta tokens issued before become expired."""
         self._t = {name: _Table(d) for name, d in self.tables.items()}
+        self._sorted.clear()
         # Tokens carry the version they were issued at; bumping the counter splits old from new ones.
         self._version += 1
         for t in self._t.values():
@@ -122,14 +182,12 @@ class DataverseStore:
         self._apply(t, rid, None)
 
     def get(self, table: str, id: str) -> dict[str, Any] | None:
-        row = self._table(table).rows.get(id.lower())
+        row = self._table(table).get(id.lower())
         return None if row is None else self.as_dict(table, row)
 
     def rows(self, table: str) -> Iterator[dict[str, Any]]:
-        t = self._table(table)
-        for rid in t.order:
-            if rid is not None:
-                yield self.as_dict(table, t.rows[rid])
+        for row in self.all_rows(table):
+            yield self.as_dict(table, row)
 
     def count(self, table: str) -> int:
         return len(self._table(table).rows)
@@ -153,7 +211,7 @@ class DataverseStore:
     def version(self) -> int:
         return self._version
 
-    # -- internal API used by the Web API layer ---------------------------------------------------
+    # -- internal API used by the Web API layer (full row tuples) ---------------------------------
     def now(self) -> datetime:
         return self._clock()
 
@@ -162,7 +220,7 @@ class DataverseStore:
         return {c.wire_name: (t.idx[c.wire_name], c.type, c.edm) for c in t.defn.columns}
 
     def row(self, table: str, id: str) -> tuple[Any, ...] | None:
-        return self._table(table).rows.get(id.lower())
+        return self._table(table).get(id.lower())
 
     def find_by_key(self, table: str, values: Mapping[str, Any]) -> str | None:
         """Id of the row whose alternate key (exactly ``values``' columns) matches, or None."""
@@ -202,29 +260,32 @@ class DataverseStore:
         self._computed(t, values, None)
         stamp = self._stamp()
         values["createdon"] = values["modifiedon"] = stamp
-        row = [None] * len(t.cols)
+        row: list[Any] = [None] * t.width
+        idx = t.idx
         for name, v in values.items():
-            row[t.idx[name]] = v
+            row[idx[name]] = v
         row[t.pos_idx] = len(t.order)
         row[t.ver_idx] = self._next_version()
         new = tuple(row)
         self._check_alt(t, rid, new)
-        self._apply(t, rid, new)
-        return t.rows[rid]
+        self._apply(t, rid, _encode(new), new)
+        return new
 
     def modify(self, table: str, rid: str, payload: Mapping[str, Any], *, trusted: bool = False) -> tuple[Any, ...]:
         t = self._table(table)
         values = self._prepare(t, payload, trusted=trusted)
         values.pop(t.defn.primary_key, None)
-        self._computed(t, values, t.rows[rid])
-        row = list(t.rows[rid])
+        old = t.get(rid)
+        assert old is not None
+        self._computed(t, values, old)
+        row = list(old)
         for name, v in values.items():
             row[t.idx[name]] = v
         row[t.idx["modifiedon"]] = self._stamp()
         row[t.ver_idx] = self._next_version()
         new = tuple(row)
         self._check_alt(t, rid, new)
-        self._apply(t, rid, new)
+        self._apply(t, rid, _encode(new), new)
         return new
 
     def remove(self, table: str, rid: str) -> None:
@@ -257,7 +318,7 @@ class DataverseStore:
             rid = order[i]
             if rid is None:
                 continue
-            row = rows[rid]
+            row = _decode(rows[rid])
             if predicate is None or predicate(row):
                 if len(out) == limit:
                     return out, i
@@ -267,7 +328,81 @@ class DataverseStore:
     def all_rows(self, table: str) -> Iterator[tuple[Any, ...]]:
         t = self._table(table)
         rows = t.rows
-        return (rows[rid] for rid in t.order if rid is not None)
+        for rid in t.order:
+            if rid is not None:
+                yield _decode(rows[rid])
+
+    def ordered_page(self, table: str, order: Sequence[tuple[str, bool]], predicate: Callable[[tuple[Any, ...]], bool] | None,
+                     query: str, after: tuple[list[Any], str] | None, limit: int,
+                     ) -> tuple[list[tuple[Any, ...]], tuple[list[Any], str] | None]:
+        """One page of an ``$orderby`` query: up to ``limit`` rows sorted by ``order`` (wire name,
+        descending) then the primary key, after the row whose ``(sort key, id)`` is ``after`` (keyset
+        paging: a row written between pages is neither skipped nor repeated unless its key moved past the
+        cursor). ``query`` names the filter, so that the sorted id list can be reused across pages.
+        Returns the rows and the cursor of the last one when more follow. Cursors are JSON-friendly."""
+        t = self._table(table)
+        cols = tuple((t.idx[name], desc, t.defn.column(name).type in _STRINGY)  # type: ignore[union-attr]
+                     for name, desc in order)
+        desc = tuple(d for _i, d, _s in cols)
+        ids = self._sorted_ids(t, table, cols, predicate, query)
+        start = 0
+        if after is not None:
+            probe = OrderKey(tuple(after[0]), after[1], desc)
+            start = bisect_right(ids, probe, key=lambda rid: self._order_key(t, rid, cols, desc))
+        page_ids = ids[start:start + limit + 1]
+        more = len(page_ids) > limit
+        rows = [t.get(rid) for rid in page_ids[:limit]]
+        if not more or not rows:
+            return rows, None  # type: ignore[return-value]
+        last = self._order_key(t, page_ids[limit - 1], cols, desc)
+        return rows, ([_jsonable(v) for v in last.key], last.rid)  # type: ignore[return-value]
+
+    def _order_key(self, t: _Table, rid: str, cols: tuple[tuple[int, bool, bool], ...],
+                   desc: tuple[bool, ...]) -> OrderKey:
+        return OrderKey(_sort_values(_decode(t.rows[rid]), cols), rid, desc)
+
+    def _sorted_ids(self, t: _Table, table: str, cols: tuple[tuple[int, bool, bool], ...],
+                    predicate: Callable[[tuple[Any, ...]], bool] | None, query: str) -> list[str]:
+        """The ids matching ``predicate`` in query order, from the cache when the table has not changed,
+        patched when only a few rows were written since, sorted afresh otherwise."""
+        cache_key = (table, cols, query)
+        cached = self._sorted.get(cache_key)
+        writes = len(t.vlog_ids)
+        rows = t.rows
+        desc = tuple(d for _i, d, _s in cols)
+        if cached is not None and cached.undos == t.undos:
+            if cached.writes == writes:
+                self._sorted.move_to_end(cache_key)
+                return cached.ids
+            changed = set(t.vlog_ids[cached.writes:])
+            if len(changed) <= max(1000, len(cached.ids) // 50):
+                ids = [rid for rid in cached.ids if rid not in changed]
+                keyof = lambda rid: self._order_key(t, rid, cols, desc)  # noqa: E731
+                for rid in changed:
+                    packed = rows.get(rid)
+                    if packed is not None and (predicate is None or predicate(_decode(packed))):
+                        ids.insert(bisect_right(ids, keyof(rid), key=keyof), rid)
+                cached.ids, cached.writes = ids, writes
+                self._sorted.move_to_end(cache_key)
+                return ids
+        # Each matching row is decoded once; only its sort values are kept while sorting.
+        keyed: list[tuple[str, tuple[Any, ...]]] = []
+        for rid in t.order:
+            if rid is None:
+                continue
+            row = _decode(rows[rid])
+            if predicate is None or predicate(row):
+                keyed.append((rid, _sort_values(row, cols)))
+        keyed.sort(key=lambda e: e[0])  # the primary key breaks ties ...
+        for j in range(len(cols) - 1, -1, -1):  # ... then stable sorts from the last order column to the first
+            keyed.sort(key=lambda e, j=j: (e[1][j] is not None, e[1][j]), reverse=desc[j])
+        ids = [rid for rid, _v in keyed]
+        del keyed
+        self._sorted[cache_key] = _SortCache(ids, writes, t.undos)
+        self._sorted.move_to_end(cache_key)
+        while len(self._sorted) > _SORT_CACHE_SIZE:
+            self._sorted.popitem(last=False)
+        return ids
 
     def delta_token(self, table: str) -> str:
         stamp = self._clock().astimezone(UTC).strftime("%m/%d/%Y %H:%M:%S")
@@ -296,7 +431,8 @@ class DataverseStore:
         while i < end and len(out) < limit:
             v, rid = versions[i], ids[i]
             i += 1
-            row = t.rows.get(rid)
+            packed = t.rows.get(rid)
+            row = None if packed is None else _decode(packed)
             if row is not None and row[t.ver_idx] == v:
                 out.append(("row", row))
             elif row is None and t.tombstones.get(rid) == v:
@@ -340,44 +476,53 @@ class DataverseStore:
                 shown = ",".join(str(row[t.idx[c]]) for c in cols)
                 raise DataverseError("duplicate_key", values=f"({shown})", key=f"'{name}'")
 
-    def _apply(self, t: _Table, rid: str, new: tuple[Any, ...] | None) -> None:
+    def _unindex_alt(self, t: _Table, rid: str, row: tuple[Any, ...]) -> None:
+        for name, values in t.alt_values(row):
+            if t.alt[name].get(values) == rid:
+                del t.alt[name][values]
+
+    def _apply(self, t: _Table, rid: str, new: bytes | tuple[Any, ...] | None,
+               new_row: tuple[Any, ...] | None = None) -> None:
+        """Store the encoded row ``new`` (``new_row`` decoded) under ``rid``, None deletes it; log it."""
         old = t.rows.get(rid)
         old_tomb = t.tombstones.get(rid)
         if self._journal is not None:
             self._journal.append((t, rid, old, old_tomb))
-        if old is not None:
-            for name, values in t.alt_values(old):
-                if t.alt[name].get(values) == rid:
-                    del t.alt[name][values]
+        old_row = None if old is None else _decode(old)
+        if old_row is not None and t.alt:
+            self._unindex_alt(t, rid, old_row)
         if new is not None:
+            assert new_row is not None
             if old is None:  # create() reserved the next slot in insertion order
                 t.order.append(rid)
             t.rows[rid] = new
-            for name, values in t.alt_values(new):
+            for name, values in t.alt_values(new_row):
                 t.alt[name][values] = rid
-            t.tombstones.pop(rid, None)
-            t.vlog_versions.append(new[t.ver_idx])
+            if old_tomb is not None:
+                del t.tombstones[rid]
+            t.vlog_versions.append(new_row[t.ver_idx])
         else:
-            assert old is not None
+            assert old_row is not None
             del t.rows[rid]
-            t.order[old[t.pos_idx]] = None
+            t.order[old_row[t.pos_idx]] = None
             version = self._next_version()
             t.tombstones[rid] = version
             t.vlog_versions.append(version)
         t.vlog_ids.append(rid)
 
-    def _undo(self, t: _Table, rid: str, old: tuple[Any, ...] | None, old_tomb: int | None) -> None:
+    def _undo(self, t: _Table, rid: str, old: bytes | tuple[Any, ...] | None, old_tomb: int | None) -> None:
+        t.undos += 1
         cur = t.rows.get(rid)
         if cur is not None:
-            for name, values in t.alt_values(cur):
-                if t.alt[name].get(values) == rid:
-                    del t.alt[name][values]
+            cur_row = _decode(cur)
+            self._unindex_alt(t, rid, cur_row)
             del t.rows[rid]
-            t.order[cur[t.pos_idx]] = None
+            t.order[cur_row[t.pos_idx]] = None
         if old is not None:
+            old_row = _decode(old)
             t.rows[rid] = old
-            t.order[old[t.pos_idx]] = rid
-            for name, values in t.alt_values(old):
+            t.order[old_row[t.pos_idx]] = rid
+            for name, values in t.alt_values(old_row):
                 t.alt[name][values] = rid
         if old_tomb is None:
             t.tombstones.pop(rid, None)
@@ -390,7 +535,7 @@ class DataverseStore:
         d = t.defn
         out: dict[str, Any] = {}
         for key, value in payload.items():
-            if key.startswith("@odata.") or key.startswith("@"):
+            if key[:1] == "@":
                 continue
             if key.endswith("@odata.bind"):
                 nav = key[: -len("@odata.bind")]
@@ -460,7 +605,7 @@ class DataverseStore:
         if kind in ("integer", "bigint", "choice"):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise DataverseError("bad_value", value=str(value), edm=col.edm)
-            if kind == "choice" and col.options and value not in {v for v, _l in col.options}:
+            if kind == "choice" and col.options and value not in self._options(col):
                 raise DataverseError("option_out_of_range", value=value, name=col.name, table=t.defn.name,
                                      accepted=",".join(str(v) for v, _l in col.options))
             if kind == "integer" and not -2147483648 <= value <= 2147483647:
@@ -494,7 +639,7 @@ class DataverseStore:
         if kind == "multichoice":
             if not isinstance(value, str):
                 raise DataverseError("bad_value", value=str(value), edm="Edm.String")
-            allowed = {v for v, _l in col.options}
+            allowed = self._options(col)
             for part in filter(None, value.split(",")):
                 if not part.strip().lstrip("-").isdigit() or (allowed and int(part) not in allowed):
                     raise DataverseError("option_out_of_range", value=part, name=col.name, table=t.defn.name,
@@ -502,9 +647,25 @@ class DataverseStore:
             return value
         return value
 
+    def _options(self, col: ColumnDef) -> frozenset[int]:
+        allowed = self._allowed.get(id(col))
+        if allowed is None:  # ColumnDefs live as long as the store's catalog, so id() is stable
+            allowed = self._allowed[id(col)] = frozenset(v for v, _l in col.options)
+        return allowed
+
     def _range(self, t: _Table, col: ColumnDef, value: Any) -> None:
         if (col.minimum is not None and value < col.minimum) or (col.maximum is not None and value > col.maximum):
             raise DataverseError("number_out_of_range", value=value, name=col.name, table=t.defn.name)
 
     def __repr__(self) -> str:
         return f"DataverseStore(tables={sorted(self.tables)}, version={self._version})"
+
+
+def _sort_values(row: tuple[Any, ...], cols: tuple[tuple[int, bool, bool], ...]) -> tuple[Any, ...]:
+    """The row's values in the order columns, strings case-folded (Dataverse sorts case-insensitively)."""
+    return tuple(row[i].casefold() if stringy and row[i] is not None else row[i] for i, _d, stringy in cols)
+
+
+def _jsonable(value: Any) -> Any:
+    """A sort-key value as a paging cookie can carry it (JSON has no Decimal)."""
+    return float(value) if isinstance(value, Decimal) else value
