@@ -22,6 +22,7 @@ from dsl.diagnostics import Diagnostic, Severity, render_json, render_text
 from dsl.project import ProjectPathError
 from dsl.schema import Catalog, SchemaError, load_catalog
 from engine.commands._common import add_command
+from engine.errors import ConfigError
 
 __all__ = ["add_parser", "run", "set_live_catalog_provider", "summary", "validate"]
 
@@ -55,7 +56,11 @@ def run(args: argparse.Namespace) -> int:
             print("mapsync validate: --env needs the live schema connectors, which are not built yet",
                   file=sys.stderr)
             return EXIT_USAGE
-        catalog = _live_catalog(args)
+        try:
+            catalog = _live_catalog(args)
+        except ConfigError as exc:  # no such environment, no mapsync.yaml, bad credentials: the user's to fix
+            print(f"mapsync validate: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     paths = [Path(p) for p in (args.paths or DEFAULT_PATHS)]
     return validate(paths, catalog=catalog, fmt=args.format)
 

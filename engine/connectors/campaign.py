@@ -139,13 +139,14 @@ class CampaignConnector:
 
     # -- schema ------------------------------------------------------------------------------------
 
-    async def fetch_schema(self, resources: Sequence[str]) -> list[TableSchema]:
+    async def fetch_schema(self, resources: Sequence[str], *, skip_missing: bool = False) -> list[TableSchema]:
         """Snapshots of ``resources`` from their ``resourceType`` metadata in both namespaces.
 
         ``profileAndServicesExt`` shows every field (the ``cus*`` extension fields too), so its content wins;
         ``profileAndServices`` tells whether the resource also has a plain path. Filters come from the list
         the metadata's ``filters.href`` points at. The reply shape is the one
         ``emulators/campaign/resources.py`` documents (Adobe's "Metadata mechanism" page plus its assumptions).
+        A resource neither namespace has raises ``TerminalError`` (404), or is left out with ``skip_missing``.
         """
         out = []
         for name in resources:
@@ -154,6 +155,8 @@ class CampaignConnector:
                 resp = await self.http.request("GET", f"{namespace}/resourceType/{quote(name)}", accept=(404,))
                 if resp.status_code != 404:
                     views[namespace] = resp.json()
+            if not views and skip_missing:
+                continue
             if not views:
                 raise TerminalError(f"campaign: no resource named {name!r} (neither profileAndServices nor "
                                     "profileAndServicesExt has it)", service="campaign", status=404)

@@ -286,13 +286,17 @@ class D365Connector:
 
     # -- schema ------------------------------------------------------------------------------------
 
-    async def fetch_schema(self, tables: Sequence[str]) -> list[TableSchema]:
+    async def fetch_schema(self, tables: Sequence[str], *, skip_missing: bool = False) -> list[TableSchema]:
         """Snapshots of ``tables`` from ``$metadata`` (types, lengths, keys, entity sets) and EntityDefinitions
-        (display names, required level, ranges, alternate keys, change tracking, option-set labels)."""
+        (display names, required level, ranges, alternate keys, change tracking, option-set labels).
+
+        A table the org does not have raises ``TerminalError`` (404), or is left out with ``skip_missing``."""
         resp = await self.http.request("GET", "$metadata", headers={"Accept": "application/xml"})
         csdl = _parse_csdl(resp.content)
         out = []
         for name in tables:
+            if skip_missing and name not in csdl:
+                continue  # $metadata lists every table of the org: not there, no EntityDefinitions either
             out.append(await self._fetch_table(name, csdl.get(name, {})))
         return out
 
