@@ -52,10 +52,12 @@ class _SortCache:
 
 class _Table:
     __slots__ = ("alt", "cols", "defn", "idx", "lookup_target_idx", "min_valid_version", "nav", "order",
-                 "pos_idx", "rows", "tombstones", "undos", "ver_idx", "vlog_ids", "vlog_versions", "width")
+                 "pk_idx", "pos_idx", "rows", "stamp_idx", "stamp_seconds", "stamps", "tombstones", "undos",
+                 "ver_idx", "vlog_ids", "vlog_versions", "width")
 
-    def __init__(self, defn: TableDef) -> None:
+    def __init__(self, defn: TableDef, stamps: dict[int, str], stamp_seconds: dict[str, int]) -> None:
         self.defn = defn
+        self.stamps, self.stamp_seconds = stamps, stamp_seconds  # shared by the store's tables
         wire = [c.wire_name for c in defn.columns]
         hidden = ["@pos"] + [f"{c.wire_name}@target" for c in defn.columns if c.type == "lookup"]
         self.cols: tuple[str, ...] = tuple(wire + hidden)
@@ -63,6 +65,8 @@ class _Table:
         self.idx: dict[str, int] = {name: i for i, name in enumerate(self.cols)}
         self.pos_idx = self.idx["@pos"]
         self.ver_idx = self.idx["versionnumber"]
+        self.pk_idx = self.idx[defn.primary_key]
+        self.stamp_idx = (self.idx["createdon"], self.idx["modifiedon"])
         self.lookup_target_idx = {c.wire_name: self.idx[f"{c.wire_name}@target"] for c in defn.columns
                                   if c.type == "lookup"}
         self.nav = nav_properties(defn)
@@ -76,10 +80,34 @@ class _Table:
         self.min_valid_version = 0
 
     # encoded rows -----------------------------------------------------------------------------------
+    def encode(self, row: tuple[Any, ...]) -> bytes | tuple[Any, ...]:
+        """The row as stored. The id is left out (it is the row's key) and the two timestamps, which are
+        always ``DataverseStore._stamp()`` strings, become their epoch second (5 bytes instead of 22)."""
+        slim = list(row)
+        slim[self.pk_idx] = None
+        for i in self.stamp_idx:
+            slim[i] = self.stamp_seconds.get(row[i])
+            if slim[i] is None:  # not one of our stamps (cannot happen through the API): keep it as is
+                return row
+        try:
+            return marshal.dumps(tuple(slim))
+        except ValueError:  # e.g. a Decimal: kept as it is, decoded by identity
+            return row
+
+    def decode(self, packed: bytes | tuple[Any, ...], rid: str) -> tuple[Any, ...]:
+        if type(packed) is not bytes:
+            return packed  # type: ignore[return-value]
+        row = list(marshal.loads(packed))
+        row[self.pk_idx] = rid
+        stamps = self.stamps
+        for i in self.stamp_idx:
+            row[i] = stamps[row[i]]
+        return tuple(row)
+
     def get(self, rid: str) -> tuple[Any, ...] | None:
         """The full row of ``rid``, or None."""
         packed = self.rows.get(rid)
-        return None if packed is None else _decode(packed)
+        return None if packed is None else self.decode(packed, rid)
 
     def alt_values(self, row: tuple[Any, ...]) -> list[tuple[str, tuple[Any, ...]]]:
         out = []
@@ -109,17 +137,6 @@ class OrderKey:
         return self.rid < other.rid
 
 
-def _encode(row: tuple[Any, ...]) -> bytes | tuple[Any, ...]:
-    try:
-        return marshal.dumps(row)
-    except ValueError:  # e.g. a Decimal: kept as it is, decoded by identity
-        return row
-
-
-def _decode(packed: bytes | tuple[Any, ...]) -> tuple[Any, ...]:
-    return marshal.loads(packed) if type(packed) is bytes else packed  # type: ignore[arg-type]
-
-
 def _key_norm(value: Any) -> Any:
     return value.casefold() if isinstance(value, str) else value
 
@@ -141,6 +158,9 @@ class DataverseStore:
         self._version = 0
         self._journal: list[tuple[_Table, str, tuple[Any, ...] | None, int | None]] | None = None
         self._stamp_cache: tuple[int, str] = (-1, "")
+        # Every createdon/modifiedon string ever stamped and its epoch second, so rows store the number.
+        self._stamps: dict[int, str] = {}
+        self._stamp_seconds: dict[str, int] = {}
         self._t: dict[str, _Table] = {}
         self._sorted: OrderedDict[tuple[Any, ...], _SortCache] = OrderedDict()
         self._allowed: dict[int, frozenset[int]] = {}  # id(ColumnDef) -> its option values
@@ -149,7 +169,7 @@ class DataverseStore:
     # -- public API -------------------------------------------------------------------------------
     def reset(self) -> None:
         """Drop every row and tombstone; delta tokens issued before become expired."""
-        self._t = {name: _Table(d) for name, d in self.tables.items()}
+        self._t = {name: _Table(d, self._stamps, self._stamp_seconds) for name, d in self.tables.items()}
         self._sorted.clear()
         # Tokens carry the version they were issued at; bumping the counter splits old from new ones.
         self._version += 1
@@ -268,7 +288,7 @@ class DataverseStore:
         row[t.ver_idx] = self._next_version()
         new = tuple(row)
         self._check_alt(t, rid, new)
-        self._apply(t, rid, _encode(new), new)
+        self._apply(t, rid, t.encode(new), new)
         return new
 
     def modify(self, table: str, rid: str, payload: Mapping[str, Any], *, trusted: bool = False) -> tuple[Any, ...]:
@@ -285,7 +305,7 @@ class DataverseStore:
         row[t.ver_idx] = self._next_version()
         new = tuple(row)
         self._check_alt(t, rid, new)
-        self._apply(t, rid, _encode(new), new)
+        self._apply(t, rid, t.encode(new), new)
         return new
 
     def remove(self, table: str, rid: str) -> None:
@@ -318,7 +338,7 @@ class DataverseStore:
             rid = order[i]
             if rid is None:
                 continue
-            row = _decode(rows[rid])
+            row = t.decode(rows[rid], rid)
             if predicate is None or predicate(row):
                 if len(out) == limit:
                     return out, i
@@ -330,7 +350,7 @@ class DataverseStore:
         rows = t.rows
         for rid in t.order:
             if rid is not None:
-                yield _decode(rows[rid])
+                yield t.decode(rows[rid], rid)
 
     def ordered_page(self, table: str, order: Sequence[tuple[str, bool]], predicate: Callable[[tuple[Any, ...]], bool] | None,
                      query: str, after: tuple[list[Any], str] | None, limit: int,
@@ -359,7 +379,7 @@ class DataverseStore:
 
     def _order_key(self, t: _Table, rid: str, cols: tuple[tuple[int, bool, bool], ...],
                    desc: tuple[bool, ...]) -> OrderKey:
-        return OrderKey(_sort_values(_decode(t.rows[rid]), cols), rid, desc)
+        return OrderKey(_sort_values(t.decode(t.rows[rid], rid), cols), rid, desc)
 
     def _sorted_ids(self, t: _Table, table: str, cols: tuple[tuple[int, bool, bool], ...],
                     predicate: Callable[[tuple[Any, ...]], bool] | None, query: str) -> list[str]:
@@ -380,7 +400,7 @@ class DataverseStore:
                 keyof = lambda rid: self._order_key(t, rid, cols, desc)  # noqa: E731
                 for rid in changed:
                     packed = rows.get(rid)
-                    if packed is not None and (predicate is None or predicate(_decode(packed))):
+                    if packed is not None and (predicate is None or predicate(t.decode(packed, rid))):
                         ids.insert(bisect_right(ids, keyof(rid), key=keyof), rid)
                 cached.ids, cached.writes = ids, writes
                 self._sorted.move_to_end(cache_key)
@@ -390,7 +410,7 @@ class DataverseStore:
         for rid in t.order:
             if rid is None:
                 continue
-            row = _decode(rows[rid])
+            row = t.decode(rows[rid], rid)
             if predicate is None or predicate(row):
                 keyed.append((rid, _sort_values(row, cols)))
         keyed.sort(key=lambda e: e[0])  # the primary key breaks ties ...
@@ -432,7 +452,7 @@ class DataverseStore:
             v, rid = versions[i], ids[i]
             i += 1
             packed = t.rows.get(rid)
-            row = None if packed is None else _decode(packed)
+            row = None if packed is None else t.decode(packed, rid)
             if row is not None and row[t.ver_idx] == v:
                 out.append(("row", row))
             elif row is None and t.tombstones.get(rid) == v:
@@ -455,7 +475,9 @@ class DataverseStore:
         now = self._clock()
         second = int(now.timestamp())
         if self._stamp_cache[0] != second:  # one shared string per second keeps a million rows small
-            self._stamp_cache = (second, format_datetime(now))
+            text = self._stamps.get(second) or format_datetime(now)
+            self._stamps[second], self._stamp_seconds[text] = text, second
+            self._stamp_cache = (second, text)
         return self._stamp_cache[1]
 
     def _computed(self, t: _Table, values: dict[str, Any], old: tuple[Any, ...] | None) -> None:
@@ -488,7 +510,7 @@ class DataverseStore:
         old_tomb = t.tombstones.get(rid)
         if self._journal is not None:
             self._journal.append((t, rid, old, old_tomb))
-        old_row = None if old is None else _decode(old)
+        old_row = None if old is None else t.decode(old, rid)
         if old_row is not None and t.alt:
             self._unindex_alt(t, rid, old_row)
         if new is not None:
@@ -514,12 +536,12 @@ class DataverseStore:
         t.undos += 1
         cur = t.rows.get(rid)
         if cur is not None:
-            cur_row = _decode(cur)
+            cur_row = t.decode(cur, rid)
             self._unindex_alt(t, rid, cur_row)
             del t.rows[rid]
             t.order[cur_row[t.pos_idx]] = None
         if old is not None:
-            old_row = _decode(old)
+            old_row = t.decode(old, rid)
             t.rows[rid] = old
             t.order[old_row[t.pos_idx]] = rid
             for name, values in t.alt_values(old_row):

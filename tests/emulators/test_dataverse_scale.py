@@ -363,3 +363,16 @@ def test_a_paging_cookie_without_a_sort_key_is_the_real_error() -> None:
                        HEADERS, b"", ROOT)
     assert inner.status == 400
     assert json.loads(inner.body)["error"] == {"code": "0x80060888", "message": "The $skiptoken value is not valid."}
+
+
+def test_a_value_marshal_cannot_encode_is_kept_exactly() -> None:
+    from decimal import Decimal
+
+    store = fresh_store()
+    rid = store.insert("contact", {"lastname": "Dec", "annualincome": Decimal("12.50")})["contactid"]
+    got = store.get("contact", rid)
+    assert got is not None and got["annualincome"] == Decimal("12.50") and isinstance(got["annualincome"], Decimal)
+    store.update("contact", rid, {"annualincome": 3.5})  # back to an encodable row
+    got = store.get("contact", rid)
+    assert got is not None and got["annualincome"] == 3.5 and got["lastname"] == "Dec"
+    assert [r["contactid"] for r in store.rows("contact")] == [rid]
