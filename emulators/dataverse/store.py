@@ -368,7 +368,10 @@ class DataverseStore:
         start = 0
         if after is not None:
             probe = OrderKey(tuple(after[0]), after[1], desc)
-            start = bisect_right(ids, probe, key=lambda rid: self._order_key(t, rid, cols, desc))
+            try:
+                start = bisect_right(ids, probe, key=lambda rid: self._order_key(t, rid, cols, desc))
+            except TypeError:  # a cookie whose key values are not of the columns' types: not one of ours
+                raise DataverseError("query_syntax", detail="The $skiptoken value is not valid.") from None
         page_ids = ids[start:start + limit + 1]
         more = len(page_ids) > limit
         rows = [t.get(rid) for rid in page_ids[:limit]]

@@ -376,3 +376,15 @@ def test_a_value_marshal_cannot_encode_is_kept_exactly() -> None:
     got = store.get("contact", rid)
     assert got is not None and got["annualincome"] == 3.5 and got["lastname"] == "Dec"
     assert [r["contactid"] for r in store.rows("contact")] == [rid]
+
+
+def test_a_paging_cookie_with_keys_of_the_wrong_type_is_the_real_error() -> None:
+    store = fresh_store()
+    api = api_for(store)
+    for n in range(3):
+        store.insert("contact", {"lastname": "x", "numberofchildren": n})
+    state = base64.urlsafe_b64encode(json.dumps({"p": 2, "k": ["two"], "id": "a"}).encode()).decode()
+    cookie = f'<cookie pagenumber="2" pagingcookie="{state}" istracking="False" />'
+    query = urlencode({"$orderby": "numberofchildren", "$skiptoken": cookie}, quote_via=quote)
+    inner = api.handle("GET", "contacts", query, HEADERS, b"", ROOT)
+    assert inner.status == 400 and json.loads(inner.body)["error"]["code"] == "0x80060888"
