@@ -293,12 +293,10 @@ class D365Connector:
         A table the org does not have raises ``TerminalError`` (404), or is left out with ``skip_missing``."""
         resp = await self.http.request("GET", "$metadata", headers={"Accept": "application/xml"})
         csdl = _parse_csdl(resp.content)
-        out = []
-        for name in tables:
-            if skip_missing and name not in csdl:
-                continue  # $metadata lists every table of the org: not there, no EntityDefinitions either
-            out.append(await self._fetch_table(name, csdl.get(name, {})))
-        return out
+        # $metadata lists every table of the org: one it does not have has no EntityDefinitions either.
+        names = [name for name in tables if not (skip_missing and name not in csdl)]
+        # Tables (and their option-set reads) go concurrently; the HttpClient limiter bounds what is in flight.
+        return list(await asyncio.gather(*(self._fetch_table(name, csdl.get(name, {})) for name in names)))
 
     async def _fetch_table(self, name: str, csdl_props: Mapping[str, Any]) -> TableSchema:
         base = f"EntityDefinitions(LogicalName='{name}')"
@@ -306,12 +304,7 @@ class D365Connector:
         if "Attributes" not in entity:  # a service that does not expand: the collection is addressable too
             entity["Attributes"] = (await self._get_json(f"{base}/Attributes")).get("value", [])
         options: dict[str, list[tuple[int, str]]] = {}
-        for cast in _OPTION_CASTS:
-            try:
-                body = await self._get_json(f"{base}/Attributes/Microsoft.Dynamics.CRM.{cast}"
-                                            "?$select=LogicalName&$expand=OptionSet")
-            except TerminalError:
-                continue  # a cast the service (or table) does not have
+        for body in await asyncio.gather(*(self._option_sets(base, cast) for cast in _OPTION_CASTS)):
             for attr in body.get("value", []):
                 opts = (attr.get("OptionSet") or {}).get("Options") or []
                 options[attr["LogicalName"]] = [(int(o["Value"]), _label(o.get("Label")) or str(o["Value"])) for o in opts]
@@ -332,6 +325,13 @@ class D365Connector:
             is_activity=bool(entity.get("IsActivity")), change_tracking=bool(entity.get("ChangeTrackingEnabled")),
             alternate_keys=MappingProxyType({k: v for k, v in keys.items() if k and v}),
         )
+
+    async def _option_sets(self, base: str, cast: str) -> Mapping[str, Any]:
+        try:
+            return await self._get_json(f"{base}/Attributes/Microsoft.Dynamics.CRM.{cast}"
+                                        "?$select=LogicalName&$expand=OptionSet")
+        except TerminalError:
+            return {}  # a metadata type the service (or table) does not have
 
 
 def _label(label: Any) -> str | None:

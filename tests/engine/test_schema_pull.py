@@ -248,3 +248,33 @@ def test_campaign_resource_type_in_the_documented_shape(live: Live) -> None:
     assert (link["type"], link["resTarget"]) == ("link", "profile")
     assert vehicle["content"]["cusYear"]["type"] == "number"
     assert missing == 404  # a custom resource lives in profileAndServicesExt only
+
+
+# -- under faults -----------------------------------------------------------------------------------
+
+
+def test_fetch_schema_under_hostile_faults_still_gives_the_snapshots() -> None:
+    # In-process rigs of the connector tests (virtual time, so the Retry-After waits cost nothing).
+    from tests.engine.test_connector_campaign import HOSTILE, Rig
+    from tests.engine.test_connector_d365 import make
+
+    d365_names = [t.partition(".")[2] for t in PULLED if t.startswith("d365.")]
+    campaign_names = [t.partition(".")[2] for t in PULLED if t.startswith("campaign.")]
+    conn, d365_records = make(Emulator(contacts=1, faults="hostile"))
+    rig = Rig(faults=HOSTILE)
+    campaign = rig.connector()
+
+    async def scenario() -> list[Any]:
+        try:
+            return [*await conn.fetch_schema(d365_names), *await campaign.fetch_schema(campaign_names)]
+        finally:
+            await conn.http.aclose()
+            await campaign.http.aclose()
+            await rig.ims.aclose()
+
+    tables = asyncio.run(scenario())
+    assert [t.dotted for t in tables] == [f"d365.{n}" for n in d365_names] + [f"campaign.{n}" for n in campaign_names]
+    for table in tables:
+        assert render_table(table) == shipped(table.dotted), table.dotted
+    failed = [r for r in [*d365_records, *rig.records] if r.status is None or r.status >= 429]
+    assert failed  # the faults did hit the metadata reads, and were retried
