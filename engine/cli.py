@@ -65,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mapsync: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `mapsync compile x | head`: the reader left, which is not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:  # a bug of ours, not the user's: say so briefly, keep the traceback on request
         if os.environ.get("MAPSYNC_DEBUG"):
             raise
