@@ -270,12 +270,20 @@ def _dotted_tail(exc: UnexpectedToken) -> str | None:
     stack = getattr(getattr(ip, "parser_state", None), "value_stack", None)
     if not stack:
         return None
-    last = stack[-1]
     names: list[str] = []
-    if isinstance(last, Tree) and last.data == "path":  # already reduced: NAME ("." NAME)*
-        names = [str(t) for t in last.children if isinstance(t, Token)]
-    elif isinstance(last, Token) and last.type == "NAME":
-        names = [str(last)]
+    for item in reversed(stack):  # NAME (. NAME)*, possibly with its head already reduced to a tree
+        if isinstance(item, Tree) and str(item.data).startswith("__"):  # lark's repetition of `. NAME`
+            names[:0] = [str(t) for t in item.scan_values(lambda v: isinstance(v, Token) and v.type == "NAME")]
+            continue
+        if isinstance(item, Tree) and item.data in ("path", "target_path", "target_head"):
+            names[:0] = [str(t) for t in item.scan_values(lambda v: isinstance(v, Token) and v.type != "DOT")]
+            break
+        if isinstance(item, Token) and item.type == "DOT":
+            continue
+        if isinstance(item, Token) and (item.type == "NAME" or not names):
+            names.insert(0, str(item))
+            continue
+        break
     return ".".join(names) or None
 
 
@@ -652,6 +660,13 @@ class _ToAst(Transformer):
     @_spanned
     def expr_list(self, span: ast.Span, *items: ast.Expr) -> tuple[ast.Expr, ...]:
         return tuple(items)
+
+    @_spanned
+    def target_path(self, span: ast.Span, head: str, *names: Token) -> ast.Path:
+        return ast.Path(span=span, parts=(head, *(str(n) for n in names)))
+
+    def target_head(self, children: list[Token]) -> str:
+        return str(children[0])
 
     @_spanned
     def path(self, span: ast.Span, *names: Token) -> ast.Path:

@@ -403,3 +403,12 @@ def test_every_single_token_deletion_of_contacts_map() -> None:
         result = parse(mutated, "contacts.map")
         assert all(isinstance(d, Diagnostic) for d in result.diagnostics)
     front_end(text, extra=extra)
+
+
+def test_clause_words_are_valid_target_fields_on_any_map_line() -> None:
+    # LALR shares the state after an expression between `map` lines and flow clauses: the grammar must
+    # take these words as targets itself, or `mode = 1` after another line reads as a `mode` clause.
+    result = parse("flow a {\n  map {\n    m = x\n    mode = 1\n    key = 2\n    to.city = 3\n    where = 4\n  }\n}\n", "t.map")
+    assert result.diagnostics == ()
+    targets = [a.target.dotted for a in result.module.decls[0].assignments]
+    assert targets == ["m", "mode", "key", "to.city", "where"]
