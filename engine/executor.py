@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -44,6 +45,26 @@ TRANSIENT_ROUNDS = 4
 TRANSIENT_PAUSE = 0.5
 TRANSIENT_PREFIX = "transient: "
 LEASE_TTL_SECONDS = 300.0
+
+
+class _Failpoint:
+    """Crash tests only: ``MAPSYNC_FAILPOINT=site:n`` kills this process (SIGKILL, no cleanup) the n-th time
+    the executor reaches ``site`` (before-write, after-write, after-ack). Unset, it costs one comparison."""
+
+    def __init__(self, spec: str | None) -> None:
+        site, _, count = (spec or "").partition(":")
+        self.site = site or None
+        self.left = int(count) if count.isdigit() else 1
+
+    def reach(self, site: str) -> None:
+        if site != self.site:
+            return
+        self.left -= 1
+        if self.left <= 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+_FAILPOINT = _Failpoint(os.environ.get("MAPSYNC_FAILPOINT"))
 
 
 def payload_hash(payload: dict[str, Any]) -> str:
@@ -127,6 +148,7 @@ class FlowRunner:
         self.result = FlowResult(flow.name, self.counts, 0.0)
         self._lease_renewed = 0.0
         self._seen: set[str] | None = None
+        self._saw_prefiltered = False
         self.adopt = False  # look each create up in the target first (after a replay forgot the key map)
 
     # ------------------------------------------------------------------------------------------- driving
@@ -147,11 +169,14 @@ class FlowRunner:
             if not self.dry_run:
                 await self._recover_pending()
                 await self._retry_dead_letters()
-            if self.flow.mode == "mirror" and (full or cursor is None):
+            reading_all = full or replay or cursor is None
+            if reading_all and (self.flow.mode == "mirror" or await self._call(self.store.count_keys, name)):
+                # A full read over an existing key map (after a crash before the first cursor, a replay, an
+                # expired delta token) sees no deletions: what it does not see, the source no longer has.
                 self._seen = set()
-            await self._pump(cursor, full=full or replay or cursor is None)
+            await self._pump(cursor, full=reading_all)
             if self._seen is not None:
-                await self._mirror_deletes()
+                await self._unseen_records()
             outcome = "ok"
         except asyncio.CancelledError:
             outcome = "interrupted"
@@ -238,6 +263,7 @@ class FlowRunner:
         keys = [k for k, _ in keyed]
         if self._seen is not None:
             self._seen.update(keys)
+            self._saw_prefiltered = self._saw_prefiltered or batch.prefiltered
         known = await self._call(self.store.get_keys, flow.name, keys + list(batch.deleted)) if keys or batch.deleted else {}
 
         work: list[_Work] = []
@@ -283,7 +309,9 @@ class FlowRunner:
             self._progress()
             return
         outcomes = await self._write(work)
+        _FAILPOINT.reach("after-write")
         await self._call(self._acknowledge, work, outcomes, dead, batch.cursor)
+        _FAILPOINT.reach("after-ack")
         self._progress()
 
     def _progress(self) -> None:
@@ -360,14 +388,29 @@ class FlowRunner:
         else:
             work.append(_Work(entry.source_key, "forget", {}, entry.target_id, None))
 
-    async def _mirror_deletes(self) -> None:
+    async def _unseen_records(self) -> None:
+        """After a full read: records in the key map the source did not return were deleted there (mirror
+        mode: removed from the target, within `max deletes`; otherwise the flow's `on delete` policy)."""
         assert self._seen is not None
+        if self._saw_prefiltered:
+            return  # a pushed-down $filter hid records that merely stopped matching: absence proves nothing
         gone: list[KeyEntry] = []
         for entry in await self._call(lambda: list(self.store.iter_keys(self.flow.name))):
             if not entry.deleted and entry.source_key not in self._seen:
                 gone.append(entry)
+        if not gone:
+            return
         total = max(1, await self._call(self.store.count_keys, self.flow.name))
         limit = self.flow.max_deletes
+        if self.flow.mode != "mirror":
+            work: list[_Work] = []
+            for entry in gone:
+                self._deletion(entry, work)
+            if self.dry_run:
+                self._record_plan(work)
+                return
+            await self._call(self._acknowledge, work, await self._write(work), [], None)
+            return
         if limit is not None:
             value, percent = limit.value, limit.percent
             allowed = total * value / 100 if percent else value
@@ -420,6 +463,7 @@ class FlowRunner:
         creates = [PendingWrite(w.key, "create", w.hash) for w in work if w.op == "create"]
         if creates:
             await self._call(self.store.add_pending, self.flow.name, creates)
+        _FAILPOINT.reach("before-write")
         pending = self._ops(work)
         size = self.flow.batch or DEFAULT_BATCH
         for attempt in range(TRANSIENT_ROUNDS):
