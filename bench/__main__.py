@@ -111,10 +111,45 @@ def markdown(results: dict[str, Any], keys: dict[str, Any]) -> str:
             f"; limit {e['ceiling_per_s']:,.0f}/s ({e['activities_allowed']:,} allowed in that time) | |",
             f"| events: fraction of ceiling | {e['fraction_of_ceiling']:.3f} | |",
         ]
+    lines += ["", "## What limits these numbers", ""]
+    lines += notes(results)
     lines += ["", "## results.json keys", "", "| key | value |", "| --- | --- |"]
     lines += [f"| `{k}` | {'null' if v is None else v} |" for k, v in keys.items()]
     lines += ["", "## Settings", "", "```", json.dumps(results["settings"], indent=2), "```", ""]
     return "\n".join(lines)
+
+
+def notes(results: dict[str, Any]) -> list[str]:
+    """Plain statements about what bounds each figure, from the measured data only."""
+    out = []
+    sync = results.get("sync", {})
+    if sync and "1000000" not in sync:
+        rps = results.get("settings", {}).get("campaign_rps")
+        out.append(f"- **1M contacts: not measured in this run** (`python -m bench --sizes 100000,1000000`). Campaign "
+                   f"takes one request per record, so at the emulated limit of {rps:g} requests/s a 1M full load "
+                   "is hours of wall time; `sync_peak_rss_mb_1m` stays null rather than extrapolated.")
+    for size, s in sorted(sync.items(), key=lambda kv: int(kv[0])):
+        sent = s["calls"].get("campaign", 0)
+        out.append(f"- Full sync {int(size):,}: Campaign's request limit is the bound ({sent:,} Campaign requests of the "
+                   f"{s['requests_allowed']:,} the sliding window allowed in {s['seconds']:,.0f} s; "
+                   f"{s.get('throttled_429', 0):,} answered 429 and were resent after Retry-After). The "
+                   f"{s['counts']['read'] - s['records_written']:,} records read but not written are contacts the "
+                   "mapping's `where` filters out.")
+        inc = s.get("incremental")
+        if inc:
+            out.append(f"- Incremental ({int(size):,}): change tracking returns only the {inc['counts']['read']:,} changed "
+                       f"contacts; {inc['counts']['updated']:,} updates, {inc['counts']['filtered']:,} filtered (their "
+                       "change made them leave or stay out of the filter); the cost is one request per changed record.")
+    e = results.get("events")
+    if e:
+        journal = e["calls"].get("journal", 0)
+        dv = e["calls"].get("dataverse", 0)
+        out.append(f"- Events: {dv:,} Dataverse requests carried {e['activities_written']:,} activities "
+                   f"({e['activities_written'] / max(1, dv):.0f} per `$batch` on average, of 100 possible) and the "
+                   f"four event flows read the journal {journal:,} times: each flow reads the whole journal for its "
+                   "own event type, one flow after another, so a page of mixed events becomes four part-filled "
+                   "batches and the journal reads are not overlapped with the writes of the other flows.")
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -127,16 +162,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dataverse-rps", type=float, default=5.0)
     parser.add_argument("--skip", default="", help="comma-separated: transform, sync, events")
     parser.add_argument("--out", type=Path, default=HERE, help="folder for results.md and results.json")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the results of the benchmarks skipped now from the existing results.json")
     args = parser.parse_args(argv)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     started = time.monotonic()
-    results: dict[str, Any] = {
-        "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    previous = args.out / "results.json"
+    results: dict[str, Any] = {}
+    if args.merge and previous.exists():
+        results = json.loads(previous.read_text(encoding="utf-8")).get("details", {})
+        results["seconds"] = results.get("seconds", 0.0)
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    rerun = ", ".join(p for p in ("transform", "sync", "events") if p not in skip)
+    results.update({
+        "when": f"{results['when']}; {rerun} re-run {when}" if args.merge and "when" in results else when,
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPUs, Python {platform.python_version()}",
-        "settings": {"sizes": args.sizes, "campaign_rps": args.campaign_rps, "transform_records": args.transform_records,
-                     "jsonata_records": args.jsonata_records, "events": args.events,
-                     "dataverse_rps": args.dataverse_rps},
-    }
+    })
+    settings = results.setdefault("settings", {})
+    if "transform" not in skip:
+        settings.update(transform_records=args.transform_records, jsonata_records=args.jsonata_records)
+    if "sync" not in skip:
+        settings.update(sizes=args.sizes, campaign_rps=args.campaign_rps)
+    if "events" not in skip:
+        settings.update(events=args.events, dataverse_rps=args.dataverse_rps)
     if "transform" not in skip:
         print("== transform")
         results["transform"] = transform(args.transform_records, args.jsonata_records)
@@ -148,7 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "events" not in skip:
         print("== events")
         results["events"] = events_bench.measure(events=args.events, dataverse_rps=args.dataverse_rps)
-    results["seconds"] = time.monotonic() - started
+    results["seconds"] = results.get("seconds", 0.0) + time.monotonic() - started if args.merge else \
+        time.monotonic() - started
     keys = flat(results)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps({**keys, "details": results}, indent=2) + "\n", encoding="utf-8")

@@ -49,7 +49,13 @@ READY_TIMEOUT_S = 1800.0  # seeding 1M contacts takes minutes on a busy machine
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+    """This process's own peak RSS. ``VmHWM`` (the high-water mark of this process image), not ``ru_maxrss``:
+    Linux carries ``ru_maxrss`` across ``execve``, so a child of a big parent would report the parent's size."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # elsewhere: kilobytes on Linux, close enough
 
 
 # ------------------------------------------------------------------------------ the emulator process
