@@ -138,8 +138,8 @@ def notes(results: dict[str, Any]) -> list[str]:
         inc = s.get("incremental")
         if inc:
             out.append(f"- Incremental ({int(size):,}): change tracking returns only the {inc['counts']['read']:,} changed "
-                       f"contacts; {inc['counts']['updated']:,} updates, {inc['counts']['filtered']:,} filtered (their "
-                       "change made them leave or stay out of the filter); the cost is one request per changed record.")
+                       f"contacts; {inc['counts']['updated']:,} updates, {inc['counts']['filtered']:,} filtered (edited contacts "
+                       "that the `where` keeps out: nothing to write); one request per written record.")
     e = results.get("events")
     if e:
         journal = e["calls"].get("journal", 0)
