@@ -39,7 +39,7 @@ log = logging.getLogger("mapsync.executor")
 # A record whose link cannot be resolved is retried in this many runs before it is a dead letter for good.
 DEFERRAL_LIMIT = 3
 DEFERRED_PREFIX = "deferred: "
-DEFAULT_BATCH = 200
+DEFAULT_BATCH = 1000  # records handed to a connector at once; it splits them into requests itself
 # Writes that failed transiently after the HTTP layer's own retries get this many more rounds in the run.
 TRANSIENT_ROUNDS = 4
 TRANSIENT_PAUSE = 0.5

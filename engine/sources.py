@@ -97,21 +97,32 @@ class D365TableSource:
 
 
 class EventFeedSource:
-    """One kind of email event (send, open, click, bounce) out of the events journal."""
+    """One kind of email event (send, open, click, bounce) out of the events journal.
 
-    def __init__(self, connector: EventsConnector, feed: str) -> None:
+    Journal pages are small and hold every kind of event, so events are gathered over pages until a
+    batch is worth a write (``min_batch``); the cursor of a batch is the position of its last page.
+    """
+
+    def __init__(self, connector: EventsConnector, feed: str, min_batch: int = 1000) -> None:
         self.connector = connector
         self.feed = feed
+        self.min_batch = min_batch
 
     async def batches(self, cursor: str | None, *, full: bool) -> AsyncIterator[SourceBatch]:
         since = None if full else cursor
+        rows: list[dict[str, Any]] = []
+        position: str | None = None
+        notes: tuple[str, ...] = ()
         async for page in self.connector.read(since):
-            events = [e.get("event") or {} for e in page.events]
-            rows = [e for e in events if e.get("type") == self.feed]
-            notes = ()
+            rows.extend(e for e in (item.get("event") or {} for item in page.events) if e.get("type") == self.feed)
+            position = page.position or position
             if self.connector.last_gap is not None:
                 notes = (str(self.connector.last_gap),)
-            yield SourceBatch(rows, cursor=page.position, full=since is None, notes=notes)
+            if len(rows) >= self.min_batch:
+                yield SourceBatch(rows, cursor=position, full=since is None, notes=notes)
+                rows = []
+        if rows or position is not None:
+            yield SourceBatch(rows, cursor=position, full=since is None, notes=notes)
 
     async def fetch(self, key: str) -> dict[str, Any] | None:
         return None  # the journal cannot be queried by event id; dead letters keep the whole event
