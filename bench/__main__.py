@@ -139,16 +139,19 @@ def notes(results: dict[str, Any]) -> list[str]:
         if inc:
             out.append(f"- Incremental ({int(size):,}): change tracking returns only the {inc['counts']['read']:,} changed "
                        f"contacts; {inc['counts']['updated']:,} updates, {inc['counts']['filtered']:,} filtered (edited contacts "
-                       "that the `where` keeps out: nothing to write); one request per written record.")
+                       "that the `where` keeps out: nothing to write); about one request per written record.")
     e = results.get("events")
     if e:
         journal = e["calls"].get("journal", 0)
         dv = e["calls"].get("dataverse", 0)
-        out.append(f"- Events: {dv:,} Dataverse requests carried {e['activities_written']:,} activities "
-                   f"({e['activities_written'] / max(1, dv):.0f} per `$batch` on average, of 100 possible) and the "
-                   f"four event flows read the journal {journal:,} times: each flow reads the whole journal for its "
-                   "own event type, one flow after another, so a page of mixed events becomes four part-filled "
-                   "batches and the journal reads are not overlapped with the writes of the other flows.")
+        per_batch = e["activities_written"] / max(1, dv)
+        line = (f"- Events: {dv:,} Dataverse requests carried {e['activities_written']:,} activities "
+                f"({per_batch:.0f} per request on average, `$batch` holds up to 100); the four event flows made "
+                f"{journal:,} journal reads: each flow reads the whole journal for its own event type, one flow after "
+                "another, so journal reads are not overlapped with the other flows' writes")
+        if per_batch < 90:
+            line += ", and part-filled batches cost requests the limit counts in full"
+        out.append(line + ".")
     return out
 
 
