@@ -276,7 +276,8 @@ class D365Connector:
     async def _find_by_key(self, table: str, key: tuple[str, str]) -> str | None:
         schema = self.table(table)
         pk = schema.primary_key if schema else f"{table}id"
-        url = f"{self.entity_set(table)}?$select={pk}&$filter={key[0]} eq {literal(key[1])}"
+        # urlencode, never string concatenation: a key holding `&`, `#`, `%` or `+` must stay one value.
+        url = f"{self.entity_set(table)}?{urlencode({'$select': pk, '$filter': f'{key[0]} eq {literal(key[1])}'}, safe='$,')}"
         try:
             body = await self._get_json(url)
         except ConnectorError:

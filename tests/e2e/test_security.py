@@ -291,8 +291,6 @@ def test_a_pushed_down_read_carries_exactly_its_select_and_filter(value: str) ->
     assert _compares_to(_filter_of(request), "emailaddress1", value)
 
 
-@pytest.mark.xfail(strict=True, reason="D365Connector._find_by_key builds its URL by string concatenation: a key "
-                   "value with '&', '#', '%' or '+' splits or truncates the query (report of issue 8)")
 @settings(max_examples=150)
 @given(FILTER_VALUES)
 def test_a_lookup_by_alternate_key_carries_exactly_its_select_and_filter(value: str) -> None:
