@@ -9,8 +9,10 @@ what the mappings say they should hold; any difference makes the demo fail.
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import ssl
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,7 @@ from dsl.runtime import Mapped
 from emulators.server import Emulator, start_in_thread, write_config
 from engine.progress import RunDisplay, console, optout_line, summary_table
 from engine.runner import Job, RunReport, load_job, run_job
+from engine.state.base import open_store
 
 __all__ = ["DemoResult", "run_demo", "verify"]
 
@@ -64,6 +67,7 @@ async def _story(job: Job, emulator: Emulator, base_url: str, ca_file: Path) -> 
         console.print(f"   - {line}")
     await _run(job, "2. incremental run: just those changes", result)
     await _run(job, "3. again: nothing left to do", result)
+    _explain_dead_letters(job)
     result.mismatches = verify(job, emulator)
     if result.mismatches:
         console.print(f"[red]demo failed: {len(result.mismatches)} difference(s) between the systems and the mappings:[/red]")
@@ -72,6 +76,25 @@ async def _story(job: Job, emulator: Emulator, base_url: str, ca_file: Path) -> 
     else:
         console.print("[green]both systems hold exactly what the mappings say: demo passed[/green]")
     return result
+
+
+def _explain_dead_letters(job: Job) -> None:
+    """What did not go across, grouped by why: the records a consultant would take back to the CRM team."""
+    with open_store(job.env.state_url, password=job.env.state_password) as store:
+        letters = [d for name in job.flows for d in store.open_dead_letters(name)]
+    if not letters:
+        return
+    groups = Counter((d.flow, d.field or "", _shape(d.reason)) for d in letters)
+    console.print(f"\n{len(letters)} record(s) did not go across (`mapsync deadletters list` shows each one):")
+    for (flow, field_name, reason), n in groups.most_common(8):
+        console.print(f"  {n:>4} × {flow}" + (f".{field_name}" if field_name else "") + f": {reason}", markup=False)
+
+
+def _shape(reason: str) -> str:
+    """A reason without what differs per record (URLs, ids, counts), so alike reasons group together."""
+    text = re.sub(r"https?://\S+", "…", reason)
+    text = re.sub(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}|\b\d+\b", "…", text)
+    return text if len(text) <= 110 else text[:109] + "…"
 
 
 async def _run(job: Job, title: str, result: DemoResult) -> RunReport:
