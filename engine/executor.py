@@ -125,6 +125,7 @@ class _Work:
     record: dict[str, Any] | None = None
     mapped: Mapped | None = None
     tombstone: bool = False  # the source record is gone: the entry is marked deleted once this is written
+    relinks: bool = False  # writing this changes which target record a source key stands for (see _relinked)
 
 
 class FlowRunner:
@@ -133,9 +134,11 @@ class FlowRunner:
     def __init__(self, flow: Any, source: Source, target: Target, store: StateStore, *,
                  environment: str, holder: str, dry_run: bool = False,
                  on_progress: Callable[[str, FlowCounts], None] | None = None,
-                 plan_sample: int = 20, link_tables: dict[str, str] | None = None) -> None:
+                 plan_sample: int = 20, link_tables: dict[str, str] | None = None,
+                 links_to: frozenset[str] = frozenset()) -> None:
         self.flow = flow
         self.link_tables = link_tables or {}  # flow name -> the table it writes (for references to its records)
+        self.links_to = links_to  # the flows whose records this flow's records link to
         self.source = source
         self.target = target
         self.store = store
@@ -169,7 +172,11 @@ class FlowRunner:
             if not self.dry_run:
                 await self._recover_pending()
                 await self._retry_dead_letters()
-            reading_all = full or replay or cursor is None
+            relinked = await self._call(self._relinked)
+            if relinked:
+                log.info("flow %s re-reads every record: %s removed or re-created records it links to", name,
+                         ", ".join(relinked), extra={"event": "executor.relink", "flow": name})
+            reading_all = full or replay or cursor is None or bool(relinked)
             if reading_all and (self.flow.mode == "mirror" or await self._call(self.store.count_keys, name)):
                 # A full read over an existing key map (after a crash before the first cursor, a replay, an
                 # expired delta token) sees no deletions: what it does not see, the source no longer has.
@@ -177,6 +184,8 @@ class FlowRunner:
             await self._pump(cursor, full=reading_all)
             if self._seen is not None:
                 await self._unseen_records()
+            if relinked and not self.dry_run:
+                await self._call(self._mark_relinks_seen, relinked)
             outcome = "ok"
         except asyncio.CancelledError:
             outcome = "interrupted"
@@ -220,6 +229,27 @@ class FlowRunner:
                 producer.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await producer
+
+    # A record that links to another flow's record stores that record's target id in its payload. When the other
+    # flow deletes a target record or makes a new one for the same source key, the target system drops or
+    # dangles the link although the linking record did not change at its source: such a flow re-reads
+    # all its records once (unchanged payloads are still not written). Generations in the state store's meta
+    # say when that is due, for every runner.
+
+    def _relinked(self) -> list[str]:
+        due = []
+        for other in sorted(self.links_to):
+            generation = self.store.get_meta(f"links:{other}:generation")
+            if generation is not None and generation != self.store.get_meta(f"links:{other}:seen-by:{self.flow.name}"):
+                due.append(other)
+        return due
+
+    def _mark_relinks_seen(self, relinked: list[str]) -> None:
+        with self.store.transaction():
+            for other in relinked:
+                generation = self.store.get_meta(f"links:{other}:generation")
+                if generation is not None:
+                    self.store.set_meta(f"links:{other}:seen-by:{self.flow.name}", generation)
 
     async def _take_lease(self) -> None:
         name = self.flow.name
@@ -369,12 +399,12 @@ class FlowRunner:
         if flow.mode == "update":
             work.append(_Work(key, "update-existing", payload, None, digest, row, mapped))
             return
-        work.append(_Work(key, "create", payload, None, digest, row, mapped))
+        work.append(_Work(key, "create", payload, None, digest, row, mapped, relinks=entry is not None))
 
     def _removal(self, entry: KeyEntry, work: list[_Work]) -> None:
         """A record that stopped matching the filter, with `on filtered: delete`."""
         if entry.created_by_mapsync and entry.target_id:
-            work.append(_Work(entry.source_key, "delete", {}, entry.target_id, None))
+            work.append(_Work(entry.source_key, "delete", {}, entry.target_id, None, relinks=True))
         else:
             work.append(_Work(entry.source_key, "forget", {}, entry.target_id, None))
 
@@ -382,7 +412,7 @@ class FlowRunner:
         """A source record deleted: apply the flow's `on delete` policy."""
         policy = self.flow.on_delete
         if policy.action == "delete" and entry.created_by_mapsync and entry.target_id:
-            work.append(_Work(entry.source_key, "delete", {}, entry.target_id, None))
+            work.append(_Work(entry.source_key, "delete", {}, entry.target_id, None, relinks=True))
         elif policy.action == "set" and entry.target_id:
             work.append(_Work(entry.source_key, "update", dict(policy.values), entry.target_id, None, tombstone=True))
         else:
@@ -541,6 +571,9 @@ class FlowRunner:
             if went_through:
                 store.resolve_dead_letters(flow.name, went_through)
             store.clear_pending(flow.name, [w.key for w in work if w.op == "create"])
+            if any(w.relinks for w, o in zip(work, outcomes, strict=True) if o is not None and o.ok):
+                generation = int(store.get_meta(f"links:{flow.name}:generation") or 0) + 1
+                store.set_meta(f"links:{flow.name}:generation", str(generation))
             if cursor is not None:
                 store.set_cursor(flow.name, cursor)
 

@@ -132,7 +132,8 @@ async def run_job(job: Job, *, only: Sequence[str] | None = None, full: bool = F
             flow = job.flows[name]
             runner = FlowRunner(flow, source_for(flow, connectors), target_for(flow, connectors), store,
                                 environment=job.env.name, holder=holder, dry_run=dry_run, on_progress=on_progress,
-                                link_tables=job.link_tables())
+                                link_tables=job.link_tables(),
+                                links_to=frozenset(_linked_flows(job.project.flows[name])) - {name})
             try:
                 result = await runner.run(full=full, replay=name in replay)
             except ConfigError:

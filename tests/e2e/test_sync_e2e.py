@@ -129,3 +129,21 @@ def test_killed_runs_resume_to_the_exact_state(live: Live) -> None:
     assert final.returncode in (0, 1), final.stderr  # 1: dead letters of records the seed makes invalid
     problems = verify(live.job(), live.emulator)
     assert problems == [], '\n'.join(problems)
+
+
+def test_links_follow_a_profile_that_was_removed_and_made_again(live: Live) -> None:
+    """Deactivating a vehicle's owner removes its profile (Campaign drops the vehicle's link); reactivating
+    makes a new profile. The vehicle row never changed in Dynamics 365, yet its link must follow."""
+    live.run()
+    store = live.emulator.dataverse.store
+    flow = live.job().flows["vehicles"]
+    vehicle = next(v for v in store.rows("new_vehicle") if isinstance(flow.evaluate(v), Mapped)
+                   and (store.get("contact", v["_new_contactid_value"]) or {}).get("statecode") == 0
+                   and (store.get("contact", v["_new_contactid_value"]) or {}).get("emailaddress1"))
+    owner = vehicle["_new_contactid_value"]
+    live.control("PATCH", f"d365/contact/{owner}", {"statecode": 1, "statuscode": 2})
+    live.run()
+    live.control("PATCH", f"d365/contact/{owner}", {"statecode": 0, "statuscode": 1})
+    report = live.run()
+    assert counts(report, "vehicles")["updated"] >= 1
+    assert verify(live.job(), live.emulator) == []
