@@ -51,6 +51,12 @@ class SqlStore(StateStore):
         self._depth = 0
         self._version = 0
 
+    _conn: Any  # the driver's connection, set by the subclass
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
     # --- what a backend provides ---------------------------------------------------------------------------
     @abstractmethod
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any: ...

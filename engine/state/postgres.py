@@ -74,10 +74,6 @@ class PostgresStore(SqlStore):
             self._conn.close()
             raise
 
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
     # --- backend hooks -------------------------------------------------------------------------------------
     def _pg(self, sql: str) -> str:
         converted = self._sql_cache.get(sql)

@@ -74,10 +74,6 @@ class SqliteStore(SqlStore):
             self._conn.close()
             raise
 
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
     # --- backend hooks -------------------------------------------------------------------------------------
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self._conn.execute(sql, params)
