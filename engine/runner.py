@@ -98,6 +98,22 @@ def order_flows(flows: dict[str, CompiledFlow], project: Project) -> list[str]:
     return sorted(ordered, key=lambda n: (flows[n].source.system != "d365", ordered.index(n)))
 
 
+def stages(names: Sequence[str], links: dict[str, frozenset[str]], flows: dict[str, CompiledFlow]) -> list[list[str]]:
+    """``names`` (in run order) grouped so that a flow runs after the flows it links to, and flows back into
+    Dynamics 365 after the flows out of it (their events point at what those flows made)."""
+    depth: dict[str, int] = {}
+    has_d365_sources = any(flows[n].source.system == "d365" for n in names)
+    for name in names:  # run order already puts every flow after the flows it links to
+        after = [depth[d] + 1 for d in links.get(name, ()) if d in depth]
+        if flows[name].source.system != "d365" and has_d365_sources:
+            after.append(1)
+        depth[name] = max(after, default=0)
+    grouped: dict[int, list[str]] = {}
+    for name in names:
+        grouped.setdefault(depth[name], []).append(name)
+    return [grouped[d] for d in sorted(grouped)]
+
+
 def _linked_flows(flow: Any) -> set[str]:
     from dsl import ast
 
@@ -127,24 +143,29 @@ async def run_job(job: Job, *, only: Sequence[str] | None = None, full: bool = F
     connectors = build_connectors(job.env, catalog=job.catalog, transport=transport, msal_http_client=msal_http_client)
     report = RunReport()
     holder = runner_id()
+    links = {name: frozenset(_linked_flows(job.project.flows[name])) - {name} for name in names}
+
+    async def run_one(name: str) -> FlowResult:
+        flow = job.flows[name]
+        runner = FlowRunner(flow, source_for(flow, connectors), target_for(flow, connectors), store,
+                            environment=job.env.name, holder=holder, dry_run=dry_run, on_progress=on_progress,
+                            link_tables=job.link_tables(), links_to=links[name])
+        try:
+            return await runner.run(full=full, replay=name in replay)
+        except ConfigError:
+            raise  # a setting is wrong: nothing else will work either
+        except SyncError as exc:
+            # This flow cannot go on (lease held, service refusing); the others still run.
+            report.errors.append(f"flow {name}: {exc}")
+            log.error("flow %s stopped: %s", name, exc, extra={"event": "run.flow_failed", "flow": name})
+            runner.result.outcome = "skipped" if isinstance(exc, LeaseHeld) else "failed"
+            return runner.result
+
     try:
-        for name in names:
-            flow = job.flows[name]
-            runner = FlowRunner(flow, source_for(flow, connectors), target_for(flow, connectors), store,
-                                environment=job.env.name, holder=holder, dry_run=dry_run, on_progress=on_progress,
-                                link_tables=job.link_tables(),
-                                links_to=frozenset(_linked_flows(job.project.flows[name])) - {name})
-            try:
-                result = await runner.run(full=full, replay=name in replay)
-            except ConfigError:
-                raise  # a setting is wrong: nothing else will work either
-            except SyncError as exc:
-                # This flow cannot go on (lease held, service refusing); the others still run.
-                report.errors.append(f"flow {name}: {exc}")
-                log.error("flow %s stopped: %s", name, exc, extra={"event": "run.flow_failed", "flow": name})
-                runner.result.outcome = "skipped" if isinstance(exc, LeaseHeld) else "failed"
-                result = runner.result
-            report.flows.append(result)
+        # Flows of one stage share nothing but the services' limits (which the HTTP layer enforces): they
+        # run at once, so one flow's reads overlap another's writes.
+        for stage in stages(names, links, job.flows):
+            report.flows.extend(await asyncio.gather(*(run_one(name) for name in stage)))
         if optouts and not only:
             report.optouts = await _run_optouts(job, connectors, store, dry_run=dry_run)
     finally:
