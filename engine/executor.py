@@ -236,20 +236,20 @@ class FlowRunner:
     # all its records once (unchanged payloads are still not written). Generations in the state store's meta
     # say when that is due, for every runner.
 
-    def _relinked(self) -> list[str]:
-        due = []
+    def _relinked(self) -> dict[str, str]:
+        """The linked flows whose generation moved since this flow last re-read, with that generation (taken
+        now: a change made while this run reads is seen by the next run, not marked seen by this one)."""
+        due = {}
         for other in sorted(self.links_to):
             generation = self.store.get_meta(f"links:{other}:generation")
             if generation is not None and generation != self.store.get_meta(f"links:{other}:seen-by:{self.flow.name}"):
-                due.append(other)
+                due[other] = generation
         return due
 
-    def _mark_relinks_seen(self, relinked: list[str]) -> None:
+    def _mark_relinks_seen(self, relinked: dict[str, str]) -> None:
         with self.store.transaction():
-            for other in relinked:
-                generation = self.store.get_meta(f"links:{other}:generation")
-                if generation is not None:
-                    self.store.set_meta(f"links:{other}:seen-by:{self.flow.name}", generation)
+            for other, generation in relinked.items():
+                self.store.set_meta(f"links:{other}:seen-by:{self.flow.name}", generation)
 
     async def _take_lease(self) -> None:
         name = self.flow.name
