@@ -191,4 +191,5 @@ async def _run_optouts(job: Job, connectors: Connectors, store: StateStore, *, d
 
 
 def run_sync(job: Job, **kwargs: Any) -> RunReport:
+    """``run_job`` for callers without an event loop (scripts, notebooks)."""
     return asyncio.run(run_job(job, **kwargs))
