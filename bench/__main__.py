@@ -127,7 +127,8 @@ def notes(results: dict[str, Any]) -> list[str]:
         rps = results.get("settings", {}).get("campaign_rps")
         out.append(f"- **1M contacts: not measured in this run** (`python -m bench --sizes 100000,1000000`). Campaign "
                    f"takes one request per record, so at the emulated limit of {rps:g} requests/s a 1M full load "
-                   "is hours of wall time; `sync_peak_rss_mb_1m` stays null rather than extrapolated.")
+                   "is hours of wall time (and the emulator serves about 330 Campaign writes/s on 2 cores, so at "
+                   "least 50 minutes at any limit); `sync_peak_rss_mb_1m` stays null rather than extrapolated.")
     for size, s in sorted(sync.items(), key=lambda kv: int(kv[0])):
         sent = s["calls"].get("campaign", 0)
         out.append(f"- Full sync {int(size):,}: Campaign's request limit is the bound ({sent:,} Campaign requests of the "
@@ -147,8 +148,8 @@ def notes(results: dict[str, Any]) -> list[str]:
         per_batch = e["activities_written"] / max(1, dv)
         line = (f"- Events: {dv:,} Dataverse requests carried {e['activities_written']:,} activities "
                 f"({per_batch:.0f} per request on average, `$batch` holds up to 100); the four event flows made "
-                f"{journal:,} journal reads: each flow reads the whole journal for its own event type, one flow after "
-                "another, so journal reads are not overlapped with the other flows' writes")
+                f"{journal:,} journal reads: each flow reads the whole journal for its own event type (the four run "
+                "at once, so one flow's journal reads overlap the others' writes)")
         if per_batch < 90:
             line += ", and part-filled batches cost requests the limit counts in full"
         out.append(line + ".")
