@@ -23,6 +23,7 @@ from types import MappingProxyType
 from dsl import ast
 from dsl.diagnostics import Diagnostic, did_you_mean
 from dsl.functions import FUNCTIONS, FunctionSpec
+from dsl.graphs import back_edges
 from dsl.project import Project
 from dsl.schema import Catalog, FieldSchema, TableSchema
 from dsl.types import ValueType, arithmetic, assignable, common_type, comparable
@@ -637,32 +638,14 @@ class _Checker:
 
     # ---- link cycles
     def _link_cycles(self, flows: Mapping[str, FlowInfo]) -> None:
-        state: dict[str, int] = {}
-        for start in flows:
-            if start in state:
-                continue
-            stack = [(start, iter(flows[start].links))]
-            trail = [start]
-            state[start] = 1
-            while stack:
-                node, children = stack[-1]
-                child = next(children, None)
-                if child is None:
-                    state[node] = 2
-                    stack.pop()
-                    trail.pop()
-                    continue
-                if state.get(child) == 1:
-                    cycle = [*trail[trail.index(child):], child]
-                    span = _link_span(flows[node].flow, child) or flows[node].flow.name_span
-                    message = (f"flow `{node}` links to itself" if node == child
-                               else "flows link to each other in a cycle: " + " -> ".join(cycle))
-                    self.error("E108", message, span,
-                               "a record could wait for itself forever; write one direction in a second flow")
-                elif child not in state and child in flows:
-                    state[child] = 1
-                    trail.append(child)
-                    stack.append((child, iter(flows[child].links)))
+        def links(name: str) -> Iterable[tuple[str, str]]:
+            return ((other, other) for other in flows[name].links if other in flows)
+
+        for cycle, node, child in back_edges(flows, links):
+            span = _link_span(flows[node].flow, child) or flows[node].flow.name_span
+            message = (f"flow `{node}` links to itself" if node == child
+                       else "flows link to each other in a cycle: " + " -> ".join(cycle))
+            self.error("E108", message, span, "a record could wait for itself forever; write one direction in a second flow")
 
     # ---- opt-outs
     def _check_optout(self, o: ast.OptOut) -> OptOutInfo:
