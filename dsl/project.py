@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dsl import ast
 from dsl.diagnostics import Diagnostic, did_you_mean
 from dsl.errors import DslError
+from dsl.graphs import back_edges
 from dsl.parser import parse_file
 
 __all__ = ["Project", "ProjectPathError", "display_name", "load_project"]
@@ -191,6 +192,10 @@ def load_project(paths: Sequence[Path], *, root: Path | None = None) -> tuple[Pr
 
 
 def _resolve_import(importer: Path, decl: ast.Import, root: Path, out: list[Diagnostic]) -> Path | None:
+    if "\x00" in decl.path or not decl.path.strip():  # no file system takes these as a name
+        out.append(Diagnostic.error("E009", f"`{decl.path!r}` is not a file name", decl.span,
+                                    'write the path of a .map file, e.g. import "replacements.map"'))
+        return None
     target = (importer.parent / decl.path).resolve()
     if not target.is_relative_to(root):
         out.append(Diagnostic.error(
@@ -212,34 +217,9 @@ def _resolve_import(importer: Path, decl: ast.Import, root: Path, out: list[Diag
 
 def _cycles(edges: Mapping[Path, list[tuple[Path, ast.Span]]], modules: Mapping[Path, ast.Module]) -> list[Diagnostic]:
     """One E010 per import that closes a cycle (a back edge of a depth-first walk in file order)."""
-    found: list[Diagnostic] = []
-    state: dict[Path, int] = {}  # 1 = on the current path, 2 = done
-    for start in edges:
-        if start in state:
-            continue
-        # Iterative DFS: a long chain of imports must not hit Python's recursion limit.
-        stack: list[tuple[Path, Iterator[tuple[Path, ast.Span]]]] = [(start, iter(edges[start]))]
-        trail = [start]
-        state[start] = 1
-        while stack:
-            node, children = stack[-1]
-            step = next(children, None)
-            if step is None:
-                state[node] = 2
-                stack.pop()
-                trail.pop()
-                continue
-            child, span = step
-            if state.get(child) == 1:
-                cycle = [modules[p].file for p in trail[trail.index(child):]] + [modules[child].file]
-                found.append(Diagnostic.error(
-                    "E010", "this import makes a cycle: " + " -> ".join(cycle), span,
-                    "move the shared replacements into a file that imports nothing"))
-            elif child not in state:
-                state[child] = 1
-                trail.append(child)
-                stack.append((child, iter(edges.get(child, []))))
-    return found
+    return [Diagnostic.error("E010", "this import makes a cycle: " + " -> ".join(modules[p].file for p in cycle), span,
+                             "move the shared replacements into a file that imports nothing")
+            for cycle, _, span in back_edges(edges, lambda p: edges.get(p, []))]
 
 
 def _reachable(start: Path, edges: Mapping[Path, list[tuple[Path, ast.Span]]]) -> list[Path]:
