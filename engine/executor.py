@@ -313,11 +313,11 @@ class FlowRunner:
                 continue
             mapped_rows.append((key, row, outcome))
 
-        resolved = await self._resolve_refs([m for _, _, m in mapped_rows])
+        resolved, unresolved = await self._resolve_refs([m for _, _, m in mapped_rows])
         for key, row, mapped in mapped_rows:
             payload = resolved.get(id(mapped))
             if payload is None:
-                missing = _first_unresolved(mapped, self._unresolved)
+                path, missing = unresolved[id(mapped)]
                 attempts = (retrying or {}).get(key, 0) + 1
                 if attempts >= DEFERRAL_LIMIT:
                     reason = f"link never resolved after {attempts} runs: {missing}"
@@ -325,7 +325,7 @@ class FlowRunner:
                 else:
                     reason = DEFERRED_PREFIX + missing
                     self.counts.deferred += 1
-                dead.append((key, row, reason, _ref_path(mapped)))
+                dead.append((key, row, reason, path))
                 continue
             self._plan_write(key, row, mapped, payload, known.get(key), work)
 
@@ -350,8 +350,11 @@ class FlowRunner:
 
     # ------------------------------------------------------------------------------------ references
 
-    async def _resolve_refs(self, mapped: Sequence[Mapped]) -> dict[int, dict[str, Any]]:
-        """Payloads with every reference written in the target's form; records with a missing link are left out."""
+    async def _resolve_refs(
+        self, mapped: Sequence[Mapped]
+    ) -> tuple[dict[int, dict[str, Any]], dict[int, tuple[str, str]]]:
+        """Payloads with every reference written in the target's form, by ``id()`` of the mapped record; and for
+        each record with a link that cannot be resolved yet, the target field and why."""
         wanted: dict[str, set[str]] = {}
         for m in mapped:
             for ref in m.refs:
@@ -360,7 +363,7 @@ class FlowRunner:
         found: dict[str, dict[str, KeyEntry]] = {}
         for other, values in wanted.items():
             found[other] = await self._call(self.store.get_keys, other, sorted(values))
-        self._unresolved: dict[int, str] = {}
+        unresolved: dict[int, tuple[str, str]] = {}
         out: dict[int, dict[str, Any]] = {}
         for m in mapped:
             payload = _deep_copy(m.payload) if m.refs else m.payload
@@ -369,8 +372,8 @@ class FlowRunner:
                 if isinstance(ref, LinkRef):
                     entry = found.get(ref.flow, {}).get(ref.source_value)
                     if entry is None or entry.target_id is None or entry.deleted:
-                        self._unresolved[id(m)] = (f"{ref.target_path} links to record {ref.source_value} of flow "
-                                                   f"{ref.flow}, which has not been written yet")
+                        unresolved[id(m)] = (ref.target_path, f"{ref.target_path} links to record {ref.source_value} "
+                                                              f"of flow {ref.flow}, which has not been written yet")
                         ok = False
                         break
                     self.target.reference(payload, ref.target_path, self.link_tables.get(ref.flow, ""), entry.target_id)
@@ -378,7 +381,7 @@ class FlowRunner:
                     self.target.reference(payload, ref.target_path, "contact", ref.external_id)
             if ok:
                 out[id(m)] = payload
-        return out
+        return out, unresolved
 
     # ------------------------------------------------------------------------------------------- diffing
 
@@ -629,14 +632,6 @@ class FlowRunner:
 
 def _deep_copy(payload: dict[str, Any]) -> dict[str, Any]:
     return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in payload.items()}
-
-
-def _first_unresolved(mapped: Mapped, unresolved: dict[int, str]) -> str:
-    return unresolved.get(id(mapped), "a link could not be resolved")
-
-
-def _ref_path(mapped: Mapped) -> str | None:
-    return mapped.refs[0].target_path if mapped.refs else None
 
 
 def _failure_reason(outcome: WriteOutcome | None) -> str:

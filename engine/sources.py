@@ -52,7 +52,6 @@ class D365TableSource:
         self.connector = connector
         self.table = table
         self.select = list(select)
-        self.key = key
         self.pushdown = pushdown
         self.page_size = page_size
         schema = connector.table(table)
