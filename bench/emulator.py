@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
     running = start_in_thread(emulator)
     try:
-        with httpx.Client(verify=str(running.ca_file), timeout=120) as client:
+        with httpx.Client(verify=running.client_ssl(), timeout=120) as client:
             for name, fn in (("dataverse contacts", page_contacts), ("campaign profiles", page_profiles)):
                 rows, elapsed = fn(client, emulator, running.base_url, args.pages)
                 rate = rows / elapsed if elapsed else 0.0

@@ -244,7 +244,7 @@ def soak(*, seconds: float, contacts: int, seed: int, faults: str = "hostile", l
         log(f"soak: {contacts} contacts, faults {faults!r}, {seconds:g} s of churn; emulators on {served.base_url}")
 
         async def churn() -> Mutator:
-            async with httpx.AsyncClient(base_url=served.base_url, verify=str(served.ca_file), timeout=30) as client:
+            async with httpx.AsyncClient(base_url=served.base_url, verify=served.client_ssl(), timeout=30) as client:
                 mutator = Mutator(client, contact_ids, vehicle_ids, seed)
                 deadline = time.monotonic() + seconds
                 await asyncio.gather(mutator.run_until(deadline), _runs(job, deadline, tally, log))

@@ -30,6 +30,7 @@ import os
 import random
 import resource
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -74,7 +75,8 @@ class EmulatorProcess:
     @property
     def client(self) -> httpx.Client:
         if self._client is None:
-            self._client = httpx.Client(base_url=self.base_url, verify=str(self.ca_file), timeout=120)
+            self._client = httpx.Client(base_url=self.base_url, verify=ssl.create_default_context(cafile=str(self.ca_file)),
+                                       timeout=120)
         return self._client
 
     def control(self, method: str, path: str, body: Any = None) -> Any:

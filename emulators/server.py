@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import ssl
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, MutableMapping
@@ -383,6 +384,10 @@ class Served:
     _server: Any = field(repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
     _ca: Any = field(default=None, repr=False)  # keeps the CA's temp dir (and ca_file) alive
+
+    def client_ssl(self) -> ssl.SSLContext:
+        """What an httpx client passes as ``verify=`` to trust this server (httpx deprecates a path there)."""
+        return ssl.create_default_context(cafile=str(self.ca_file))
 
     def stop(self) -> None:
         self._server.should_exit = True

@@ -36,7 +36,7 @@ def test_unmodified_msal_gets_a_token_over_tls(served: tuple[Emulator, Served], 
         verify=str(running.ca_file))
     result = app.acquire_token_for_client(scopes=[f"{running.base_url}/.default"])
     assert "access_token" in result, result.get("error_description")
-    with httpx.Client(verify=str(running.ca_file), base_url=running.base_url, timeout=10) as client:
+    with httpx.Client(verify=running.client_ssl(), base_url=running.base_url, timeout=10) as client:
         headers = {"Authorization": f"Bearer {result['access_token']}", "Accept": "application/json",
                    "OData-MaxVersion": "4.0", "OData-Version": "4.0", "Prefer": "odata.maxpagesize=100"}
         url: str | None = "/api/data/v9.2/contacts?$select=fullname,emailaddress1"
@@ -52,7 +52,7 @@ def test_unmodified_msal_gets_a_token_over_tls(served: tuple[Emulator, Served], 
 def test_raw_httpx_gets_an_ims_token_and_pages_profiles(served: tuple[Emulator, Served]) -> None:
     emulator, running = served
     c = emulator.credentials
-    with httpx.Client(verify=str(running.ca_file), base_url=running.base_url, timeout=10) as client:
+    with httpx.Client(verify=running.client_ssl(), base_url=running.base_url, timeout=10) as client:
         token = client.post("/ims/token/v3", data={"grant_type": "client_credentials", "client_id": c.campaign_client_id,
                                                    "client_secret": c.campaign_client_secret,
                                                    "scope": "openid,AdobeID,campaign_sdk"}).json()["access_token"]
