@@ -475,9 +475,10 @@ class _Parser:
                 if (_INFIX_WORDS.get(nxt[1]) if nxt[0] == "N" else _INFIX.get(nxt[0])) == _CMP:
                     raise Bail  # comparisons do not chain
                 continue
-            if kind == "-" and toks[self.i][0] == "#" and toks[self.i][2] == t[3]:
-                # `a -2`: lark's lexer takes `-2` as one NEG_NUMBER token after any operand (a syntax
-                # error, or the next case in a replacement); let lark decide.
+            if (kind == "-" and toks[self.i][0] == "#" and toks[self.i][2] == t[3]
+                    and "\n" in self.text[toks[self.i - 2][3]:t[2]]):
+                # A `-2` that starts a line is one negative literal for lark (the next case of a
+                # replacement, or a syntax error); on the operand's own line it is subtraction, as here.
                 raise Bail
             # `??` is right-associative: its right side takes further `??`s.
             right = self.expr(bp - 1 if bp == _COALESCE else bp)

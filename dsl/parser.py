@@ -16,6 +16,7 @@ from typing import Any
 
 from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
+from lark.lark import PostLex
 
 from dsl import ast
 from dsl._fastparse import Bail, parse_fast
@@ -40,10 +41,39 @@ class ParseResult:
         return not any(d.is_error for d in self.diagnostics)
 
 
+# Tokens that can end an operand: a `-` glued to a number after one of these on the same line is binary minus.
+_OPERAND_ENDS = frozenset({"NAME", "NUMBER", "STRING", "DATETIME", "RPAR", "TRUE", "FALSE", "NULL"})
+
+
+class _MinusAfterOperand(PostLex):
+    """Read `a-2` and `a -2` as subtraction.
+
+    The grammar needs `-1` as one token for a replacement case value (`1 => "a"` then `-1 => "b"` on the
+    next line would otherwise read as `"a" - 1`), and LALR merges the states after an operand, so the lexer
+    offers that token after every operand. A negative number on the same line as the operand before it is
+    split back into `-` and the number; one at the start of a line stays a case value.
+    """
+
+    always_accept = ()
+
+    def process(self, stream: Any) -> Any:
+        previous: Token | None = None
+        for tok in stream:
+            if (tok.type == "NEG_NUMBER" and previous is not None and previous.type in _OPERAND_ENDS
+                    and previous.end_line == tok.line):
+                yield Token("ADD_OP", "-", start_pos=tok.start_pos, line=tok.line, column=tok.column,
+                            end_line=tok.line, end_column=tok.column + 1, end_pos=tok.start_pos + 1)
+                tok = Token("NUMBER", tok[1:], start_pos=tok.start_pos + 1, line=tok.line, column=tok.column + 1,
+                            end_line=tok.end_line, end_column=tok.end_column, end_pos=tok.end_pos)
+            yield tok
+            previous = tok
+
+
 @functools.cache
 def _lark() -> Lark:
     return Lark.open_from_package(
-        "dsl", "grammar.lark", parser="lalr", lexer="contextual", propagate_positions=True, maybe_placeholders=True
+        "dsl", "grammar.lark", parser="lalr", lexer="contextual", propagate_positions=True, maybe_placeholders=True,
+        postlex=_MinusAfterOperand(),
     )
 
 
@@ -294,6 +324,10 @@ def _context(tok: Token) -> str:
 
 
 def _hint_for(expected: set[str], tok: Token, previous: Token | None) -> str | None:
+    if tok.type == "NEG_NUMBER":
+        return f"a `{tok}` that starts a line is a negative number; to subtract, write `- {str(tok)[1:]}`"
+    if str(tok) == "=>" and previous is not None and previous.type == "NUMBER":
+        return "start each replacement case on its own line: after a value on the same line, `-1` subtracts"
     if tok.type == "NAME" and previous is not None and "EQUAL" in expected:
         return "each line of a `map` block is `target = expression`"
     if str(tok) == "=" and "CMP_OP" in expected:

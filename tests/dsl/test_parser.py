@@ -213,12 +213,38 @@ PRECEDENCE = [
     ("not a is not null", n(ast.Unary, op="not", operand=n(ast.IsNull, operand=a, negated=True))),
     ("f(a, b + c,) <= 2", B("<=", n(ast.Call, name="f", args=(a, B("+", b, c))), N(2))),
     ("a.b.c >= -1", B(">=", P("a.b.c"), n(ast.Unary, op="-", operand=N(1)))),
+    ("a-2", B("-", a, N(2))),
+    ("a -2 * b", B("-", a, B("*", N(2), b))),
+    ("f(a)-1 > (b)-2", B(">", B("-", n(ast.Call, name="f", args=(a,)), N(1)), B("-", b, N(2)))),
+    ("1-1 == -1", B("==", B("-", N(1), N(1)), n(ast.Unary, op="-", operand=N(1)))),
+    ('"x"-1', B("-", n(ast.Literal, kind="text", value="x"), N(1))),
 ]
 
 
 @pytest.mark.parametrize(("text", "tree"), PRECEDENCE, ids=[t for t, _ in PRECEDENCE])
 def test_precedence(text: str, tree: ast.Expr) -> None:
     assert where(text) == tree
+
+
+def test_a_minus_glued_to_a_number_subtracts_on_its_operands_line() -> None:
+    text = "flow f { where a-2.5 > 0 }"
+    flow = ok(text).decls[0]
+    assert isinstance(flow, ast.Flow) and isinstance(flow.where, ast.Binary)
+    minus = flow.where.left
+    assert isinstance(minus, ast.Binary) and minus.op == "-"
+    assert text[minus.right.span.start:minus.right.span.end] == "2.5"
+    assert text[minus.span.start:minus.span.end] == "a-2.5"
+    # At the start of a line, `-1` is the next replacement case, as before.
+    (replace,) = ok('replace r {\n  1 => "a"\n  -1 => "b"\n}').decls
+    assert isinstance(replace, ast.Replace)
+    assert [c.match.value for c in replace.cases] == [1, -1]
+
+
+def test_a_negative_number_where_subtraction_was_meant_says_how_to_subtract() -> None:
+    (line_start,) = parse("flow f { where a\n  -2 > 0 }", "t.map").diagnostics
+    assert "found `-2`" in line_start.message and line_start.hint is not None and "`- 2`" in line_start.hint
+    (one_line,) = parse('replace r { 1 => "a" -1 => "b" }', "t.map").diagnostics
+    assert one_line.hint is not None and "own line" in one_line.hint
 
 
 # ------------------------------------------------------------------------------------------- spans
