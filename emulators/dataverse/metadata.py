@@ -177,6 +177,32 @@ def load_tables(source: Any = None) -> dict[str, TableDef]:
     return tables
 
 
+def delete_behaviour(table: TableDef, col: ColumnDef) -> str | None:
+    """What deleting the row a lookup points at does to the row holding the lookup.
+
+    ``"cascade"``: deleted with it; ``"remove_link"``: the lookup is cleared (a change, with a new version);
+    ``None``: not modelled, the row keeps the id of a row that is gone.
+
+    This is the emulator's one assumption about relationship behaviour (the snapshots carry no cascade
+    configuration): an activity's ``regardingobjectid`` is a parental relationship (activities go with the
+    record they are about); a custom lookup gets Dataverse's default for new relationships, Referential with
+    Remove Link, as does ``account.primarycontactid``. System relationships not named here are left out.
+    """
+    if col.type != "lookup":
+        return None
+    if table.is_activity and col.name == "regardingobjectid":
+        return "cascade"
+    if (table.name, col.name) == ("account", "primarycontactid") or _is_custom(col.name):
+        return "remove_link"
+    return None
+
+
+def _is_custom(name: str) -> bool:
+    # Custom columns carry their publisher's prefix (new_, acs_, ...); system columns have no underscore prefix.
+    prefix, sep, _rest = name.partition("_")
+    return bool(sep) and bool(prefix) and prefix.isalnum()
+
+
 # -- $metadata (CSDL) -------------------------------------------------------------------------------
 
 

@@ -29,7 +29,7 @@ from decimal import Decimal
 from typing import Any
 
 from emulators.dataverse.errors import DataverseError
-from emulators.dataverse.metadata import ColumnDef, TableDef, load_tables, nav_properties
+from emulators.dataverse.metadata import ColumnDef, TableDef, delete_behaviour, load_tables, nav_properties
 from emulators.dataverse.odata import format_datetime, is_guid
 
 __all__ = ["DELTA_RETENTION", "DataverseStore", "OrderKey"]
@@ -52,7 +52,7 @@ class _SortCache:
 
 class _Table:
     __slots__ = ("alt", "cols", "defn", "idx", "lookup_target_idx", "min_valid_version", "nav", "order",
-                 "pk_idx", "pos_idx", "rows", "stamp_idx", "stamp_seconds", "stamps", "tombstones", "undos",
+                 "pk_idx", "pos_idx", "refs", "rows", "stamp_idx", "stamp_seconds", "stamps", "tombstones", "undos",
                  "ver_idx", "vlog_ids", "vlog_versions", "width")
 
     def __init__(self, defn: TableDef, stamps: dict[int, str], stamp_seconds: dict[str, int]) -> None:
@@ -77,6 +77,10 @@ class _Table:
         self.vlog_ids: list[str] = []
         self.undos = 0  # rolled-back writes change rows without a version: sorted caches must notice
         self.alt: dict[str, dict[tuple[Any, ...], str]] = {name: {} for name, _cols in defn.alternate_keys}
+        # Lookups whose target's deletion reaches this table: wire name -> (behaviour, {target id: {row ids}}).
+        self.refs: dict[str, tuple[str, dict[str, set[str]]]] = {
+            c.wire_name: (behaviour, {}) for c in defn.columns
+            if (behaviour := delete_behaviour(defn, c)) is not None}
         self.min_valid_version = 0
 
     # encoded rows -----------------------------------------------------------------------------------
@@ -108,6 +112,18 @@ class _Table:
         """The full row of ``rid``, or None."""
         packed = self.rows.get(rid)
         return None if packed is None else self.decode(packed, rid)
+
+    def index_refs(self, rid: str, row: tuple[Any, ...], add: bool) -> None:
+        for wire, (_behaviour, by_target) in self.refs.items():
+            target = row[self.idx[wire]]
+            if target is None:
+                continue
+            if add:
+                by_target.setdefault(target, set()).add(rid)
+            elif (holders := by_target.get(target)) is not None:
+                holders.discard(rid)
+                if not holders:
+                    del by_target[target]
 
     def alt_values(self, row: tuple[Any, ...]) -> list[tuple[str, tuple[Any, ...]]]:
         out = []
@@ -199,7 +215,8 @@ class DataverseStore:
         rid = id.lower()
         if rid not in t.rows:
             raise DataverseError("not_found", table=table, id=rid)
-        self._apply(t, rid, None)
+        with self.transaction():
+            self._delete_row(t, rid)
 
     def get(self, table: str, id: str) -> dict[str, Any] | None:
         row = self._table(table).get(id.lower())
@@ -309,7 +326,8 @@ class DataverseStore:
         return new
 
     def remove(self, table: str, rid: str) -> None:
-        self._apply(self._table(table), rid, None)
+        with self.transaction():
+            self._delete_row(self._table(table), rid)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -506,6 +524,20 @@ class DataverseStore:
             if t.alt[name].get(values) == rid:
                 del t.alt[name][values]
 
+    def _delete_row(self, t: _Table, rid: str) -> None:
+        """Delete a row and do what its relationships say to the rows pointing at it (cascade, remove link)."""
+        self._apply(t, rid, None)
+        for other in self._t.values():
+            for wire, (behaviour, by_target) in other.refs.items():
+                for holder in sorted(by_target.get(rid, ())):
+                    row = other.get(holder)
+                    if row is None or row[other.lookup_target_idx[wire]] != t.defn.name:
+                        continue  # the same id in another table (a polymorphic lookup)
+                    if behaviour == "cascade":
+                        self._delete_row(other, holder)
+                    else:
+                        self.modify(other.defn.name, holder, {wire: None}, trusted=True)
+
     def _apply(self, t: _Table, rid: str, new: bytes | tuple[Any, ...] | None,
                new_row: tuple[Any, ...] | None = None) -> None:
         """Store the encoded row ``new`` (``new_row`` decoded) under ``rid``, None deletes it; log it."""
@@ -516,6 +548,11 @@ class DataverseStore:
         old_row = None if old is None else t.decode(old, rid)
         if old_row is not None and t.alt:
             self._unindex_alt(t, rid, old_row)
+        if t.refs:
+            if old_row is not None:
+                t.index_refs(rid, old_row, add=False)
+            if new_row is not None:
+                t.index_refs(rid, new_row, add=True)
         if new is not None:
             assert new_row is not None
             if old is None:  # create() reserved the next slot in insertion order
@@ -541,6 +578,7 @@ class DataverseStore:
         if cur is not None:
             cur_row = t.decode(cur, rid)
             self._unindex_alt(t, rid, cur_row)
+            t.index_refs(rid, cur_row, add=False)
             del t.rows[rid]
             t.order[cur_row[t.pos_idx]] = None
         if old is not None:
@@ -549,6 +587,7 @@ class DataverseStore:
             t.order[old_row[t.pos_idx]] = rid
             for name, values in t.alt_values(old_row):
                 t.alt[name][values] = rid
+            t.index_refs(rid, old_row, add=True)
         if old_tomb is None:
             t.tombstones.pop(rid, None)
         else:

@@ -186,6 +186,54 @@ async def test_delete(dv: httpx.AsyncClient, store: DataverseStore) -> None:
     assert r.status_code == 404 and r.json()["error"]["code"] == "0x80040217"
 
 
+async def test_deleting_a_contact_deletes_its_activities_and_clears_custom_lookups(
+        dv: httpx.AsyncClient, store: DataverseStore) -> None:
+    gone, kept = _contact(store, firstname="Gone"), _contact(store, firstname="Kept")
+    ids = {}
+    for name, owner in (("gone", gone), ("kept", kept)):
+        r = await dv.post("acs_emailsends", headers={"Prefer": "return=representation"}, json={
+            "subject": f"send to {name}",
+            "regardingobjectid_contact_acs_emailsend@odata.bind": f"/contacts({owner['contactid']})"})
+        ids[f"send {name}"] = r.json()["activityid"]
+        r = await dv.post("new_vehicles", headers={"Prefer": "return=representation"}, json={
+            "new_vin": name, "new_contactid@odata.bind": f"/contacts({owner['contactid']})"})
+        ids[f"vehicle {name}"] = r.json()["new_vehicleid"]
+    account = store.insert("account", {"name": "Acme", "_primarycontactid_value": gone["contactid"]})
+    r = await dv.get("new_vehicles", headers={"Prefer": "odata.track-changes"})
+    vehicles_delta = r.json()["@odata.deltaLink"]
+
+    assert (await dv.delete(f"contacts({gone['contactid']})")).status_code == 204
+
+    # The activity about the deleted contact went with it (a parental relationship); the other stays.
+    assert (await dv.get(f"acs_emailsends({ids['send gone']})")).status_code == 404
+    assert (await dv.get(f"acs_emailsends({ids['send kept']})")).status_code == 200
+    sends = (await dv.get("acs_emailsends", params={"$select": "subject"})).json()["value"]
+    assert [v["subject"] for v in sends] == ["send to kept"]
+    # The vehicle stays with its lookup cleared (Remove Link), and change tracking reports it as changed.
+    vehicle = (await dv.get(f"new_vehicles({ids['vehicle gone']})")).json()
+    assert vehicle["_new_contactid_value"] is None
+    changed = (await dv.get(vehicles_delta)).json()["value"]
+    assert [v["new_vehicleid"] for v in changed] == [ids["vehicle gone"]]
+    assert store.get("new_vehicle", ids["vehicle kept"])["_new_contactid_value"] == kept["contactid"]
+    assert store.get("account", account["accountid"])["_primarycontactid_value"] is None
+
+
+async def test_a_failed_change_set_restores_what_a_delete_cascaded(dv: httpx.AsyncClient, store: DataverseStore) -> None:
+    owner = _contact(store)
+    send = store.insert("acs_emailsend", {"subject": "s", "_regardingobjectid_value": owner["contactid"]})
+    vehicle = store.insert("new_vehicle", {"new_vin": "V", "_new_contactid_value": owner["contactid"]})
+    with pytest.raises(RuntimeError), store.transaction():
+        store.remove("contact", owner["contactid"])
+        assert store.get("acs_emailsend", send["activityid"]) is None
+        raise RuntimeError("the change set's next request failed")
+    assert store.get("acs_emailsend", send["activityid"]) is not None
+    assert store.get("new_vehicle", vehicle["new_vehicleid"])["_new_contactid_value"] == owner["contactid"]
+    # The restored rows are indexed again: a later delete still reaches them.
+    store.delete("contact", owner["contactid"])
+    assert store.get("acs_emailsend", send["activityid"]) is None
+    assert store.get("new_vehicle", vehicle["new_vehicleid"])["_new_contactid_value"] is None
+
+
 async def test_bind_must_point_at_existing_row(dv: httpx.AsyncClient, store: DataverseStore) -> None:
     missing = str(uuid.uuid4())
     r = await dv.post("contacts", json={"lastname": "L", "parentcustomerid_account@odata.bind": f"/accounts({missing})"})
