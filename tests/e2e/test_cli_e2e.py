@@ -29,8 +29,11 @@ def test_plan_writes_nothing_and_shows_filter_diffs_and_cost(live: Live) -> None
 
 
 def test_run_status_deadletters_explain_retry(live: Live) -> None:
+    owner = next(r["contactid"] for r in live.emulator.dataverse.store.rows("contact"))
+    live.control("POST", "d365/new_vehicle", {"new_name": "no VIN", "statecode": 0,  # the mapping requires a VIN
+                                              "new_contactid@odata.bind": f"/contacts({owner})"})
     first = mapsync(live, "run", "--env", "emulator")
-    assert first.returncode == 1, first.stderr  # the seeded CRM has records Campaign cannot take
+    assert first.returncode == 1, first.stderr  # a record the mapping rejects is a dead letter
     assert "contacts" in first.stdout and "dead letters" in first.stdout
     status = mapsync(live, "status", "--env", "emulator")
     assert "contacts" in status.stdout and "vehicles" in status.stdout
