@@ -29,7 +29,7 @@ from dsl.runtime import ContactRef, Filtered, LinkRef, Mapped, Rejected
 from engine.connectors.base import WriteOp, WriteOutcome
 from engine.errors import LeaseHeld, SyncError
 from engine.sources import Source, SourceBatch
-from engine.state.base import KeyEntry, PendingWrite, StateStore
+from engine.state.base import DeadLetter, KeyEntry, PendingWrite, StateStore
 from engine.targets import Target
 
 __all__ = ["DEFERRAL_LIMIT", "FlowCounts", "FlowResult", "FlowRunner", "PlannedWrite", "payload_hash"]
@@ -152,6 +152,8 @@ class FlowRunner:
         self._lease_renewed = 0.0
         self._seen: set[str] | None = None
         self._saw_prefiltered = False
+        self._open_dead: set[str] = set()  # keys with an open dead letter when the run started
+        self._handled_dead: set[str] = set()  # of those, the keys this run has already been through
         self.adopt = False  # look each create up in the target first (after a replay forgot the key map)
 
     # ------------------------------------------------------------------------------------------- driving
@@ -169,9 +171,10 @@ class FlowRunner:
                 self.adopt = True
             cursor_row = None if (full or replay) else await self._call(self.store.get_cursor, name)
             cursor = cursor_row.value if cursor_row else None
+            retry: list[DeadLetter] = []
             if not self.dry_run:
                 await self._recover_pending()
-                await self._retry_dead_letters()
+                retry = await self._dead_letters_to_retry()
             relinked = await self._call(self._relinked)
             if relinked:
                 log.info("flow %s re-reads every record: %s removed or re-created records it links to", name,
@@ -184,6 +187,8 @@ class FlowRunner:
             await self._pump(cursor, full=reading_all)
             if self._seen is not None:
                 await self._unseen_records()
+            if retry:
+                await self._retry_dead_letters(retry)
             if relinked and not self.dry_run:
                 await self._call(self._mark_relinks_seen, relinked)
             outcome = "ok"
@@ -298,6 +303,7 @@ class FlowRunner:
 
         work: list[_Work] = []
         dead: list[tuple[str, dict[str, Any], Rejected | str, str | None]] = []
+        settled: list[str] = []  # needed no write: an open dead letter of theirs is moot
         mapped_rows: list[tuple[str, dict[str, Any], Mapped]] = []
         for key, row in keyed:
             outcome = flow.evaluate(row, pushed=batch.prefiltered)
@@ -306,6 +312,8 @@ class FlowRunner:
                 entry = known.get(key)
                 if flow.on_filtered == "delete" and entry is not None and not entry.deleted:
                     self._removal(entry, work)
+                else:
+                    settled.append(key)
                 continue
             if isinstance(outcome, Rejected):
                 self.counts.rejected += 1
@@ -327,12 +335,21 @@ class FlowRunner:
                     self.counts.deferred += 1
                 dead.append((key, row, reason, path))
                 continue
-            self._plan_write(key, row, mapped, payload, known.get(key), work)
+            if not self._plan_write(key, row, mapped, payload, known.get(key), work):
+                settled.append(key)
 
         for key in batch.deleted:
             entry = known.get(key)
+            planned = len(work)
             if entry is not None and not entry.deleted:
                 self._deletion(entry, work)
+            if len(work) == planned:
+                settled.append(key)
+        if self._open_dead:
+            self._handled_dead.update(k for k in (*keys, *batch.deleted) if k in self._open_dead)
+            settled = [k for k in settled if k in self._open_dead]
+        else:
+            settled = []
 
         if self.dry_run:
             self._record_plan(work)
@@ -340,7 +357,7 @@ class FlowRunner:
             return
         outcomes = await self._write(work)
         _FAILPOINT.reach("after-write")
-        await self._call(self._acknowledge, work, outcomes, dead, batch.cursor)
+        await self._call(self._acknowledge, work, outcomes, dead, batch.cursor, settled)
         _FAILPOINT.reach("after-ack")
         self._progress()
 
@@ -386,23 +403,25 @@ class FlowRunner:
     # ------------------------------------------------------------------------------------------- diffing
 
     def _plan_write(self, key: str, row: dict[str, Any], mapped: Mapped, payload: dict[str, Any],
-                    entry: KeyEntry | None, work: list[_Work]) -> None:
+                    entry: KeyEntry | None, work: list[_Work]) -> bool:
+        """Plan the write a mapped record needs; False when the target already has it."""
         flow = self.flow
         digest = payload_hash(payload)
         if entry is not None and not entry.deleted and entry.target_id is not None:
             if entry.payload_hash == digest:
                 self.counts.unchanged += 1
-                return
+                return False
             if flow.mode == "create":
                 self.counts.unchanged += 1  # create-only flows never touch what they already wrote
-                return
+                return False
             update = {k: v for k, v in payload.items() if k not in mapped.once} if mapped.once else payload
             work.append(_Work(key, "update", update, entry.target_id, digest, row, mapped))
-            return
+            return True
         if flow.mode == "update":
             work.append(_Work(key, "update-existing", payload, None, digest, row, mapped))
-            return
+            return True
         work.append(_Work(key, "create", payload, None, digest, row, mapped, relinks=entry is not None))
+        return True
 
     def _removal(self, entry: KeyEntry, work: list[_Work]) -> None:
         """A record that stopped matching the filter, with `on filtered: delete`."""
@@ -523,7 +542,8 @@ class FlowRunner:
         return outcomes
 
     def _acknowledge(self, work: list[_Work], outcomes: list[WriteOutcome | None],
-                     dead: list[tuple[str, dict[str, Any], Rejected | str, str | None]], cursor: str | None) -> None:
+                     dead: list[tuple[str, dict[str, Any], Rejected | str, str | None]], cursor: str | None,
+                     settled: Sequence[str] = ()) -> None:
         """Record what happened to a page, and move the cursor, in one transaction (runs in a worker thread)."""
         flow = self.flow
         store = self.store
@@ -571,8 +591,8 @@ class FlowRunner:
                 store.put_keys(flow.name, now_entries)
             if forget:
                 store.put_keys(flow.name, [KeyEntry(k, None, None, False, deleted=True) for k in forget])
-            if went_through:
-                store.resolve_dead_letters(flow.name, went_through)
+            if went_through or settled:
+                store.resolve_dead_letters(flow.name, [*went_through, *settled])
             store.clear_pending(flow.name, [w.key for w in work if w.op == "create"])
             if any(w.relinks for w, o in zip(work, outcomes, strict=True) if o is not None and o.ok):
                 generation = int(store.get_meta(f"links:{flow.name}:generation") or 0) + 1
@@ -617,16 +637,28 @@ class FlowRunner:
 
         await self._call(commit)
 
-    async def _retry_dead_letters(self) -> None:
-        """Records deferred by a missing link, or queued by `mapsync deadletters retry`, go through again."""
+    async def _dead_letters_to_retry(self) -> list[DeadLetter]:
+        """Records deferred by a missing link, failed by a transient error, or queued by `mapsync deadletters
+        retry`. They go through again after the read, unless the read already brought them (fresher)."""
         waiting = await self._call(self.store.open_dead_letters, self.flow.name)
-        retry = [d for d in waiting if d.status == "retried" or d.reason.startswith((DEFERRED_PREFIX, TRANSIENT_PREFIX))]
+        self._open_dead = {d.source_key for d in waiting}
+        return [d for d in waiting if d.status == "retried" or d.reason.startswith((DEFERRED_PREFIX, TRANSIENT_PREFIX))]
+
+    async def _retry_dead_letters(self, retry: list[DeadLetter]) -> None:
+        retry = [d for d in retry if d.source_key not in self._handled_dead]
         if not retry:
             return
         attempts = {d.source_key: d.attempts for d in retry}
-        rows = [d.record for d in retry if isinstance(d.record, dict)]
         saved = self.counts.read
-        await self.process(SourceBatch(rows), retrying=attempts)
+        if self.source.fetches_current:
+            # As the source has them now: a record changed since it failed is written as it is, and one that
+            # is gone is a deletion (a failed delete keeps only the key, so this is also how it is retried).
+            current = await self.source.fetch_many([d.source_key for d in retry])
+            rows = [current[d.source_key] for d in retry if d.source_key in current]
+            gone = [d.source_key for d in retry if d.source_key not in current]
+            await self.process(SourceBatch(rows, gone), retrying=attempts)
+        else:
+            await self.process(SourceBatch([d.record for d in retry if isinstance(d.record, dict)]), retrying=attempts)
         self.counts.read = saved  # retried records were read in an earlier run
 
 

@@ -33,9 +33,15 @@ class SourceBatch:
 
 
 class Source(Protocol):
+    # True: ``fetch_many`` answers records as they are now, and a key it leaves out is gone from the source.
+    # False: the source cannot be asked by key (dead letters then keep the only copy of a record).
+    fetches_current: bool
+
     def batches(self, cursor: str | None, *, full: bool) -> AsyncIterator[SourceBatch]: ...
 
     async def fetch(self, key: str) -> dict[str, Any] | None: ...
+
+    async def fetch_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]: ...
 
 
 class D365TableSource:
@@ -47,16 +53,19 @@ class D365TableSource:
     change tracking get the pushed-down ``$filter`` on their full read.
     """
 
+    fetches_current = True
+    FETCH_CHUNK = 50  # keys per `$filter` (`key eq a or key eq b ...`): well inside Dataverse's URL limit
+
     def __init__(self, connector: D365Connector, table: str, select: Sequence[str], key: str,
                  pushdown: str | None, page_size: int = 5000) -> None:
         self.connector = connector
         self.table = table
+        self.key = key
         self.select = list(select)
         self.pushdown = pushdown
         self.page_size = page_size
         schema = connector.table(table)
         self.change_tracking = bool(schema and schema.change_tracking)
-        self.primary_key = schema.primary_key if schema else key
 
     async def batches(self, cursor: str | None, *, full: bool) -> AsyncIterator[SourceBatch]:
         if not self.change_tracking:
@@ -87,12 +96,22 @@ class D365TableSource:
                               prefiltered=cursor is None and self.pushdown is not None)
 
     async def fetch(self, key: str) -> dict[str, Any] | None:
+        return (await self.fetch_many([key])).get(key)
+
+    async def fetch_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The current rows of ``keys`` (the flow's key column), by key; a missing key is not in the table."""
         from engine.connectors.odata import literal
 
-        filt = f"{self.primary_key} eq {literal(key)}"
-        async for rows in self.connector.read(self.table, self.select, filt, 1):
-            return rows[0] if rows else None
-        return None
+        found: dict[str, dict[str, Any]] = {}
+        wanted = list(dict.fromkeys(keys))
+        for start in range(0, len(wanted), self.FETCH_CHUNK):
+            chunk = wanted[start:start + self.FETCH_CHUNK]
+            filt = " or ".join(f"{self.key} eq {literal(k)}" for k in chunk)
+            async for rows in self.connector.read(self.table, self.select, filt, len(chunk)):
+                for row in rows:
+                    if row.get(self.key) is not None:
+                        found[str(row[self.key])] = row
+        return found
 
 
 class EventFeedSource:
@@ -123,8 +142,13 @@ class EventFeedSource:
         if rows or position is not None:
             yield SourceBatch(rows, cursor=position, full=since is None, notes=notes)
 
+    fetches_current = False  # the journal cannot be queried by event id; dead letters keep the whole event
+
     async def fetch(self, key: str) -> dict[str, Any] | None:
-        return None  # the journal cannot be queried by event id; dead letters keep the whole event
+        return None
+
+    async def fetch_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return {}
 
 
 def source_for(flow: Any, connectors: Any) -> Source:
