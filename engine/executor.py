@@ -83,9 +83,11 @@ class FlowCounts:
     rejected: int = 0
     deferred: int = 0
     failed: int = 0
+    # About how many records this run's read brings (a full read of a table that says), for the progress display.
+    expected_reads: int | None = field(default=None, compare=False)
 
     def as_dict(self) -> dict[str, int]:
-        return dict(vars(self))
+        return {k: v for k, v in vars(self).items() if k != "expected_reads"}
 
     @property
     def written(self) -> int:
@@ -180,6 +182,8 @@ class FlowRunner:
                 log.info("flow %s re-reads every record: %s removed or re-created records it links to", name,
                          ", ".join(relinked), extra={"event": "executor.relink", "flow": name})
             reading_all = full or replay or cursor is None or bool(relinked)
+            if reading_all and self.on_progress is not None:
+                self.counts.expected_reads = await self.source.expected_total()
             if reading_all and (self.flow.mode == "mirror" or await self._call(self.store.count_keys, name)):
                 # A full read over an existing key map (after a crash before the first cursor, a replay, an
                 # expired delta token) sees no deletions: what it does not see, the source no longer has.

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from engine.executor import FlowCounts, FlowResult
 
-__all__ = ["RunDisplay", "configure_logging", "console", "summary_table"]
+__all__ = ["RunDisplay", "configure_logging", "console", "format_duration", "remaining_seconds", "summary_table"]
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
 log = logging.getLogger("mapsync.progress")
@@ -65,20 +65,28 @@ class RunDisplay:
         elif now - self._last_line >= self.every:
             self._last_line = now
             rate = counts.read / max(1e-6, now - self.started[flow])
-            log.info("%s: %d read, %d written, %d rejected (%.0f records/s)", flow, counts.read, counts.written,
-                     counts.rejected + counts.failed, rate,
+            left = remaining_seconds(counts, rate)
+            share = "" if left is None else \
+                f", {counts.read / max(1, counts.expected_reads or 1):.0%} of about {counts.expected_reads:,}, " \
+                f"{format_duration(left)} left"
+            log.info("%s: %d read, %d written, %d rejected (%.0f records/s%s)", flow, counts.read, counts.written,
+                     counts.rejected + counts.failed, rate, share,
                      extra={"event": "run.progress", "flow": flow, "rate": round(rate),
+                            **({} if left is None else {"expected": counts.expected_reads, "eta_s": round(left)}),
                             **{f"n_{k}": v for k, v in counts.as_dict().items()}})
 
     def _table(self) -> Table:
         table = Table(show_edge=False, box=None, pad_edge=False)
-        for col in ("flow", "read", "written", "rejected", "records/s"):
+        for col in ("flow", "read", "of about", "written", "rejected", "records/s", "left"):
             table.add_column(col, justify="left" if col == "flow" else "right")
         now = time.monotonic()
         for flow, counts in self.latest.items():
-            rate = counts.read / max(1e-6, now - self.started[flow])
-            table.add_row(flow, f"{counts.read:,}", f"{counts.written:,}", f"{counts.rejected + counts.failed:,}",
-                          f"{rate:,.0f}")
+            elapsed = now - self.started[flow]
+            rate = counts.read / max(1e-6, elapsed)
+            left = remaining_seconds(counts, rate)
+            table.add_row(flow, f"{counts.read:,}", f"{counts.expected_reads:,}" if counts.expected_reads else "",
+                          f"{counts.written:,}", f"{counts.rejected + counts.failed:,}",
+                          f"{rate:,.0f}" if elapsed >= 1 else "", "" if left is None else format_duration(left))
         return table
 
     @contextmanager
@@ -92,6 +100,20 @@ class RunDisplay:
                 yield self
             finally:
                 self._live = None
+
+
+def remaining_seconds(counts: FlowCounts, rate: float) -> float | None:
+    """Time left at the rate so far, when the read's size is known (an estimate: the count can be a day old)."""
+    if not counts.expected_reads or rate <= 0 or counts.read < 100:
+        return None
+    return max(0.0, counts.expected_reads - counts.read) / rate
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def summary_table(results: Sequence[FlowResult], *, title: str | None = None, planned: bool = False) -> Table:

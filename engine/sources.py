@@ -43,6 +43,10 @@ class Source(Protocol):
 
     async def fetch_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]: ...
 
+    async def expected_total(self) -> int | None:
+        """About how many records a full read brings (progress display only); None when unknown."""
+        ...
+
 
 class D365TableSource:
     """A Dataverse table: change tracking when the table has it, else a ``modifiedon`` watermark.
@@ -98,6 +102,9 @@ class D365TableSource:
     async def fetch(self, key: str) -> dict[str, Any] | None:
         return (await self.fetch_many([key])).get(key)
 
+    async def expected_total(self) -> int | None:
+        return await self.connector.total_count(self.table)
+
     async def fetch_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The current rows of ``keys`` (the flow's key column), by key; a missing key is not in the table."""
         from engine.connectors.odata import literal
@@ -149,6 +156,9 @@ class EventFeedSource:
 
     async def fetch_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
         return {}
+
+    async def expected_total(self) -> int | None:
+        return None  # the journal does not say how many events it holds
 
 
 def source_for(flow: Any, connectors: Any) -> Source:

@@ -111,6 +111,12 @@ ERRORS: dict[str, ErrorSpec] = {
         "in the payload but no property value was found in the payload.",
     ),
     "bad_key": ErrorSpec(400, "0x80060888", "Bad Request - Error in query syntax.", assumed=True),
+    # RetrieveTotalRecordCount with a name that is no table (the metadata cache's wording; status assumed).
+    "unknown_table": ErrorSpec(
+        404, "0x80041102",
+        "Could not find an entity with name {name} and with namemapping = 'Logical' in the MetadataCache.",
+        assumed=True,
+    ),
     "batch_too_large": ErrorSpec(
         400, "0x8005f20f", "The number of requests in a batch exceeds the limit of {limit}.", assumed=True
     ),

@@ -273,6 +273,18 @@ class D365Connector:
         outcome = WriteOutcome(op.ref, False, op.target_id, reply.status, error.code, str(error), transient)
         return outcome, transient, retry_after
 
+    async def total_count(self, table: str) -> int | None:
+        """About how many rows ``table`` has (``RetrieveTotalRecordCount``: a snapshot up to a day old), for the
+        progress display; None when the org will not say. Never worth failing a run over."""
+        try:
+            body = await self._get_json(f"RetrieveTotalRecordCount(EntityNames=['{table}'])")
+        except ConnectorError:
+            return None
+        counts = body.get("EntityRecordCountCollection") or {}
+        found = dict(zip(counts.get("Keys") or [], counts.get("Values") or [], strict=False))
+        value = found.get(table)
+        return int(value) if isinstance(value, int) and value >= 0 else None
+
     async def _find_by_key(self, table: str, key: tuple[str, str]) -> str | None:
         schema = self.table(table)
         pk = schema.primary_key if schema else f"{table}id"

@@ -234,6 +234,21 @@ async def test_a_failed_change_set_restores_what_a_delete_cascaded(dv: httpx.Asy
     assert store.get("new_vehicle", vehicle["new_vehicleid"])["_new_contactid_value"] is None
 
 
+async def test_retrieve_total_record_count(dv: httpx.AsyncClient, store: DataverseStore) -> None:
+    _contact(store)
+    _contact(store)
+    store.insert("account", {"name": "Acme"})
+    r = await dv.get("RetrieveTotalRecordCount(EntityNames=['contact','account'])")
+    assert r.status_code == 200
+    assert r.json() == {
+        "@odata.context": "https://org.test/api/data/v9.2/$metadata#Microsoft.Dynamics.CRM.RetrieveTotalRecordCountResponse",
+        "EntityRecordCountCollection": {"Count": 2, "IsReadOnly": False, "Keys": ["contact", "account"], "Values": [2, 1]}}
+    aliased = await dv.get("RetrieveTotalRecordCount(EntityNames=@p1)", params={"@p1": "['contact']"})
+    assert aliased.json()["EntityRecordCountCollection"]["Values"] == [2]
+    unknown = await dv.get("RetrieveTotalRecordCount(EntityNames=['contacts'])")
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "0x80041102"
+
+
 async def test_bind_must_point_at_existing_row(dv: httpx.AsyncClient, store: DataverseStore) -> None:
     missing = str(uuid.uuid4())
     r = await dv.post("contacts", json={"lastname": "L", "parentcustomerid_account@odata.bind": f"/accounts({missing})"})

@@ -177,6 +177,26 @@ def test_change_tracking_delta_and_expiry() -> None:
     asyncio.run(scenario())
 
 
+def test_total_count_for_the_progress_display_and_fetching_records_by_key() -> None:
+    emulator = Emulator(contacts=120, faults="none")
+    conn, _ = make(emulator)
+    from engine.sources import D365TableSource
+
+    async def scenario() -> None:
+        assert await conn.total_count("contact") == 120
+        assert await conn.total_count("no_such_table") is None  # a 404 the progress display can live without
+        source = D365TableSource(conn, "contact", ["contactid", "lastname"], "contactid", None)
+        assert await source.expected_total() == 120
+        ids = [r["contactid"] for r in emulator.dataverse.store.rows("contact")]
+        gone = str(uuid.uuid4())
+        found = await source.fetch_many([*ids[:75], gone])  # two requests of at most 50 keys
+        assert sorted(found) == sorted(ids[:75]) and gone not in found
+        assert found[ids[3]]["lastname"] == emulator.dataverse.store.get("contact", ids[3])["lastname"]
+        await conn.http.aclose()
+
+    asyncio.run(scenario())
+
+
 def test_fetch_schema_reproduces_the_shipped_snapshots() -> None:
     emulator = Emulator(contacts=1, faults="none")
     conn, _ = make(emulator)
