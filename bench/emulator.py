@@ -13,6 +13,8 @@ import argparse
 import resource
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 
@@ -33,17 +35,8 @@ def page_contacts(client: httpx.Client, emulator: Emulator, base: str, pages: in
         "scope": f"{base}/.default"}).json()["access_token"]
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json", "OData-MaxVersion": "4.0",
                "OData-Version": "4.0", "Prefer": "odata.maxpagesize=5000"}
-    url: str | None = f"{base}/api/data/v9.2/contacts?$select=fullname,emailaddress1,modifiedon,statecode"
-    rows, started = 0, time.perf_counter()
-    for _ in range(pages):
-        if not url:
-            break
-        reply = client.get(url, headers=headers)
-        reply.raise_for_status()
-        body = reply.json()
-        rows += len(body["value"])
-        url = body.get("@odata.nextLink")
-    return rows, time.perf_counter() - started
+    url = f"{base}/api/data/v9.2/contacts?$select=fullname,emailaddress1,modifiedon,statecode"
+    return _page_through(client, url, headers, pages, lambda body: (len(body["value"]), body.get("@odata.nextLink")))
 
 
 def page_profiles(client: httpx.Client, emulator: Emulator, base: str, pages: int) -> tuple[int, float]:
@@ -52,16 +45,22 @@ def page_profiles(client: httpx.Client, emulator: Emulator, base: str, pages: in
         "grant_type": "client_credentials", "client_id": c.campaign_client_id,
         "client_secret": c.campaign_client_secret}).json()["access_token"]
     headers = {"Authorization": f"Bearer {token}", "X-Api-Key": c.campaign_client_id}
-    url: str | None = f"{base}/{c.organization}/campaign/profileAndServices/profile?_lineCount=1000&_forcePagination=true"
+    url = f"{base}/{c.organization}/campaign/profileAndServices/profile?_lineCount=1000&_forcePagination=true"
+    return _page_through(client, url, headers, pages,
+                         lambda body: (len(body["content"]), body.get("next", {}).get("href")))
+
+
+def _page_through(client: httpx.Client, url: str | None, headers: dict[str, str], pages: int,
+                  rows_and_next: Callable[[Any], tuple[int, str | None]]) -> tuple[int, float]:
+    """Follow up to ``pages`` next links; the rows read and the seconds it took."""
     rows, started = 0, time.perf_counter()
     for _ in range(pages):
         if not url:
             break
         reply = client.get(url, headers=headers)
         reply.raise_for_status()
-        body = reply.json()
-        rows += len(body["content"])
-        url = body.get("next", {}).get("href")
+        count, url = rows_and_next(reply.json())
+        rows += count
     return rows, time.perf_counter() - started
 
 
