@@ -66,6 +66,10 @@ def flat(results: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _measured(entry: dict[str, Any]) -> str:
+    return f" (measured {entry['measured']})" if entry.get("measured") else ""
+
+
 def _n(value: float | None, spec: str = ",.0f") -> str:
     return "not measured" if value is None else format(value, spec)
 
@@ -89,7 +93,7 @@ def markdown(results: dict[str, Any], keys: dict[str, Any]) -> str:
         lines += [
             f"| full sync {n} contacts: records written | {s['records_written']:,} (read {s['counts']['read']:,}, "
             f"rejected {s['counts']['rejected']:,}, failed {s['counts']['failed']:,}) | |",
-            f"| full sync {n}: wall time | {s['seconds']:,.0f} s | |",
+            f"| full sync {n}: wall time | {s['seconds']:,.0f} s{_measured(s)} | |",
             f"| full sync {n}: rate | {s['records_per_s']:,.1f} records/s; limit {s['ceiling_records_per_s']:g}/s "
             f"({s['requests_allowed']:,} requests allowed in that time) | |",
             f"| full sync {n}: fraction of ceiling | {s['fraction_of_ceiling']:.3f} | >= 0.9 |",
@@ -175,10 +179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.merge and previous.exists():
         results = json.loads(previous.read_text(encoding="utf-8")).get("details", {})
         results["seconds"] = results.get("seconds", 0.0)
-    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     rerun = ", ".join(p for p in ("transform", "sync", "events") if p not in skip)
+    when = now
     if args.merge and "when" in results:
-        when = f"{results['when']}; {rerun} re-run {when}" if rerun else results["when"]
+        when = f"{results['when']}; {rerun} re-run {now}" if rerun else results["when"]
     results.update({
         "when": when,
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPUs, Python {platform.python_version()}",
@@ -196,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # --merge keeps the sizes measured earlier, so a long 1M run can be added to a quick 100k one.
         results["sync"] = results.get("sync", {}) if args.merge else {}
         for size in (int(s) for s in args.sizes.split(",") if s.strip()):
-            results["sync"][str(size)] = sync_bench.measure(size, campaign_rps=args.campaign_rps)
+            results["sync"][str(size)] = {**sync_bench.measure(size, campaign_rps=args.campaign_rps), "measured": now}
         # Sizes merged from earlier runs may have had another limit: record each size's own.
         settings.pop("campaign_rps", None)
         settings["sizes"] = ",".join(sorted(results["sync"], key=int))
