@@ -385,6 +385,10 @@ class Served:
     _thread: threading.Thread | None = field(default=None, repr=False)
     _ca: Any = field(default=None, repr=False)  # keeps the CA's temp dir (and ca_file) alive
 
+    def open_connections(self) -> int:
+        """Client connections the server holds open now (a client that never closes its session shows here)."""
+        return len(self._server.server_state.connections)
+
     def client_ssl(self) -> ssl.SSLContext:
         """What an httpx client passes as ``verify=`` to trust this server (httpx deprecates a path there)."""
         return ssl.create_default_context(cafile=str(self.ca_file))
@@ -398,8 +402,9 @@ class Served:
 def _uvicorn_server(emulator: Emulator, host: str, port: int, ca: Any) -> Any:
     import uvicorn
 
+    # A client that keeps a TLS connection idle would hold a graceful shutdown until its TLS close times out.
     config = uvicorn.Config(emulator.app, host=host, port=port, log_level="warning", lifespan="off",
-                            **ca.ssl_kwargs(host))
+                            timeout_graceful_shutdown=2, **ca.ssl_kwargs(host))
     return uvicorn.Server(config)
 
 

@@ -105,6 +105,13 @@ class EntraTokenProvider:
                 self._token, self._expires_at = token, self._clock() + expires_in
             return self._token
 
+    async def aclose(self) -> None:
+        """Close the session MSAL keeps open to Entra ID (not one the caller passed in): a kept-alive TLS
+        connection left behind holds the server's graceful shutdown until its TLS close times out."""
+        close = getattr(getattr(self._app, "http_client", None), "close", None)
+        if self._http_client is None and close is not None:
+            await asyncio.to_thread(close)
+
     # -- runs in a worker thread: MSAL is synchronous -----------------------------------------------
 
     def _build_app(self) -> Any:

@@ -29,9 +29,9 @@ class Connectors(NamedTuple):
             if conn is not None and id(conn.http) not in closed:
                 closed.add(id(conn.http))
                 await conn.http.aclose()
-        auth = getattr(self.campaign, "ims", None) or getattr(self.events, "ims", None)
-        if auth is not None:
-            await auth.aclose()
+        for auth in (getattr(self.d365, "entra", None), getattr(self.campaign, "ims", None)):
+            if auth is not None:
+                await auth.aclose()
 
 
 def build_connectors(env: Environment, *, catalog: Catalog | None = None,
@@ -60,6 +60,7 @@ def build_connectors(env: Environment, *, catalog: Catalog | None = None,
                           base_url=env.d365.api_base, headers={k: v for k, v in ODATA_HEADERS.items()
                                                                if k != "Content-Type"})
         d365 = D365Connector(env.d365, http, catalog)
+        d365.entra = entra  # type: ignore[attr-defined]  # closed with the connectors
     ims = None
     if env.campaign is not None:
         ims = ImsTokenProvider(env.campaign, setting_prefix=f"{prefix}.campaign", verify=verify, transport=transport)

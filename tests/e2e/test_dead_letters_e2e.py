@@ -3,6 +3,8 @@ the record no longer needs a write (filtered, deleted, already in the target).""
 
 from __future__ import annotations
 
+import yaml
+
 from emulators.faults import FaultProfile
 from engine.executor import DEFERRED_PREFIX, TRANSIENT_PREFIX
 from engine.runner import RunReport
@@ -70,6 +72,9 @@ def test_a_delete_that_failed_is_retried_by_the_next_run(live: Live) -> None:
                    and flow.evaluate(r).__class__.__name__ == "Mapped")
     key = contact["contactid"]
     live.control("DELETE", f"d365/contact/{key}")
+    config = yaml.safe_load(live.config.read_text())
+    config["environments"]["emulator"]["campaign"].setdefault("limits", {})["max_retries"] = 1  # fail fast
+    live.config.write_text(yaml.safe_dump(config))
     live.emulator.adobe_faults.set_profile(FaultProfile(p_503=1.0))  # Campaign answers nothing but 503
     live.run(only=["contacts"], optouts=False)
     letter = open_letters(live, "contacts").get(key)

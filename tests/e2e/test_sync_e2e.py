@@ -11,6 +11,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,15 @@ def test_demo_story_ends_in_the_expected_state(project: Path) -> None:
     assert sum(counts(second, f)["created"] for f in ("email_sends", "email_opens", "email_clicks")) > 50
     assert second.optouts[0].written_to_d365 == 1
     assert all(r.counts.written == 0 for r in third.flows)
+
+
+def test_a_run_leaves_no_connection_open(live: Live) -> None:
+    live.run()  # every service, Entra ID through MSAL's own session included
+    for _ in range(100):  # the server thread sees closed connections a moment later
+        if live.served.open_connections() == 0:
+            break
+        time.sleep(0.05)
+    assert live.served.open_connections() == 0
 
 
 def test_contacts_edits_deletes_and_filter_changes(live: Live) -> None:
