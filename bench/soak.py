@@ -8,8 +8,9 @@ How it goes, bounded in time:
 
 1. churn (``--seconds``): a mutator edits, deactivates, reactivates, deletes and creates contacts, edits
    vehicles, opts profiles out in Campaign and sends deliveries (journal events), through the emulators'
-   control endpoints, *while* ``run_job`` runs all flows back to back (what ``mapsync run --watch`` does);
-   one run failing (a fault that outlived its retries) is counted and the loop goes on;
+   control endpoints, *while* the real ``mapsync run --watch 1`` runs every flow in its own process; at
+   the end it gets SIGTERM and finishes its current run, as under systemd. Its runs are read back from
+   the state store, its retries from its log lines (``event=http.retry``);
 2. settle: faults off, the CRM stops changing; dead letters left by transient failures are queued again
    with the real CLI (``mapsync deadletters retry --all``, as an operator would), and the flows run until a
    run writes nothing (at most ``SETTLE_RUNS`` runs);
@@ -29,6 +30,8 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -43,25 +46,23 @@ import httpx
 from dsl.runtime import Mapped
 from emulators.server import Emulator, start_in_thread, write_config
 from engine.runner import Job, RunReport, load_job, run_job
+from engine.state.base import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTLE_RUNS = 4
 MUTATION_PAUSE_S = 0.5
 
 
-class _RetryCounter(logging.Handler):
-    """Counts the HTTP layer's retries (its ``http.retry`` log events) by service and status."""
+_RETRY_LINE = re.compile(r"event=http\.retry\b.*?\bservice=(\S+).*?\bstatus=(\S+)")
 
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.retries: Counter[str] = Counter()
-        self.warnings = 0
 
-    def emit(self, record: logging.LogRecord) -> None:
-        if getattr(record, "event", None) == "http.retry":
-            self.retries[f"{getattr(record, 'service', '?')} {getattr(record, 'status', None) or 'no reply'}"] += 1
-        elif record.levelno >= logging.WARNING:
-            self.warnings += 1
+def _retries_logged(log_text: str) -> Counter[str]:
+    """The HTTP layer's retries (its ``event=http.retry`` log lines) by service and status."""
+    found: Counter[str] = Counter()
+    for match in _RETRY_LINE.finditer(log_text):
+        status = match.group(2)
+        found[f"{match.group(1)} {'no reply' if status == 'None' else status}"] += 1
+    return found
 
 
 class Mutator:
@@ -153,23 +154,37 @@ def _moved(report: RunReport) -> int:
     return sum(r.counts.written for r in report.flows)
 
 
-async def _runs(job: Job, deadline: float, tally: dict[str, Any], log: Any) -> None:
-    """Back-to-back runs of every flow until ``deadline`` (the --watch loop)."""
-    while time.monotonic() < deadline:
-        tally["runs"] += 1
+def _start_watch(config: Path, folder: Path) -> subprocess.Popen[bytes]:
+    """``mapsync run --watch 1`` as an operator runs it: its own process, its log in files."""
+    cmd = [sys.executable, "-m", "engine.cli", "--config", str(config), "run", "--env", "emulator", "--watch", "1"]
+    with (folder / "watch.out").open("wb") as out, (folder / "watch.err").open("wb") as err:
+        return subprocess.Popen(cmd, cwd=folder, stdout=out, stderr=err)
+
+
+def _stop_watch(proc: subprocess.Popen[bytes]) -> int:
+    """SIGTERM: the current run finishes, then the process exits. A second one after a while interrupts it."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=240)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
         try:
-            report = await run_job(job)
-        except Exception as exc:  # a run that fails is counted and the next one starts, as --watch does
-            tally["failed_runs"] += 1
-            tally["failures"][f"{type(exc).__name__}: {str(exc)[:160]}"] += 1
-            continue
-        tally["moved"] += _moved(report)
-        for r in report.flows:
-            tally["dead_letters"] += r.counts.rejected + r.counts.failed
-            if r.outcome != "ok":
-                tally["failures"][f"flow {r.flow}: {r.outcome}"] += 1
-        log(f"  run {tally['runs']}: " + ", ".join(f"{r.flow} {r.counts.written}" for r in report.flows
-                                                   if r.counts.written) + f" ({_moved(report)} records)")
+            return proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
+
+
+def _watch_runs(job: Job) -> tuple[int, int, int, int]:
+    """From the state store: flow runs of the watch process, how many failed, records written, dead letters."""
+    store = open_store(job.env.state_url, password=job.env.state_password)
+    try:
+        runs = store.list_runs(limit=1_000_000)
+    finally:
+        store.close()
+    written = sum(r.counts.get("created", 0) + r.counts.get("updated", 0) + r.counts.get("deleted", 0) for r in runs)
+    dead = sum(r.counts.get("rejected", 0) + r.counts.get("failed", 0) for r in runs)
+    return len(runs), sum(r.outcome != "ok" for r in runs), written, dead
 
 
 def _duplicates(emulator: Emulator) -> list[str]:
@@ -221,12 +236,6 @@ def _same(have: Any, want: Any) -> bool:
 def soak(*, seconds: float, contacts: int, seed: int, faults: str = "hostile", log: Any = print) -> int:
     from engine.demo import verify
 
-    handler = _RetryCounter()
-    mapsync_log = logging.getLogger("mapsync")
-    mapsync_log.addHandler(handler)
-    mapsync_log.setLevel(logging.INFO)
-    mapsync_log.propagate = False  # counted here, not printed: hostile faults make thousands of retries
-
     emulator = Emulator(seed=seed, contacts=contacts, faults=faults)
     served = start_in_thread(emulator)
     # uvicorn prints a traceback for every connection the fault injector drops on purpose (set after
@@ -235,26 +244,31 @@ def soak(*, seconds: float, contacts: int, seed: int, faults: str = "hostile", l
     folder = Path(tempfile.mkdtemp(prefix="mapsync-soak-"))
     config = write_config(folder / "mapsync.yaml", base_url=served.base_url, ca_file=served.ca_file,
                           state=f"sqlite:///{folder / 'state.sqlite'}", mappings=str((ROOT / "mappings").resolve()))
-    tally: dict[str, Any] = {"runs": 0, "failed_runs": 0, "moved": 0, "dead_letters": 0, "failures": Counter()}
     started = time.monotonic()
     try:
         job = load_job(config, "emulator")
         contact_ids = [r["contactid"] for r in emulator.dataverse.store.rows("contact")]
         vehicle_ids = [r["new_vehicleid"] for r in emulator.dataverse.store.rows("new_vehicle")]
-        log(f"soak: {contacts} contacts, faults {faults!r}, {seconds:g} s of churn; emulators on {served.base_url}")
+        log(f"soak: {contacts} contacts, faults {faults!r}, {seconds:g} s of churn; emulators on {served.base_url}; "
+            f"`mapsync run --watch 1` logging to {folder}")
 
         async def churn() -> Mutator:
             async with httpx.AsyncClient(base_url=served.base_url, verify=served.client_ssl(), timeout=30) as client:
                 mutator = Mutator(client, contact_ids, vehicle_ids, seed)
-                deadline = time.monotonic() + seconds
-                await asyncio.gather(mutator.run_until(deadline), _runs(job, deadline, tally, log))
+                await mutator.run_until(time.monotonic() + seconds)
                 return mutator
 
-        mutator = asyncio.run(churn())
+        watch = _start_watch(config, folder)
+        try:
+            mutator = asyncio.run(churn())
+        finally:
+            exit_code = _stop_watch(watch)
         churn_counters = emulator.counters()
+        runs, failed_runs, moved, dead_letters = _watch_runs(job)
+        retries = _retries_logged((folder / "watch.err").read_text(encoding="utf-8", errors="replace"))
         emulator.set_faults("none")
-        log(f"settle: faults off after {tally['runs']} runs ({tally['failed_runs']} failed); CRM changes: "
-            + ", ".join(f"{k} {v}" for k, v in sorted(mutator.done.items())))
+        log(f"settle: watch process stopped (exit {exit_code}) after {runs} flow runs ({failed_runs} failed); "
+            "faults off; CRM changes: " + ", ".join(f"{k} {v}" for k, v in sorted(mutator.done.items())))
         retried = subprocess.run([sys.executable, "-m", "engine.cli", "--config", str(config), "deadletters", "retry",
                                   "--all", "--env", "emulator"], cwd=folder, capture_output=True, text=True,
                                  timeout=120, check=False)
@@ -262,31 +276,26 @@ def soak(*, seconds: float, contacts: int, seed: int, faults: str = "hostile", l
             f"{retried.stderr.strip()[-300:]}")
         for i in range(SETTLE_RUNS):
             report = asyncio.run(run_job(job))
-            tally["moved"] += _moved(report)
+            moved += _moved(report)
             log(f"  settle run {i + 1}: {_moved(report)} records written, "
                 f"{sum(r.counts.deferred for r in report.flows)} deferred, "
                 f"{sum(r.counts.rejected + r.counts.failed for r in report.flows)} dead letters")
             if _moved(report) == 0:
                 break
-
-        mismatches = verify(job, emulator)
-        mismatches += _duplicates(emulator) + _activity_fields(job, emulator)
+        mismatches = verify(job, emulator) + _duplicates(emulator) + _activity_fields(job, emulator)
     finally:
         served.stop()
-        mapsync_log.removeHandler(handler)
 
     faults_injected = {service: dict(kinds) for service, kinds in churn_counters["faults_injected"].items()}
     total_faults = sum(sum(k.values()) for k in faults_injected.values())
     log("")
-    log(f"duration:         {time.monotonic() - started:.0f} s ({tally['runs']} runs under faults, "
-        f"{tally['failed_runs']} failed and were retried by the next run)")
-    log(f"records moved:    {tally['moved']:,}")
+    log(f"duration:         {time.monotonic() - started:.0f} s ({runs} flow runs by `mapsync run --watch` under "
+        f"faults, {failed_runs} failed and were taken up by the next run)")
+    log(f"records moved:    {moved:,}")
     log(f"requests:         {sum(churn_counters['requests'].values()):,} under faults {churn_counters['requests']}")
     log(f"faults injected:  {total_faults:,} {faults_injected}")
-    log(f"retries:          {sum(handler.retries.values()):,} {dict(handler.retries.most_common())}")
-    log(f"dead letters:     {tally['dead_letters']:,} recorded during the churn (queued again before settling)")
-    for failure, n in tally["failures"].most_common(10):
-        log(f"  failed run x{n}: {failure}")
+    log(f"retries:          {sum(retries.values()):,} {dict(retries.most_common())}")
+    log(f"dead letters:     {dead_letters:,} recorded during the churn (queued again before settling)")
     for error in mutator.errors[:5]:
         log(f"  control call refused: {error}")
     for m in mismatches[:50]:
