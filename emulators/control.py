@@ -105,12 +105,7 @@ def control_routes(emu: Emulator) -> list[Route]:
         if table not in dv.store.tables:
             raise _Bad(f"unknown Dataverse table {table!r}", 404)
         offset, limit = _page(request)
-        rows = []
-        for i, row in enumerate(dv.store.rows(table)):
-            if i >= offset + limit:
-                break
-            if i >= offset:
-                rows.append(row)
+        rows = dv.store.rows_page(table, offset, limit)
         return JSONResponse({"table": table, "offset": offset, "count": dv.store.count(table), "rows": rows})
 
     async def campaign_rows(request: Request) -> Response:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from itertools import islice
 from typing import Any
 
 from emulators.dataverse.errors import DataverseError
@@ -225,6 +226,12 @@ class DataverseStore:
     def rows(self, table: str) -> Iterator[dict[str, Any]]:
         for row in self.all_rows(table):
             yield self.as_dict(table, row)
+
+    def rows_page(self, table: str, offset: int, limit: int) -> list[dict[str, Any]]:
+        """Rows ``offset`` to ``offset + limit`` in insertion order; the rows skipped are not decoded."""
+        t = self._table(table)
+        live = (rid for rid in t.order if rid is not None)
+        return [self.as_dict(table, t.decode(t.rows[rid], rid)) for rid in islice(live, offset, offset + limit)]
 
     def count(self, table: str) -> int:
         return len(self._table(table).rows)

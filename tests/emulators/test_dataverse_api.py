@@ -327,3 +327,13 @@ def test_store_roundtrip_and_dump(store: DataverseStore) -> None:
     assert store.get("contact", c["contactid"]) is None and store.count("contact") == 0
     store.reset()
     assert store.dump() == {name: [] for name in sorted(store.tables)}
+
+
+def test_rows_page_is_a_slice_of_the_rows_in_insertion_order(store: DataverseStore) -> None:
+    ids = [_contact(store, firstname=f"N{i}")["contactid"] for i in range(12)]
+    store.delete("contact", ids[3])
+    store.delete("contact", ids[8])
+    everything = list(store.rows("contact"))
+    assert [r["contactid"] for r in everything] == [i for i in ids if i not in (ids[3], ids[8])]
+    for offset, limit in ((0, 5), (5, 5), (8, 5), (10, 5), (20, 5)):
+        assert store.rows_page("contact", offset, limit) == everything[offset:offset + limit]
