@@ -100,6 +100,8 @@ def markdown(results: dict[str, Any], keys: dict[str, Any]) -> str:
             f"| full sync {n}: runner peak RSS | {s['peak_rss_mb']:,.0f} MB | < 250 MB, flat |",
             f"| full sync {n}: API calls | {sum(s['calls'].values()):,} ({', '.join(f'{k} {v:,}' for k, v in s['calls'].items())}) | |",
         ]
+        if s.get("note"):
+            lines.append(f"| full sync {n}: note | {s['note']} | |")
         inc = s.get("incremental")
         if inc:
             lines += [

@@ -44,8 +44,11 @@ from typing import Any
 import httpx
 import yaml
 
+from emulators.seed import contact_id
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+SEED = 42  # the emulator's data set: contact i has the id contact_id(SEED, i)
 READY_TIMEOUT_S = 1800.0  # seeding 1M contacts takes minutes on a busy machine
 
 
@@ -230,13 +233,12 @@ def allowed_in(seconds: float, requests: int, window: float) -> int:
     return requests * (int(seconds // window) + 1)
 
 
-def edit_contacts(emu: EmulatorProcess, fraction: float, *, seed: int = 7) -> int:
-    """Change ``fraction`` of the contacts as a CRM user would (a new job title); returns how many."""
-    ids = [r["contactid"] for r in emu.rows("d365", "contact")]
-    rnd = random.Random(seed)
-    chosen = rnd.sample(ids, max(1, round(len(ids) * fraction)))
-    for i, contact_id in enumerate(chosen):
-        emu.control("PATCH", f"d365/contact/{contact_id}", {"jobtitle": f"Changed {i}"})
+def edit_contacts(emu: EmulatorProcess, fraction: float, *, size: int, seed: int = 42, pick: int = 7) -> int:
+    """Change ``fraction`` of the ``size`` seeded contacts as a CRM user would (a new job title); returns how
+    many. Their ids follow from the emulator's seed, so nothing is read back (1M rows would be gigabytes)."""
+    chosen = random.Random(pick).sample(range(size), max(1, round(size * fraction)))
+    for n, i in enumerate(chosen):
+        emu.control("PATCH", f"d365/contact/{contact_id(seed, i)}", {"jobtitle": f"Changed {n}"})
     return len(chosen)
 
 
@@ -245,7 +247,7 @@ def measure(size: int, *, campaign_rps: float, window: float = 10.0, change: flo
     """Full sync of ``size`` contacts (and, if asked, an incremental run after ``change`` of them changed)."""
     requests = max(1, round(campaign_rps * window))
     log(f"[sync {size:,}] seeding the emulator ...")
-    emu = start_emulator(contacts=size, limits={"campaign_requests": requests, "campaign_window_seconds": window,
+    emu = start_emulator(contacts=size, seed=SEED, limits={"campaign_requests": requests, "campaign_window_seconds": window,
                                                 "campaign_concurrency": concurrency * 2})
     folder = Path(tempfile.mkdtemp(prefix="mapsync-bench-sync-"))
     try:
@@ -272,7 +274,7 @@ def measure(size: int, *, campaign_rps: float, window: float = 10.0, change: flo
             f"{written / allowed:.3f} of the {allowed:,} writes the limit allows in that time; runner peak RSS {full['peak_rss_mb']:.0f} MB; "
             f"calls {result['calls']}")
         if incremental:
-            changed = edit_contacts(emu, change)
+            changed = edit_contacts(emu, change, size=size, seed=SEED)
             before = _total_requests(emu.counters())
             inc = run_in_process(config)
             after = _total_requests(emu.counters())
