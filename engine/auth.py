@@ -27,7 +27,7 @@ import httpx
 from engine.config import CampaignSettings, D365Settings
 from engine.errors import ConfigError, TransientError
 
-__all__ = ["REFRESH_MARGIN_SECONDS", "EntraTokenProvider", "ImsTokenProvider"]
+__all__ = ["REFRESH_MARGIN_SECONDS", "EntraTokenProvider", "ImsTokenProvider", "TokenCache"]
 
 # MSAL does not hand out a cached token with less than 300 s left; renewing our own copy at the same point
 # keeps a long request from starting with a token that dies in flight.
@@ -65,7 +65,58 @@ def _scrub(text: str, *secrets: str) -> str:
     return text
 
 
-class EntraTokenProvider:
+class TokenCache:
+    """Tokens kept across runs of one process (``mapsync run --watch``), so each round does not ask Entra ID
+    and IMS for a new one: keyed by issuer, client and scope; in memory only, never written anywhere."""
+
+    def __init__(self) -> None:
+        self._tokens: dict[tuple[str, ...], tuple[str, float]] = {}
+
+    def get(self, key: tuple[str, ...], now: float) -> tuple[str, float] | None:
+        found = self._tokens.get(key)
+        return found if found is not None and found[1] - now >= REFRESH_MARGIN_SECONDS else None
+
+    def put(self, key: tuple[str, ...], token: str, expires_at: float) -> None:
+        self._tokens[key] = (token, expires_at)
+
+    def __repr__(self) -> str:
+        return f"TokenCache({len(self._tokens)} tokens)"
+
+
+class _RenewingToken:
+    """What both providers share: one token reused until shortly before it expires, renewed when a service
+    refused it (401), and kept in a ``TokenCache`` across runs when one is given."""
+
+    _clock: Callable[[], float]
+    _cache: TokenCache | None
+    _cache_key: tuple[str, ...]
+
+    def _start_tokens(self, clock: Callable[[], float], cache: TokenCache | None, key: tuple[str, ...]) -> None:
+        self._clock, self._cache, self._cache_key = clock, cache, key
+        self._token: str | None = None
+        self._expires_at = 0.0
+        self._lock: asyncio.Lock | None = None
+
+    async def _fetch(self, force: bool) -> tuple[str, float]:
+        raise NotImplementedError
+
+    async def token(self, *, stale: str | None = None) -> str:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            force = stale is not None and stale == self._token
+            now = self._clock()
+            if self._token is None and self._cache is not None:
+                self._token, self._expires_at = self._cache.get(self._cache_key, now) or (None, 0.0)
+            if force or self._token is None or self._expires_at - now < REFRESH_MARGIN_SECONDS:
+                token, expires_in = await self._fetch(force)
+                self._token, self._expires_at = token, self._clock() + expires_in
+                if self._cache is not None:
+                    self._cache.put(self._cache_key, token, self._expires_at)
+            return self._token
+
+
+class EntraTokenProvider(_RenewingToken):
     """Client-credentials tokens from Entra ID for one Dataverse organization, via MSAL."""
 
     def __init__(
@@ -76,16 +127,14 @@ class EntraTokenProvider:
         verify: bool | str | Path = True,
         clock: Callable[[], float] = time.time,
         http_client: Any = None,
+        cache: TokenCache | None = None,
     ) -> None:
         self._settings = settings
         self._prefix = setting_prefix
         self._verify = verify if isinstance(verify, bool) else str(verify)
-        self._clock = clock
         self._http_client = http_client  # a requests-like session MSAL should use instead of its own
         self._app: Any = None
-        self._token: str | None = None
-        self._expires_at = 0.0
-        self._lock: asyncio.Lock | None = None
+        self._start_tokens(clock, cache, ("entra", self.authority, settings.client_id, settings.scope))
         self.acquisitions = 0  # tokens fetched from Entra ID (not from a cache): for tests and stats
 
     @property
@@ -95,15 +144,8 @@ class EntraTokenProvider:
     def __repr__(self) -> str:
         return f"EntraTokenProvider(authority={self.authority!r}, client_id={self._settings.client_id!r})"
 
-    async def token(self, *, stale: str | None = None) -> str:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            force = stale is not None and stale == self._token
-            if force or self._token is None or self._expires_at - self._clock() < REFRESH_MARGIN_SECONDS:
-                token, expires_in = await asyncio.to_thread(self._acquire, force)
-                self._token, self._expires_at = token, self._clock() + expires_in
-            return self._token
+    async def _fetch(self, force: bool) -> tuple[str, float]:
+        return await asyncio.to_thread(self._acquire, force)  # MSAL is synchronous
 
     async def aclose(self) -> None:
         """Close the session MSAL keeps open to Entra ID (not one the caller passed in): a kept-alive TLS
@@ -216,7 +258,7 @@ class EntraTokenProvider:
             "set ca_file to the CA bundle that signed it", setting=full)
 
 
-class ImsTokenProvider:
+class ImsTokenProvider(_RenewingToken):
     """OAuth server-to-server tokens from Adobe IMS (``POST {ims_url}/ims/token/v3``)."""
 
     def __init__(
@@ -228,15 +270,13 @@ class ImsTokenProvider:
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
         timeout: float = 30.0,
+        cache: TokenCache | None = None,
     ) -> None:
         self._settings = settings
         self._prefix = setting_prefix
-        self._clock = clock
         self._client = httpx.AsyncClient(verify=_verify_for_httpx(verify), transport=transport,
                                          timeout=httpx.Timeout(timeout))
-        self._token: str | None = None
-        self._expires_at = 0.0
-        self._lock: asyncio.Lock | None = None
+        self._start_tokens(clock, cache, ("ims", settings.ims_url, settings.client_id, ",".join(settings.scopes)))
         self.acquisitions = 0
 
     def __repr__(self) -> str:
@@ -245,15 +285,8 @@ class ImsTokenProvider:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def token(self, *, stale: str | None = None) -> str:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            force = stale is not None and stale == self._token
-            if force or self._token is None or self._expires_at - self._clock() < REFRESH_MARGIN_SECONDS:
-                token, expires_in = await self._acquire()
-                self._token, self._expires_at = token, self._clock() + expires_in
-            return self._token
+    async def _fetch(self, force: bool) -> tuple[str, float]:
+        return await self._acquire()
 
     async def _acquire(self) -> tuple[str, float]:
         s = self._settings

@@ -20,6 +20,7 @@ from dsl.compiler import CompiledFlow, compile_project
 from dsl.errors import CheckError
 from dsl.project import Project, load_project
 from dsl.schema import Catalog, load_catalog
+from engine.auth import TokenCache
 from engine.config import Config, Environment, load_config
 from engine.connectors import Connectors, build_connectors
 from engine.errors import ConfigError, LeaseHeld, SyncError
@@ -131,8 +132,9 @@ async def run_job(job: Job, *, only: Sequence[str] | None = None, full: bool = F
                   replay: Sequence[str] = (), dry_run: bool = False,
                   on_progress: Callable[[str, FlowCounts], None] | None = None,
                   transport: Any = None, msal_http_client: Any = None,
-                  store: StateStore | None = None, optouts: bool = True) -> RunReport:
-    """Run (or plan) the job's flows once, then its opt-out rules."""
+                  store: StateStore | None = None, optouts: bool = True, tokens: TokenCache | None = None) -> RunReport:
+    """Run (or plan) the job's flows once, then its opt-out rules. Runs that share ``tokens`` (``--watch``)
+    reuse the access tokens of the ones before."""
     unknown = [f for f in [*(only or ()), *replay] if f not in job.flows]
     if unknown:
         raise ConfigError(f"unknown flow(s): {', '.join(unknown)}; the mappings define: {', '.join(sorted(job.flows))}",
@@ -140,7 +142,8 @@ async def run_job(job: Job, *, only: Sequence[str] | None = None, full: bool = F
     names = [n for n in order_flows(job.flows, job.project) if not only or n in only or n in replay]
     own_store = store is None
     store = store or open_store(job.env.state_url, password=job.env.state_password)
-    connectors = build_connectors(job.env, catalog=job.catalog, transport=transport, msal_http_client=msal_http_client)
+    connectors = build_connectors(job.env, catalog=job.catalog, transport=transport, msal_http_client=msal_http_client,
+                                  tokens=tokens)
     report = RunReport()
     holder = runner_id()
     links = {name: frozenset(_linked_flows(job.project.flows[name])) - {name} for name in names}

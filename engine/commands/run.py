@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from engine.auth import TokenCache
 from engine.commands._common import add_command
 from engine.progress import RunDisplay, configure_logging, console, optout_line, print_notes, summary_table
 from engine.runner import RunReport, load_job, run_job
@@ -59,10 +60,11 @@ async def _watch(job: Any, args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, on_signal)
     first = True
     status = 0
+    tokens = TokenCache()  # one Entra ID and one IMS token for as long as they last, not one per round
     try:
         while not stop.is_set():
             current = asyncio.create_task(run_job(job, only=args.flow, full=args.full and first,
-                                                  replay=args.replay if first else ()))
+                                                  replay=args.replay if first else (), tokens=tokens))
             try:
                 report = await current
             except asyncio.CancelledError:

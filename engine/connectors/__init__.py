@@ -8,6 +8,7 @@ if TYPE_CHECKING:
     import httpx
 
     from dsl.schema import Catalog
+    from engine.auth import TokenCache
     from engine.config import Environment
     from engine.connectors.campaign import CampaignConnector
     from engine.connectors.d365 import D365Connector
@@ -35,7 +36,8 @@ class Connectors(NamedTuple):
 
 
 def build_connectors(env: Environment, *, catalog: Catalog | None = None,
-                     transport: httpx.AsyncBaseTransport | None = None, msal_http_client: object = None) -> Connectors:
+                     transport: httpx.AsyncBaseTransport | None = None, msal_http_client: object = None,
+                     tokens: TokenCache | None = None) -> Connectors:
     """Connectors for ``env``: one HttpClient per service, Entra ID for Dataverse, one IMS token for Adobe.
 
     ``transport`` (e.g. ``httpx.ASGITransport(app=emulator.app)``) routes every service in-process;
@@ -55,7 +57,7 @@ def build_connectors(env: Environment, *, catalog: Catalog | None = None,
     d365 = campaign = events = None
     if env.d365 is not None:
         entra = EntraTokenProvider(env.d365, setting_prefix=f"{prefix}.d365", verify=verify,
-                                   http_client=msal_http_client)
+                                   http_client=msal_http_client, cache=tokens)
         http = HttpClient("d365", env.d365.limits, entra, verify=verify, transport=transport,
                           base_url=env.d365.api_base, headers={k: v for k, v in ODATA_HEADERS.items()
                                                                if k != "Content-Type"})
@@ -63,7 +65,8 @@ def build_connectors(env: Environment, *, catalog: Catalog | None = None,
         d365.entra = entra  # type: ignore[attr-defined]  # closed with the connectors
     ims = None
     if env.campaign is not None:
-        ims = ImsTokenProvider(env.campaign, setting_prefix=f"{prefix}.campaign", verify=verify, transport=transport)
+        ims = ImsTokenProvider(env.campaign, setting_prefix=f"{prefix}.campaign", verify=verify, transport=transport,
+                               cache=tokens)
         http = HttpClient("campaign", env.campaign.limits, ims, verify=verify, transport=transport,
                           base_url=env.campaign.api_base, headers=campaign_headers(env.campaign))
         campaign = CampaignConnector(env.campaign, http, catalog)

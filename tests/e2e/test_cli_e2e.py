@@ -70,6 +70,7 @@ def test_watch_stops_cleanly_on_sigterm(live: Live) -> None:
     out, err = proc.communicate(timeout=120)
     assert "stopped" in out, err
     assert "Traceback" not in err
+    assert live.emulator.counters()["requests"]["ims"] == 1  # one token for every round, not one per round
 
 
 def test_bad_credentials_unreachable_service_and_broken_state_each_say_what_to_fix(live: Live) -> None:

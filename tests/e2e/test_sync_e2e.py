@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from dsl.runtime import Mapped
+from engine.auth import TokenCache
 from engine.demo import run_demo, verify
 from engine.state.base import open_store
 from tests.e2e.conftest import Live
@@ -46,6 +47,16 @@ def test_a_run_leaves_no_connection_open(live: Live) -> None:
             break
         time.sleep(0.05)
     assert live.served.open_connections() == 0
+
+
+def test_runs_sharing_a_token_cache_ask_entra_and_ims_once(live: Live) -> None:
+    tokens = TokenCache()  # what `mapsync run --watch` keeps across its rounds
+    live.run(tokens=tokens)
+    first = live.emulator.counters()["requests"]
+    live.run(tokens=tokens)
+    second = live.emulator.counters()["requests"]
+    assert second["dataverse"] > first["dataverse"] and second["campaign"] > first["campaign"]  # it did run
+    assert (second["entra"], second["ims"]) == (first["entra"], first["ims"])
 
 
 def test_contacts_edits_deletes_and_filter_changes(live: Live) -> None:

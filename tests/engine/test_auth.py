@@ -23,7 +23,7 @@ from emulators.entra import entra_routes
 from emulators.ims import IMS_ORG, ims_routes
 from emulators.tls import TestCA
 from emulators.tokens import TokenIssuer
-from engine.auth import EntraTokenProvider, ImsTokenProvider
+from engine.auth import EntraTokenProvider, ImsTokenProvider, TokenCache
 from engine.config import CampaignSettings, D365Settings, Secret, ServiceLimits
 from engine.errors import ConfigError
 from engine.http import HttpClient
@@ -209,6 +209,35 @@ def test_ims_token_cached_and_renewed_before_expiry() -> None:
         assert second != first and provider.acquisitions == 2
         assert await provider.token(stale=second) != second
         await provider.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_providers_sharing_a_token_cache_ask_once_until_it_nears_expiry_or_is_refused(entra: Served) -> None:
+    settings, transport, _issuer = ims()
+    now = [0.0]
+    tokens = TokenCache()
+
+    def providers() -> tuple[ImsTokenProvider, EntraTokenProvider]:
+        return (ImsTokenProvider(settings, transport=transport, clock=lambda: now[0], cache=tokens),
+                EntraTokenProvider(d365(entra), verify=entra.ca, clock=lambda: now[0], cache=tokens))
+
+    async def scenario() -> None:
+        first_ims, first_entra = providers()  # one run of `--watch`
+        ims_token, entra_token = await first_ims.token(), await first_entra.token()
+        await first_ims.aclose()
+        await first_entra.aclose()
+        second_ims, second_entra = providers()  # the next round: new connectors, the same cache
+        assert (await second_ims.token(), await second_entra.token()) == (ims_token, entra_token)
+        assert (second_ims.acquisitions, second_entra.acquisitions) == (0, 0)
+        renewed = await second_ims.token(stale=ims_token)  # Campaign said 401: a new one, for later rounds too
+        assert renewed != ims_token
+        third_ims, _ = providers()
+        assert await third_ims.token() == renewed
+        now[0] += 86399 - 299  # inside the renewal margin: the cached one is not handed out
+        assert await providers()[0].token() != renewed
+        for provider in (second_ims, second_entra, third_ims):
+            await provider.aclose()
 
     asyncio.run(scenario())
 
