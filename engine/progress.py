@@ -66,9 +66,8 @@ class RunDisplay:
             self._last_line = now
             rate = counts.read / max(1e-6, now - self.started[flow])
             left = remaining_seconds(counts, rate)
-            share = "" if left is None else \
-                f", {counts.read / max(1, counts.expected_reads or 1):.0%} of about {counts.expected_reads:,}, " \
-                f"{format_duration(left)} left"
+            share = "" if left is None or not counts.expected_reads else \
+                f", {counts.read / counts.expected_reads:.0%} of about {counts.expected_reads:,}, {format_duration(left)} left"
             log.info("%s: %d read, %d written, %d rejected (%.0f records/s%s)", flow, counts.read, counts.written,
                      counts.rejected + counts.failed, rate, share,
                      extra={"event": "run.progress", "flow": flow, "rate": round(rate),
