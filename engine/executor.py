@@ -456,33 +456,26 @@ class FlowRunner:
                 gone.append(entry)
         if not gone:
             return
-        total = max(1, await self._call(self.store.count_keys, self.flow.name))
+        plan = self._deletion  # the flow's `on delete` policy
         limit = self.flow.max_deletes
-        if self.flow.mode != "mirror":
-            work: list[_Work] = []
-            for entry in gone:
-                self._deletion(entry, work)
-            if self.dry_run:
-                self._record_plan(work)
-                return
-            await self._call(self._acknowledge, work, await self._write(work), [], None)
-            return
-        if limit is not None:
-            value, percent = limit.value, limit.percent
-            allowed = total * value / 100 if percent else value
-            if len(gone) > allowed:
-                raise SyncError(
-                    f"flow {self.flow.name}: mirror mode would delete {len(gone)} of {total} records, more than "
-                    f"`max deletes` allows ({value:g}{'%' if percent else ''}); nothing was deleted. Check the "
-                    "source, or raise the limit in the mapping.")
+        if self.flow.mode == "mirror":
+            plan = self._removal
+            if limit is not None:
+                total = max(1, await self._call(self.store.count_keys, self.flow.name))
+                value, percent = limit.value, limit.percent
+                allowed = total * value / 100 if percent else value
+                if len(gone) > allowed:
+                    raise SyncError(
+                        f"flow {self.flow.name}: mirror mode would delete {len(gone)} of {total} records, more "
+                        f"than `max deletes` allows ({value:g}{'%' if percent else ''}); nothing was deleted. "
+                        "Check the source, or raise the limit in the mapping.")
         work: list[_Work] = []
         for entry in gone:
-            self._removal(entry, work)
+            plan(entry, work)
         if self.dry_run:
             self._record_plan(work)
             return
-        outcomes = await self._write(work)
-        await self._call(self._acknowledge, work, outcomes, [], None)
+        await self._call(self._acknowledge, work, await self._write(work), [], None)
 
     # ------------------------------------------------------------------------------------------- writing
 

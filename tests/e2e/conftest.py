@@ -23,6 +23,11 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def counts(report: RunReport, flow: str) -> dict[str, int]:
+    """One flow's counts in a run's report."""
+    return next(r.counts.as_dict() for r in report.flows if r.flow == flow)
+
+
 class Live:
     def __init__(self, emulator: Emulator, served: Served, config: Path) -> None:
         self.emulator = emulator

@@ -7,13 +7,8 @@ import yaml
 
 from emulators.faults import FaultProfile
 from engine.executor import DEFERRED_PREFIX, TRANSIENT_PREFIX
-from engine.runner import RunReport
 from engine.state.base import open_store
-from tests.e2e.conftest import Live
-
-
-def counts(report: RunReport, flow: str) -> dict[str, int]:
-    return next(r.counts.as_dict() for r in report.flows if r.flow == flow)
+from tests.e2e.conftest import Live, counts
 
 
 def open_letters(live: Live, flow: str) -> dict[str, object]:

@@ -20,11 +20,7 @@ from dsl.runtime import Mapped
 from engine.auth import TokenCache
 from engine.demo import run_demo, verify
 from engine.state.base import open_store
-from tests.e2e.conftest import Live
-
-
-def counts(report, flow: str) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    return next(r.counts.as_dict() for r in report.flows if r.flow == flow)
+from tests.e2e.conftest import Live, counts
 
 
 def test_demo_story_ends_in_the_expected_state(project: Path) -> None:
