@@ -164,3 +164,28 @@ def test_links_follow_a_profile_that_was_removed_and_made_again(live: Live) -> N
     report = live.run()
     assert counts(report, "vehicles")["updated"] >= 1
     assert verify(live.job(), live.emulator) == []
+
+
+def test_mirror_mode_removes_what_a_full_read_no_longer_sees_within_max_deletes(live: Live) -> None:
+    mapping = live.config.parent / "mappings" / "contacts.map"
+    mapping.write_text(mapping.read_text().replace("  mode upsert\n", "  mode mirror\n  max deletes 2\n"))
+    live.run(only=["contacts"], optouts=False)
+    store = live.emulator.dataverse.store
+    flow = live.job().flows["contacts"]
+    synced = [r["contactid"] for r in store.rows("contact") if isinstance(flow.evaluate(r), Mapped)]
+
+    def in_campaign(key: str) -> bool:
+        return any(p.get("externalId") == key for _, p in live.emulator.adobe.store.rows_where("profile"))
+
+    for key in synced[:3]:  # three gone: more than `max deletes 2`
+        live.control("DELETE", f"d365/contact/{key}")
+    refused = live.run(only=["contacts"], optouts=False, full=True)
+    assert [r.outcome for r in refused.flows] == ["failed"]
+    assert len(refused.errors) == 1 and "mirror mode would delete 3 of" in refused.errors[0]
+    assert "more than `max deletes` allows (2); nothing was deleted" in refused.errors[0]
+    assert all(in_campaign(k) for k in synced[:3])
+
+    mapping.write_text(mapping.read_text().replace("max deletes 2", "max deletes 3"))
+    report = live.run(only=["contacts"], optouts=False, full=True)
+    assert counts(report, "contacts")["deleted"] == 3
+    assert not any(in_campaign(k) for k in synced[:3]) and in_campaign(synced[3])
