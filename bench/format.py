@@ -21,9 +21,10 @@ from typing import TypeVar
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from mapsync.dsl.formatter import format_module, format_text
+from mapsync.dsl.parser import parse
+
 from bench.parse import generate
-from dsl.formatter import format_module, format_text
-from dsl.parser import parse
 
 T = TypeVar("T")
 

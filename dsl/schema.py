@@ -25,8 +25,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from dsl.errors import MapsyncError
-from dsl.types import ValueType, value_type_for
+from mapsync.dsl.errors import MapsyncError
+from mapsync.dsl.types import ValueType, value_type_for
+
+from mapsync import resources
 
 __all__ = [
     "DEFAULT_ROOT",
@@ -44,9 +46,8 @@ __all__ = [
     "write_table",
 ]
 
-_PROJECT = Path(__file__).resolve().parent.parent
-DEFAULT_ROOT = _PROJECT / "schemas" / "snapshots"
-SNAPSHOT_SCHEMA_PATH = _PROJECT / "schemas" / "snapshot.schema.json"
+DEFAULT_ROOT = resources.snapshots_dir()
+SNAPSHOT_SCHEMA_PATH = resources.schemas_dir() / "snapshot.schema.json"
 
 SYSTEMS = ("d365", "campaign")
 

@@ -26,15 +26,14 @@ import dataclasses
 import json
 from typing import TYPE_CHECKING, Any
 
+from mapsync.dsl.errors import MapsyncError
+from mapsync.emulators.campaign.delivery import OPT_OUT_FIELDS, DeliveryRates
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from dsl.errors import MapsyncError
-from emulators.campaign.delivery import OPT_OUT_FIELDS, DeliveryRates
-
 if TYPE_CHECKING:
-    from emulators.server import Emulator
+    from mapsync.emulators.server import Emulator
 
 __all__ = ["control_routes"]
 
@@ -69,7 +68,7 @@ async def _body(request: Request) -> dict[str, Any]:
 
 
 def control_routes(emu: Emulator) -> list[Route]:
-    from emulators.dataverse.errors import DataverseError
+    from mapsync.emulators.dataverse.errors import DataverseError
 
     dv = emu.dataverse
     adobe = emu.adobe

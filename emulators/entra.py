@@ -15,11 +15,10 @@ import uuid
 from datetime import UTC, datetime
 from urllib.parse import unquote
 
+from mapsync.emulators.tokens import TokenIssuer
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-
-from emulators.tokens import TokenIssuer
 
 __all__ = ["aad_error", "entra_routes"]
 

@@ -20,8 +20,9 @@ from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import yaml
+from mapsync.engine.errors import ConfigError
 
-from engine.errors import ConfigError
+from mapsync import resources
 
 __all__ = [
     "CampaignSettings",
@@ -35,7 +36,7 @@ __all__ = [
 ]
 
 CONFIG_VERSION = 1
-_SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.json"
+_SCHEMA_PATH = resources.config_schema()
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _WHOLE_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 

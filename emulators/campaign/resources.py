@@ -17,11 +17,13 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from emulators.campaign.errors import CampaignApiError
+from mapsync.emulators.campaign.errors import CampaignApiError
+
+from mapsync import resources
 
 __all__ = ["SNAPSHOT_DIR", "FieldSpec", "FilterSpec", "ResourceSpec", "load_resources"]
 
-SNAPSHOT_DIR = Path(__file__).resolve().parents[2] / "schemas" / "snapshots" / "campaign"
+SNAPSHOT_DIR = resources.snapshots_dir() / "campaign"
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:?\d{2})?$")
 # Fields Campaign computes itself; never taken from a request.

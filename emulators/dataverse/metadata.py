@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
-from emulators.dataverse.errors import DataverseError
+from mapsync.emulators.dataverse.errors import DataverseError
+
+from mapsync import resources
 
 __all__ = ["ColumnDef", "TableDef", "attributes_metadata", "csdl", "definitions_reply", "entity_metadata", "load_tables"]
 
-ROOT = Path(__file__).resolve().parents[2]
-SNAPSHOT_DIR = ROOT / "schemas" / "snapshots" / "d365"
+SNAPSHOT_DIR = resources.snapshots_dir() / "d365"
 
 EDM_TYPES = {
     "string": "Edm.String", "memo": "Edm.String", "integer": "Edm.Int32", "bigint": "Edm.Int64",
@@ -155,7 +156,7 @@ def _snapshot_dicts(source: Any) -> list[Mapping[str, Any]]:
     if isinstance(source, Mapping):
         return [source]
     if callable(getattr(source, "tables", None)):  # dsl.schema.Catalog
-        from dsl.schema import dump_table
+        from mapsync.dsl.schema import dump_table
 
         return [dump_table(t) for t in source.tables("d365")]
     if isinstance(source, Iterable):

@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from mapsync.emulators.journal import Clock
+from mapsync.emulators.server import AdobeServices, Credentials
 from starlette.testclient import TestClient
-
-from emulators.journal import Clock
-from emulators.server import AdobeServices, Credentials
 
 C = Credentials()
 

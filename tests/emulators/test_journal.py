@@ -8,11 +8,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from mapsync.emulators.journal import Clock
+from mapsync.emulators.server import AdobeServices, Credentials
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
-
-from emulators.journal import Clock
-from emulators.server import AdobeServices, Credentials
 
 C = Credentials()
 SNAPSHOTS = Path(__file__).resolve().parents[2] / "schemas" / "snapshots" / "campaign"

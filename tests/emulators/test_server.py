@@ -9,9 +9,8 @@ import httpx
 import msal
 import pytest
 import yaml
+from mapsync.emulators.server import Emulator, Served, start_in_thread, write_config
 from starlette.testclient import TestClient
-
-from emulators.server import Emulator, Served, start_in_thread, write_config
 
 
 @pytest.fixture(scope="module")
