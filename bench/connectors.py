@@ -15,6 +15,7 @@ import time
 import uuid
 
 import httpx
+
 from mapsync.dsl.schema import load_catalog
 from mapsync.emulators.server import Emulator
 from mapsync.engine.config import D365Settings, Secret, ServiceLimits

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+
 from mapsync.emulators.server import Emulator, start_in_thread
 
 RSS_TARGET_MB = 2048

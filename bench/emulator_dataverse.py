@@ -21,6 +21,7 @@ import time
 from urllib.parse import quote
 
 import httpx
+
 from mapsync.emulators.server import Emulator, Served, start_in_thread
 
 RSS_TARGET_MB = 2048

@@ -21,10 +21,9 @@ from typing import TypeVar
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.parse import generate
 from mapsync.dsl.formatter import format_module, format_text
 from mapsync.dsl.parser import parse
-
-from bench.parse import generate
 
 T = TypeVar("T")
 

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from mapsync.dsl.runtime import Mapped
 from mapsync.emulators.server import Emulator, start_in_thread, write_config
 from mapsync.engine.runner import Job, RunReport, load_job, run_job

@@ -43,6 +43,7 @@ from typing import Any
 
 import httpx
 import yaml
+
 from mapsync.emulators.seed import contact_id
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,6 +17,7 @@ from typing import Any
 from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
 from lark.lark import PostLex
+
 from mapsync.dsl import ast
 from mapsync.dsl._fastparse import Bail, parse_fast
 from mapsync.dsl.diagnostics import Diagnostic

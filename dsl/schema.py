@@ -7,6 +7,7 @@ through ``dump_table``/``render_table`` — which produce the files' exact text,
 unchanged service is a no-op in git.
 
     load_catalog(root) -> Catalog          cached per root; invalid files raise SchemaError
+    project_snapshot_root(folder) -> Path  a project's own snapshots, else the built-in ones
     Catalog.table(system, name)            -> TableSchema | None
     Catalog.from_tables(tables)            a catalog from a live pull instead of the shipped files
     TableSchema.resolve(("location", "city"))  -> FieldSchema | None
@@ -25,13 +26,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from mapsync import resources
 from mapsync.dsl.errors import MapsyncError
 from mapsync.dsl.types import ValueType, value_type_for
 
-from mapsync import resources
-
 __all__ = [
     "DEFAULT_ROOT",
+    "PROJECT_SNAPSHOTS",
     "SNAPSHOT_SCHEMA_PATH",
     "Catalog",
     "FieldSchema",
@@ -41,6 +42,7 @@ __all__ = [
     "load_catalog",
     "load_table",
     "parse_table",
+    "project_snapshot_root",
     "render_table",
     "snapshot_path",
     "write_table",
@@ -50,6 +52,16 @@ DEFAULT_ROOT = resources.snapshots_dir()
 SNAPSHOT_SCHEMA_PATH = resources.schemas_dir() / "snapshot.schema.json"
 
 SYSTEMS = ("d365", "campaign")
+
+# Where a project keeps its own snapshots, relative to its folder (the one holding mapsync.yaml).
+PROJECT_SNAPSHOTS = Path("schemas") / "snapshots"
+
+
+def project_snapshot_root(folder: Path) -> Path:
+    """The snapshots a project checks against: its own ``schemas/snapshots`` when it has that folder (what
+    ``mapsync init`` writes and ``mapsync schema pull`` refreshes), else the built-in ones."""
+    own = folder / PROJECT_SNAPSHOTS
+    return own if own.is_dir() else DEFAULT_ROOT
 
 
 class SchemaError(MapsyncError):

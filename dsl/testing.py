@@ -24,14 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from mapsync import resources
 from mapsync.dsl import ast
 from mapsync.dsl import runtime as rt
 from mapsync.dsl.compiler import CompiledFlow, compile_project
 from mapsync.dsl.project import Project, display_name, load_project
 from mapsync.dsl.schema import Catalog, TableSchema, load_catalog
 from mapsync.dsl.types import ValueType
-
-from mapsync import resources
 
 __all__ = ["CaseResult", "TestReport", "find_test_files", "render", "run_tests", "to_wire_input"]
 

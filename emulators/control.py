@@ -26,11 +26,12 @@ import dataclasses
 import json
 from typing import TYPE_CHECKING, Any
 
-from mapsync.dsl.errors import MapsyncError
-from mapsync.emulators.campaign.delivery import OPT_OUT_FIELDS, DeliveryRates
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from mapsync.dsl.errors import MapsyncError
+from mapsync.emulators.campaign.delivery import OPT_OUT_FIELDS, DeliveryRates
 
 if TYPE_CHECKING:
     from mapsync.emulators.server import Emulator

@@ -15,10 +15,11 @@ import uuid
 from datetime import UTC, datetime
 from urllib.parse import unquote
 
-from mapsync.emulators.tokens import TokenIssuer
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from mapsync.emulators.tokens import TokenIssuer
 
 __all__ = ["aad_error", "entra_routes"]
 

@@ -13,11 +13,12 @@ a request: Bearer token, then X-Api-Key (which must be the client id the token w
 
 from __future__ import annotations
 
-from mapsync.emulators.campaign.errors import CampaignApiError
-from mapsync.emulators.tokens import TokenIssuer
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from mapsync.emulators.campaign.errors import CampaignApiError
+from mapsync.emulators.tokens import TokenIssuer
 
 __all__ = ["IMS_EXPIRES_IN", "IMS_ORG", "gateway_client", "ims_routes"]
 

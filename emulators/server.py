@@ -30,6 +30,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
+
 from mapsync.emulators.campaign import Campaign, CampaignStore, campaign_routes, load_resources
 from mapsync.emulators.campaign.errors import ASSUMED, BIG_TABLE_THRESHOLD
 from mapsync.emulators.faults import FaultInjector, FaultMiddleware, FaultProfile
@@ -38,8 +41,6 @@ from mapsync.emulators.journal import Clock, Journal, journal_routes
 from mapsync.emulators.limits import ServiceProtection
 from mapsync.emulators.seed import SeedData
 from mapsync.emulators.tokens import TokenIssuer
-from starlette.applications import Starlette
-from starlette.routing import BaseRoute
 
 __all__ = ["AdobeServices", "Credentials", "DataverseServices", "Emulator", "Limits", "Served", "serve",
            "start_in_thread", "write_config"]

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+
 from mapsync.engine.config import CampaignSettings, D365Settings
 from mapsync.engine.errors import ConfigError, TransientError
 

@@ -18,6 +18,7 @@ from mapsync.dsl.errors import MapsyncError
 
 # The order here is the order `mapsync --help` lists them in.
 COMMANDS: tuple[str, ...] = (
+    "init",
     "validate",
     "fmt",
     "test",

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from mapsync.dsl.runtime import Filtered, Mapped
 from mapsync.emulators.server import Emulator, start_in_thread, write_config
 from mapsync.engine.progress import RunDisplay, console, optout_line, summary_table

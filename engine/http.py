@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import httpx
+
 from mapsync.engine.config import ServiceLimits
 from mapsync.engine.errors import ConnectorError, TerminalError, TransientError
 

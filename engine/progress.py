@@ -10,10 +10,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from mapsync.engine.executor import FlowCounts, FlowResult
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+
+from mapsync.engine.executor import FlowCounts, FlowResult
 
 __all__ = ["RunDisplay", "configure_logging", "console", "format_duration", "remaining_seconds", "summary_table"]
 

@@ -64,7 +64,7 @@ class Job:
 
 
 def load_job(config_path: Path, env_name: str, *, catalog: Catalog | None = None) -> Job:
-    config = load_config(config_path)
+    config = load_config(config_path, only=env_name)
     env = config.environment(env_name)
     if not config.mappings.exists():
         raise ConfigError(f"mappings folder {config.mappings} does not exist", setting="mappings")
@@ -72,7 +72,7 @@ def load_job(config_path: Path, env_name: str, *, catalog: Catalog | None = None
     errors = [d for d in diagnostics if d.is_error]
     if errors:
         raise CheckError(f"{len(errors)} error(s) in the mappings: run `mapsync validate` to see them", errors)
-    catalog = catalog or load_catalog()
+    catalog = catalog or load_catalog(config.snapshots)
     flows = compile_project(project, catalog)
     return Job(config, env, project, catalog, flows)
 

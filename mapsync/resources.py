@@ -16,7 +16,7 @@ __all__ = ["ci_workflow", "config_schema", "schemas_dir", "snapshots_dir", "star
 def _directory(*parts: str) -> Path:
     # In a source tree these are links from mapsync/ to the top-level folders (schemas/, mappings/, docs/ci/);
     # a wheel holds copies of them.
-    path = Path(str(files("mapsync"))).joinpath(*parts)
+    path = Path(str(files("mapsync"))).joinpath(*parts).resolve()
     if not path.is_dir():  # pragma: no cover - only a zipped or damaged install gets here
         raise RuntimeError(f"mapsync's data folder {'/'.join(parts)} is missing from {path.parent}; "
                            "install mapsync from a wheel or a source tree, not a zip")

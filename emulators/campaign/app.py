@@ -28,6 +28,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
 from mapsync.emulators.campaign.errors import (
     BIG_TABLE_THRESHOLD,
     LINE_COUNT_DEFAULT,
@@ -39,9 +43,6 @@ from mapsync.emulators.campaign.store import CampaignStore, Condition
 from mapsync.emulators.ims import gateway_client
 from mapsync.emulators.limits import ServiceProtection
 from mapsync.emulators.tokens import TokenIssuer
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 __all__ = ["Limiter", "campaign_routes", "render"]
 

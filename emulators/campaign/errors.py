@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mapsync.dsl.errors import MapsyncError
 from starlette.responses import JSONResponse
+
+from mapsync.dsl.errors import MapsyncError
 
 __all__ = [
     "ASSUMED",

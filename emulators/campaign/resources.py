@@ -17,9 +17,8 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from mapsync.emulators.campaign.errors import CampaignApiError
-
 from mapsync import resources
+from mapsync.emulators.campaign.errors import CampaignApiError
 
 __all__ = ["SNAPSHOT_DIR", "FieldSpec", "FilterSpec", "ResourceSpec", "load_resources"]
 

@@ -16,6 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route, request_response
+
 from mapsync.emulators.dataverse.batch import BatchRequest, ChangeSet, PartResponse, parse_batch, render_batch
 from mapsync.emulators.dataverse.errors import DataverseError, error_body
 from mapsync.emulators.dataverse.metadata import TableDef, csdl, definitions_reply
@@ -32,10 +37,6 @@ from mapsync.emulators.entra import entra_routes
 from mapsync.emulators.faults import FaultInjector, FaultMiddleware
 from mapsync.emulators.limits import ServiceProtection
 from mapsync.emulators.tokens import TokenIssuer
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Route, request_response
 
 __all__ = ["DataverseApi", "build_dataverse_app", "dataverse_fault_body", "dataverse_routes"]
 

@@ -26,9 +26,8 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
-from mapsync.emulators.dataverse.errors import DataverseError
-
 from mapsync import resources
+from mapsync.emulators.dataverse.errors import DataverseError
 
 __all__ = ["ColumnDef", "TableDef", "attributes_metadata", "csdl", "definitions_reply", "entity_metadata", "load_tables"]
 

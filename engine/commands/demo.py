@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from mapsync.engine.commands._common import add_command
+from mapsync.engine.commands._common import add_command, require_emulators
 from mapsync.engine.progress import configure_logging
 
 
@@ -20,6 +20,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    require_emulators("demo")
     from mapsync.engine.demo import run_demo
 
     configure_logging(quiet=True)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mapsync.engine.commands._common import add_command
+from mapsync.engine.commands._common import add_command, require_emulators
 from mapsync.engine.errors import ConfigError
 
 __all__ = ["add_parser", "run"]
@@ -28,6 +28,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    require_emulators("emulate")
     from mapsync.emulators.server import Emulator, serve, write_config
     from mapsync.emulators.tls import TestCA
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -21,7 +22,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from mapsync.engine.commands._common import add_command
+from mapsync.engine.commands._common import add_command, project_snapshots
 from mapsync.engine.errors import ConfigError
 
 if TYPE_CHECKING:  # imported lazily at run time: every `mapsync` start imports this module
@@ -39,10 +40,12 @@ def add_parser(subparsers: Any) -> None:
     actions.required = True
     pull_parser = add_command(actions, "pull", "write fresh snapshots of the tables the mappings use", run, env=True)
     pull_parser.add_argument("--out", default=None, metavar="DIR",
-                             help="snapshot folder (default: schemas/snapshots of the project)")
-    pull_parser.add_argument("--table", action="append", default=[], metavar="SYSTEM.NAME",
-                             help="pull this table (e.g. d365.contact, campaign.profile); repeatable; "
-                                  "default: every table the mappings use")
+                             help="snapshot folder (default: the project's schemas/snapshots, or its `snapshots:`)")
+    pull_parser.add_argument("--table", action="append", default=[], metavar="[SYSTEM.]NAME",
+                             help="pull this table (e.g. new_membership or d365.contact, campaign.profile); "
+                                  "repeatable; default: every table the mappings use")
+    pull_parser.add_argument("--resource", action="append", default=[], metavar="NAME",
+                             help="pull this Campaign resource (e.g. cusMembership, profile); repeatable")
 
 
 def tables_used_by_mappings(paths: Iterable[Path], *, strict: bool = True) -> list[str]:
@@ -181,7 +184,7 @@ def _reorder(fields: Mapping[str, FieldSchema], old: Mapping[str, Any]) -> Mappi
 def _environment(config_path: Path, name: str) -> tuple[Any, Any]:
     from mapsync.engine.config import load_config
 
-    config = load_config(config_path)
+    config = load_config(config_path, only=name)
     env = config.environments.get(name)
     if env is None:
         known = ", ".join(sorted(config.environments)) or "none"
@@ -191,15 +194,32 @@ def _environment(config_path: Path, name: str) -> tuple[Any, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mapsync.dsl.schema import DEFAULT_ROOT, PROJECT_SNAPSHOTS
+
     config, env = _environment(Path(args.config), args.env)
-    tables = list(args.table) or tables_used_by_mappings(_map_files([Path(config.mappings)]))
-    out = Path(args.out) if args.out else None
+    asked = [t if "." in t else f"d365.{t}" for t in args.table] + [f"campaign.{r}" for r in args.resource]
+    tables = asked or tables_used_by_mappings(_map_files([Path(config.mappings)]))
+    _split(tables)  # a malformed name is refused before anything is created
+    out = Path(args.out) if args.out else _project_folder(config, DEFAULT_ROOT, PROJECT_SNAPSHOTS)
     for path, changed in asyncio.run(_pull(env, tables, out)):
         print(f"{'wrote' if changed else 'unchanged'} {path}", file=sys.stdout)
     for dotted in tables:
         if _is_feed(dotted):
             print(f"skipped {dotted}: {EVENT_FEED_NOTE}", file=sys.stdout)
     return 0
+
+
+def _project_folder(config: Any, built_in: Path, relative: Path) -> Path:
+    """Where a pull writes by default: the project's own snapshots, never the built-in ones (inside an installed
+    mapsync). A project without a folder of its own gets one, started from the built-in snapshots: the
+    checker reads that folder instead of the built-in one, so it must hold every table, not only those pulled."""
+    if config.snapshots != built_in:
+        return Path(config.snapshots)
+    folder = config.path.parent / relative
+    if not folder.exists():
+        shutil.copytree(built_in, folder)
+        print(f"created {folder} from mapsync's built-in snapshots", file=sys.stdout)
+    return folder
 
 
 def live_catalog(args: argparse.Namespace) -> Catalog:
@@ -213,7 +233,7 @@ def live_catalog(args: argparse.Namespace) -> Catalog:
     paths = [Path(p) for p in (args.paths or ("mappings/",))]
     tables = tables_used_by_mappings(_map_files(paths), strict=False)
     live = asyncio.run(fetch(env, tables, skip_missing=True))
-    feeds = [t for t in load_catalog().tables("campaign") if _is_feed(t.dotted)]
+    feeds = [t for t in load_catalog(project_snapshots(args)).tables("campaign") if _is_feed(t.dotted)]
     print(f"checking against the live schema of {args.env}: {len(live)} tables pulled, "
           f"{len(feeds)} event feeds from the shipped snapshots ({EVENT_FEED_NOTE.split(';')[0]})", file=sys.stderr)
     return Catalog.from_tables([*feeds, *live])

@@ -7,13 +7,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from rich.table import Table
+
 from mapsync.engine.commands._common import add_command
 from mapsync.engine.config import load_config
 from mapsync.engine.executor import DEFERRED_PREFIX, TRANSIENT_PREFIX
 from mapsync.engine.progress import console
 from mapsync.engine.runner import load_job
 from mapsync.engine.state.base import open_store
-from rich.table import Table
 
 
 def add_parser(subparsers: Any) -> None:
@@ -32,7 +33,7 @@ def _ago(when: datetime | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(Path(args.config))
+    config = load_config(Path(args.config), only=args.env)
     env = config.environment(args.env)
     job = load_job(Path(args.config), args.env)
     table = Table(title=f"mapsync status — environment {env.name} ({env.state_url})", title_justify="left",

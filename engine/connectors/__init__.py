@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     import httpx
+
     from mapsync.dsl.schema import Catalog
     from mapsync.engine.auth import TokenCache
     from mapsync.engine.config import Environment

@@ -15,6 +15,7 @@ from datetime import datetime
 from urllib.parse import urlencode
 
 import httpx
+
 from mapsync.engine.config import EventsSettings
 from mapsync.engine.connectors.base import EventPage, EventsLost
 from mapsync.engine.http import HttpClient

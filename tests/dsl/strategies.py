@@ -24,6 +24,7 @@ import datetime as dt
 import string
 
 from hypothesis import strategies as st
+
 from mapsync.dsl import ast
 
 __all__ = [

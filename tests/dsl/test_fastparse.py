@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from mapsync.dsl._fastparse import Bail, parse_fast
 from mapsync.dsl.parser import parse
-
 from tests.dsl.test_parser import _TOKEN, EVERYTHING, PRECEDENCE, SHIPPED
 
 ROOT = Path(__file__).resolve().parent.parent.parent

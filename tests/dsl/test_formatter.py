@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from mapsync.dsl import ast
 from mapsync.dsl.formatter import FormatError, format_expr, format_module, format_text
 from mapsync.dsl.parser import parse
 from mapsync.engine.cli import main
-
 from tests.dsl.strategies import BINARY_OPS
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from mapsync.dsl import functions as fn
 from mapsync.dsl.errors import MapsyncError
 from mapsync.dsl.functions import FUNCTIONS, FunctionError, examples, from_wire, to_wire

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from mapsync.dsl.project import ProjectPathError, load_project
 
 ROOT = Path(__file__).resolve().parent.parent.parent

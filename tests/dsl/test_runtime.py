@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from mapsync.dsl import runtime as rt
 from mapsync.dsl.functions import FunctionError
 

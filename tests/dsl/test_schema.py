@@ -10,6 +10,7 @@ import jsonschema
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from mapsync.dsl.errors import MapsyncError
 from mapsync.dsl.schema import (
     DEFAULT_ROOT,
@@ -24,6 +25,7 @@ from mapsync.dsl.schema import (
     write_table,
 )
 from mapsync.dsl.types import ValueType
+from tests.paths import FIXTURE_SNAPSHOTS
 
 SNAPSHOT_FILES = sorted(DEFAULT_ROOT.glob("*/*.json"))
 EXPECTED = {
@@ -36,12 +38,13 @@ EXPECTED = {
 
 @pytest.fixture(scope="module")
 def catalog() -> Catalog:
-    return load_catalog()
+    return load_catalog(FIXTURE_SNAPSHOTS)
 
 
 # ------------------------------------------------------------------------------------- the shipped files
 
 
+@pytest.mark.shipped
 @pytest.mark.parametrize("path", SNAPSHOT_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_every_snapshot_validates_against_the_json_schema(path: Path) -> None:
     schema = json.loads(SNAPSHOT_SCHEMA_PATH.read_text())
@@ -49,6 +52,7 @@ def test_every_snapshot_validates_against_the_json_schema(path: Path) -> None:
     jsonschema.validate(json.loads(path.read_text()), schema, cls=jsonschema.Draft202012Validator)
 
 
+@pytest.mark.shipped
 @pytest.mark.parametrize("path", SNAPSHOT_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_snapshot_files_are_canonical_so_schema_pull_reproduces_them(path: Path) -> None:
     assert render_table(load_table(path)) == path.read_text(encoding="utf-8")

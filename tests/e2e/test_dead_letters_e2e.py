@@ -4,10 +4,10 @@ the record no longer needs a write (filtered, deleted, already in the target).""
 from __future__ import annotations
 
 import yaml
+
 from mapsync.emulators.faults import FaultProfile
 from mapsync.engine.executor import DEFERRED_PREFIX, TRANSIENT_PREFIX
 from mapsync.engine.state.base import open_store
-
 from tests.e2e.conftest import Live, counts
 
 

@@ -6,7 +6,6 @@ import logging
 
 from mapsync.engine.executor import FlowCounts
 from mapsync.engine.progress import RunDisplay, format_duration, remaining_seconds
-
 from tests.e2e.conftest import Live
 
 

@@ -28,6 +28,7 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from mapsync.dsl.project import load_project
 from mapsync.dsl.schema import load_catalog
 from mapsync.emulators.dataverse.odata import Compare, Literal, Prop, parse_filter
@@ -38,6 +39,7 @@ from mapsync.engine.connectors.d365 import D365Connector
 from mapsync.engine.connectors.odata import literal
 from mapsync.engine.errors import ConfigError
 from mapsync.engine.http import HttpClient
+from tests.paths import FIXTURE_MAPPINGS
 
 ROOT = Path(__file__).resolve().parents[2]
 MAPSYNC = [sys.executable, "-m", "mapsync.engine.cli"]
@@ -67,7 +69,7 @@ def served() -> Iterator[tuple[Emulator, Any]]:
 
 def _project(tmp: Path, emulator: Emulator, running: Any) -> Path:
     """A project folder: the shipped mappings and a mapsync.yaml whose secrets are ${VAR} references."""
-    shutil.copytree(ROOT / "mappings", tmp / "mappings")
+    shutil.copytree(FIXTURE_MAPPINGS, tmp / "mappings")
     shutil.copy(running.ca_file, tmp / "ca.pem")
     c = emulator.credentials
     base = running.base_url

@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
+
 from mapsync.dsl.runtime import Mapped
 from mapsync.engine.auth import TokenCache
 from mapsync.engine.demo import run_demo, verify
 from mapsync.engine.state.base import open_store
-
 from tests.e2e.conftest import Live, counts
 
 

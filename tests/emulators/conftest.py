@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+
 from mapsync.dsl.schema import load_catalog
 from mapsync.emulators.dataverse.app import build_dataverse_app
 from mapsync.emulators.dataverse.store import DataverseStore

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from mapsync.emulators.journal import Clock
-from mapsync.emulators.server import AdobeServices, Credentials, Limits
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
+
+from mapsync.emulators.journal import Clock
+from mapsync.emulators.server import AdobeServices, Credentials, Limits
 
 C = Credentials()
 BASE = f"/{C.organization}/campaign"

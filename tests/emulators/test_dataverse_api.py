@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+
 from mapsync.emulators.dataverse.store import DataverseStore
 
 pytestmark = pytest.mark.anyio

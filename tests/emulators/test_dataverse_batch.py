@@ -7,6 +7,7 @@ import uuid
 
 import httpx
 import pytest
+
 from mapsync.emulators.dataverse.store import DataverseStore
 
 pytestmark = pytest.mark.anyio

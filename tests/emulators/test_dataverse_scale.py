@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from mapsync.dsl.schema import load_catalog
 from mapsync.emulators.dataverse.app import DataverseApi
 from mapsync.emulators.dataverse.errors import DataverseError

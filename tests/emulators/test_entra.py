@@ -12,11 +12,11 @@ import httpx
 import msal
 import pytest
 import uvicorn
+
 from mapsync.emulators.dataverse.app import build_dataverse_app
 from mapsync.emulators.faults import DroppedConnection, FaultInjector, FaultProfile
 from mapsync.emulators.limits import ServiceProtection
 from mapsync.emulators.tls import TestCA
-
 from tests.emulators.conftest import CLIENT_ID, SECRET, TENANT
 
 SCOPE = "https://org.crm.dynamics.com/.default"

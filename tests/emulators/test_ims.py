@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from starlette.testclient import TestClient
+
 from mapsync.emulators.journal import Clock
 from mapsync.emulators.server import AdobeServices, Credentials
-from starlette.testclient import TestClient
 
 C = Credentials()
 

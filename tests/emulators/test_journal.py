@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from mapsync.emulators.journal import Clock
-from mapsync.emulators.server import AdobeServices, Credentials
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
+
+from mapsync.emulators.journal import Clock
+from mapsync.emulators.server import AdobeServices, Credentials
 
 C = Credentials()
 SNAPSHOTS = Path(__file__).resolve().parents[2] / "schemas" / "snapshots" / "campaign"

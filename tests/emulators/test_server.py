@@ -9,8 +9,9 @@ import httpx
 import msal
 import pytest
 import yaml
-from mapsync.emulators.server import Emulator, Served, start_in_thread, write_config
 from starlette.testclient import TestClient
+
+from mapsync.emulators.server import Emulator, Served, start_in_thread, write_config
 
 
 @pytest.fixture(scope="module")

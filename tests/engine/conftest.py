@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from mapsync.engine.config import Secret
 from mapsync.engine.state import StateStore, open_store
 

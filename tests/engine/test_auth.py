@@ -11,9 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import mapsync.emulators.campaign  # noqa: F401  (works around an import cycle in the emulators while they land)
 import pytest
 import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+import mapsync.emulators.campaign  # noqa: F401  (works around an import cycle in the emulators while they land)
 from mapsync.emulators.entra import entra_routes
 from mapsync.emulators.ims import IMS_ORG, ims_routes
 from mapsync.emulators.tls import TestCA
@@ -22,10 +27,6 @@ from mapsync.engine.auth import EntraTokenProvider, ImsTokenProvider, TokenCache
 from mapsync.engine.config import CampaignSettings, D365Settings, Secret, ServiceLimits
 from mapsync.engine.errors import ConfigError
 from mapsync.engine.http import HttpClient
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 TENANT = "11111111-2222-3333-4444-555555555555"
 CLIENT = "app-client-id"

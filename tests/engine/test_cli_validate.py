@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from mapsync.dsl.schema import load_catalog
 from mapsync.engine.commands import validate as validate_cmd
 

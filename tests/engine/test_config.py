@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from mapsync.engine.config import Config, Secret, ServiceLimits, load_config
 from mapsync.engine.errors import ConfigError
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from mapsync.dsl.schema import load_catalog
 from mapsync.emulators.faults import FaultInjector, FaultMiddleware, FaultProfile
 from mapsync.emulators.journal import build_event

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from mapsync.dsl.schema import DEFAULT_ROOT, load_catalog, render_table
 from mapsync.emulators.server import Emulator
 from mapsync.engine.config import D365Settings, Secret, ServiceLimits

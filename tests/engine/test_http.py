@@ -9,6 +9,7 @@ import logging
 
 import httpx
 import pytest
+
 from mapsync.engine.config import ServiceLimits
 from mapsync.engine.errors import TerminalError, TransientError
 from mapsync.engine.http import (

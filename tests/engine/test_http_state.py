@@ -15,6 +15,7 @@ import httpx
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
 from mapsync.engine.config import ServiceLimits
 from mapsync.engine.errors import TerminalError, TransientError
 from mapsync.engine.http import MAX_TOKEN_REFRESHES, AttemptRecord, HttpClient, RetryBudget

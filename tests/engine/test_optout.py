@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from mapsync.dsl import ast
 from mapsync.dsl.parser import parse, parse_file
 from mapsync.dsl.schema import load_catalog
@@ -31,6 +32,7 @@ from mapsync.engine.optout import (
     parse_time,
 )
 from mapsync.engine.state import KeyEntry, open_store
+from tests.paths import FIXTURE_MAPPINGS
 
 T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
 LATER = T0 + timedelta(minutes=5)
@@ -289,7 +291,7 @@ def _connectors(*, campaign: bool = True) -> Connectors:
 
 
 def test_build_from_the_shipped_mapping(tmp_path: Path) -> None:
-    result, _ = parse_file(ROOT / "mappings" / "optout.map")
+    result, _ = parse_file(FIXTURE_MAPPINGS / "optout.map")
     assert not result.diagnostics
     store = open_store(f"sqlite:///{tmp_path / 's.sqlite'}")
     try:

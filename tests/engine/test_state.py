@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from mapsync.engine.config import Secret
 from mapsync.engine.errors import ConfigError, LeaseHeld, StateError
 from mapsync.engine.state import (
