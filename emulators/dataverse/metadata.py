@@ -28,7 +28,7 @@ from xml.sax.saxutils import quoteattr
 
 from emulators.dataverse.errors import DataverseError
 
-__all__ = ["ColumnDef", "TableDef", "attributes_metadata", "csdl", "definitions_reply", "entity_metadata", "load_tables"]
+__all__ = ["ColumnDef", "TableDef", "attributes_metadata", "column_default", "csdl", "definitions_reply", "entity_metadata", "load_tables"]
 
 ROOT = Path(__file__).resolve().parents[2]
 SNAPSHOT_DIR = ROOT / "schemas" / "snapshots" / "d365"
@@ -194,6 +194,27 @@ def delete_behaviour(table: TableDef, col: ColumnDef) -> str | None:
         return "cascade"
     if (table.name, col.name) == ("account", "primarycontactid") or _is_custom(col.name):
         return "remove_link"
+    return None
+
+
+# Boolean columns whose documented DefaultValue is true; every other boolean defaults to false.
+_TRUE_BY_DEFAULT = frozenset({("contact", "followemail"), ("account", "followemail")})
+
+
+def column_default(table: TableDef, col: ColumnDef) -> Any:
+    """The value Dataverse gives a column that a create leaves out (None: no default).
+
+    Documented in the table reference: a new row is Active (``statecode`` 0) with the default status
+    reason of that state (``statuscode`` 1 on every table the snapshots carry), and a boolean column takes
+    its ``DefaultValue`` (0 for the ``donot*`` columns, 1 for ``followemail``). Choice columns other than
+    state and status stay null, as Dataverse leaves them when the form default is not sent.
+    """
+    if col.name == "statecode" and col.type == "choice":
+        return 0
+    if col.name == "statuscode" and col.type == "choice":
+        return 1
+    if col.type == "boolean" and col.published:
+        return (table.name, col.name) in _TRUE_BY_DEFAULT
     return None
 
 

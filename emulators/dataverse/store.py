@@ -30,7 +30,14 @@ from itertools import islice
 from typing import Any
 
 from emulators.dataverse.errors import DataverseError
-from emulators.dataverse.metadata import ColumnDef, TableDef, delete_behaviour, load_tables, nav_properties
+from emulators.dataverse.metadata import (
+    ColumnDef,
+    TableDef,
+    column_default,
+    delete_behaviour,
+    load_tables,
+    nav_properties,
+)
 from emulators.dataverse.odata import format_datetime, is_guid
 
 __all__ = ["DELTA_RETENTION", "DataverseStore", "OrderKey"]
@@ -301,6 +308,13 @@ class DataverseStore:
         elif rid in t.rows:
             raise DataverseError("exists")
         values[pk] = rid
+        # Web API creates get the platform's defaults; seeds and the control API (trusted) stand for rows
+        # already in the org and are stored exactly as given.
+        for col in () if trusted else t.defn.columns:
+            if col.wire_name not in values:
+                default = column_default(t.defn, col)
+                if default is not None:
+                    values[col.wire_name] = default
         self._computed(t, values, None)
         stamp = self._stamp()
         values["createdon"] = values["modifiedon"] = stamp
