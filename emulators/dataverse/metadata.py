@@ -28,7 +28,7 @@ from xml.sax.saxutils import quoteattr
 
 from emulators.dataverse.errors import DataverseError
 
-__all__ = ["ColumnDef", "TableDef", "attributes_metadata", "column_default", "csdl", "definitions_reply", "entity_metadata", "load_tables"]
+__all__ = ["ColumnDef", "TableDef", "attributes_metadata", "column_default", "csdl", "definitions_reply", "entity_metadata", "load_tables", "navigation_name"]
 
 ROOT = Path(__file__).resolve().parents[2]
 SNAPSHOT_DIR = ROOT / "schemas" / "snapshots" / "d365"
@@ -234,6 +234,11 @@ def _nav_properties(table: TableDef, col: ColumnDef) -> list[tuple[str, str]]:
     if len(col.targets) > 1:
         return [(f"{col.name}_{t}", t) for t in col.targets]
     return [(col.name, t) for t in col.targets]
+
+
+def navigation_name(table: TableDef, col: ColumnDef, target: str) -> str:
+    """The single-valued navigation property of lookup ``col`` for a row of ``target``."""
+    return next((nav for nav, t in _nav_properties(table, col) if t == target), col.name)
 
 
 def nav_properties(table: TableDef) -> dict[str, tuple[ColumnDef, str]]:

@@ -482,9 +482,11 @@ class DataverseStore:
             raise DataverseError("delta_expired")
         return version
 
-    def changes(self, table: str, since: int, upto: int, limit: int) -> tuple[list[tuple[str, Any]], int | None]:
-        """Changes with ``since < version <= upto`` in version order: ("row", tuple) or ("deleted", id).
-        Returns up to ``limit`` of them and the version to resume after (None when done)."""
+    def changes(self, table: str, since: int, upto: int, limit: int,
+                kind: str | None = None) -> tuple[list[tuple[str, Any]], int | None]:
+        """Changes with ``since < version <= upto`` in version order: ("row", tuple) or ("deleted", id),
+        only those of ``kind`` when given. Returns up to ``limit`` of them and the version to resume after
+        (None when done)."""
         t = self._table(table)
         versions, ids = t.vlog_versions, t.vlog_ids
         i = bisect_right(versions, since)
@@ -496,8 +498,9 @@ class DataverseStore:
             packed = t.rows.get(rid)
             row = None if packed is None else t.decode(packed, rid)
             if row is not None and row[t.ver_idx] == v:
-                out.append(("row", row))
-            elif row is None and t.tombstones.get(rid) == v:
+                if kind in (None, "row"):
+                    out.append(("row", row))
+            elif row is None and t.tombstones.get(rid) == v and kind in (None, "deleted"):
                 out.append(("deleted", rid))
         # Resume after the last version looked at; stale entries in between are skipped again cheaply.
         return out, (versions[i - 1] if i < end else None)
