@@ -30,7 +30,15 @@ from emulators.dataverse.annotations import (
 )
 from emulators.dataverse.batch import BatchRequest, ChangeSet, PartResponse, parse_batch, render_batch
 from emulators.dataverse.errors import DataverseError, error_body
-from emulators.dataverse.metadata import TableDef, csdl, definitions_reply, navigation_name
+from emulators.dataverse.messages import MESSAGE_SETS, message_reply
+from emulators.dataverse.metadata import (
+    TableDef,
+    csdl,
+    definitions_list,
+    definitions_reply,
+    entity_metadata,
+    navigation_name,
+)
 from emulators.dataverse.odata import (
     FilterSyntaxError,
     FilterTypeError,
@@ -55,7 +63,8 @@ JSON_TYPE = "application/json; odata.metadata=minimal"
 _KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\((.*)\)$", re.S)
 _KEY_PAIR = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*('(?:[^']|'')*'|[^,]+)\s*(?:,|$)")
 _TOTAL_COUNT = re.compile(r"^RetrieveTotalRecordCount\(EntityNames=(\[.*\]|@\w+)\)$", re.S)
-_DEF = re.compile(r"^EntityDefinitions\(LogicalName='([^']+)'\)(?:/(Attributes|Keys)(?:/Microsoft\.Dynamics\.CRM\.(\w+))?)?$")
+_DEF = re.compile(r"^EntityDefinitions(?:\((?:LogicalName=)?'?([^')]+)'?\))?"
+                  r"(?:/(\w+)(?:\(LogicalName='([^']+)'\))?(?:/Microsoft\.Dynamics\.CRM\.(\w+))?)?$")
 
 
 def dataverse_fault_body(status: int, retry_after: int) -> dict[str, Any]:
@@ -237,7 +246,14 @@ class DataverseApi:
         m = _DEF.match(path)
         if m:
             self._only(method, "GET", f"{api}/{path}")
-            return self._definitions(m.group(1), m.group(2), m.group(3), params, api)
+            if m.group(1) is None:
+                if m.group(2) is not None:
+                    raise DataverseError("segment_not_found", segment=m.group(2))
+                return _json(200, definitions_list(self.store.tables, params, api))
+            return self._definitions(m.group(1), m.group(2), m.group(3), m.group(4), params, api)
+        if path in MESSAGE_SETS:
+            self._only(method, "GET", f"{api}/{path}")
+            return _json(200, message_reply(path, params, self.store.tables, api))
         if "/" in path:
             raise DataverseError("segment_not_found", segment=path.split("/", 1)[1].split("(")[0])
         km = _KEY.match(path)
@@ -495,14 +511,17 @@ class DataverseApi:
                                                filter_text, after, limit)
         return rows, (None if cursor is None else {"k": cursor[0], "id": cursor[1]})
 
-    def _definitions(self, logical: str, segment: str | None, cast: str | None, params: dict[str, str],
-                     api: str) -> Inner:
-        table = self.store.tables.get(logical)
+    def _definitions(self, key: str, segment: str | None, attribute: str | None, cast: str | None,
+                     params: dict[str, str], api: str) -> Inner:
+        """``EntityDefinitions(LogicalName='x')`` or ``EntityDefinitions(<MetadataId>)`` and its collections."""
+        tables = self.store.tables
+        table = tables.get(key) or next((t for t in tables.values()
+                                         if entity_metadata(t)["MetadataId"] == key.lower()), None)
         if table is None:
-            raise DataverseError("not_found", table="EntityMetadata", id=logical)
-        if cast is not None and segment != "Attributes":
-            raise DataverseError("segment_not_found", segment=f"Microsoft.Dynamics.CRM.{cast}")
-        return _json(200, definitions_reply(table, segment, cast, params, api))
+            raise DataverseError("not_found", table="EntityMetadata", id=key)
+        if (cast is not None or attribute is not None) and segment != "Attributes":
+            raise DataverseError("segment_not_found", segment=f"Microsoft.Dynamics.CRM.{cast}" if cast else segment)
+        return _json(200, definitions_reply(tables, table, segment, cast, params, api, attribute=attribute))
 
     # -- writes -----------------------------------------------------------------------------------------
     def _payload(self, table: TableDef, body: bytes) -> dict[str, Any]:
