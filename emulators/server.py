@@ -38,6 +38,7 @@ from emulators.campaign.errors import ASSUMED, BIG_TABLE_THRESHOLD
 from emulators.faults import FaultInjector, FaultMiddleware, FaultProfile
 from emulators.ims import IMS_EXPIRES_IN, IMS_ORG, ims_routes
 from emulators.journal import Clock, Journal, journal_routes
+from emulators.jwt_signer import JwtSigner
 from emulators.limits import ServiceProtection
 from emulators.seed import SeedData
 from emulators.tokens import TokenIssuer
@@ -152,7 +153,9 @@ class DataverseServices:
 
         self.data = data
         self.clock = clock
-        self.issuer = TokenIssuer(token_lifetime or 3599, clock=clock.time)
+        self.tenant_id = credentials.tenant_id
+        # Entra ID issues signed JWTs (Adobe IMS tokens stay opaque: no client may read them).
+        self.issuer = TokenIssuer(token_lifetime or 3599, clock=clock.time, signer=JwtSigner())
         self.issuer.register_client(credentials.tenant_id, credentials.d365_client_id, credentials.d365_client_secret)
         self.store = DataverseStore(clock=clock.now)
         self.protection = limits.dataverse(clock.time)
@@ -162,7 +165,8 @@ class DataverseServices:
         from emulators.entra import entra_routes
 
         # The Dataverse routes apply the fault injector themselves, with Dataverse's error body.
-        return [*entra_routes(self.issuer), *dataverse_routes(self.store, self.issuer, self.protection, faults)]
+        return [*entra_routes(self.issuer),
+                *dataverse_routes(self.store, self.issuer, self.protection, faults, tenant=self.tenant_id)]
 
     def set_limits(self, limits: Limits) -> None:
         # The routes hold this object, so it is changed in place rather than replaced.
@@ -216,7 +220,7 @@ def _service(path: str, organization: str) -> str | None:
         return "ims"
     if path.startswith("/_emulator"):
         return None
-    if "/oauth2/" in path or "/.well-known/" in path:
+    if "/oauth2/" in path or "/.well-known/" in path or "/discovery/" in path:
         return "entra"
     return "other"
 

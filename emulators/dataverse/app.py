@@ -147,8 +147,10 @@ class DataverseApi:
     """Handles Web API requests; ``handle`` is transport-free so ``$batch`` parts reuse it."""
 
     def __init__(self, store: DataverseStore, issuer: TokenIssuer, protection: ServiceProtection | None,
-                 base: str = "/api/data/v9.2", *, authority: str = "https://login.microsoftonline.com/common") -> None:
+                 base: str = "/api/data/v9.2", *, authority: str = "https://login.microsoftonline.com/common",
+                 tenant: str | None = None) -> None:
         self.store = store
+        self.tenant = tenant  # when set, challenges name this tenant on the emulator's own Entra ID
         self.issuer = issuer
         self.protection = protection
         self.base = base.rstrip("/")
@@ -158,12 +160,11 @@ class DataverseApi:
     async def endpoint(self, request: Request) -> Response:
         root = f"{request.url.scheme}://{request.url.netloc}"
         auth = request.headers.get("authorization", "")
-        user = self.issuer.validate(auth[7:].strip()) if auth.lower().startswith("bearer ") else None
+        check = self.issuer.check(auth[7:].strip() if auth.lower().startswith("bearer ") else "")
+        user = check.client_id
         if user is None:
-            # Dataverse answers a missing or expired token with an empty 401 and a WWW-Authenticate
-            # challenge naming the authority (body empty: assumed from observed replies).
-            challenge = f"Bearer authorization_uri={self.authority}/oauth2/authorize, resource_id={root}/"
-            return Response(b"", 401, headers={"WWW-Authenticate": challenge, "REQ_ID": str(uuid.uuid4())})
+            return Response(b"", 401, headers={"WWW-Authenticate": self._challenge(root, check.problem),
+                                               "REQ_ID": str(uuid.uuid4())})
         if self.protection is not None:
             throttle = self.protection.begin(user)
             if throttle is not None:
@@ -185,6 +186,16 @@ class DataverseApi:
             if exec_left is not None:
                 inner.headers.append(("x-ms-ratelimit-time-remaining-xrm-requests", f"{exec_left:.2f}"))
         return self._response(inner)
+
+    def _challenge(self, root: str, problem: str | None) -> str:
+        """The ``WWW-Authenticate`` of a 401. Without a token Dataverse names the tenant's authority and
+        itself (clients read the tenant from it); a token it refuses adds RFC 6750's ``error=invalid_token``.
+        The body is empty and the description's wording is Dataverse's as seen in replies (assumed)."""
+        authority = f"{root}/{self.tenant}" if self.tenant else self.authority
+        where = f"authorization_uri={authority}/oauth2/authorize, resource_id={root}/"
+        if problem == "missing":
+            return f"Bearer {where}"
+        return f'Bearer error=invalid_token, error_description="Error during token validation!", {where}'
 
     @staticmethod
     def _response(inner: Inner) -> Response:
@@ -703,9 +714,10 @@ def _as_batch_part(method: str, inner: Inner) -> Inner:
 
 
 def dataverse_routes(store: DataverseStore, issuer: TokenIssuer, protection: ServiceProtection | None,
-                     faults: FaultInjector | None = None, base: str = "/api/data/v9.2") -> list[BaseRoute]:
+                     faults: FaultInjector | None = None, base: str = "/api/data/v9.2", *,
+                     tenant: str | None = None) -> list[BaseRoute]:
     """The Web API routes under ``base``; with ``faults``, each request first draws its injected fault."""
-    api = DataverseApi(store, issuer, protection, base)
+    api = DataverseApi(store, issuer, protection, base, tenant=tenant)
     app = FaultMiddleware(request_response(api.endpoint), faults, dataverse_fault_body,
                           on_token_expiry=issuer.expire_all)
     methods = ["GET", "POST", "PATCH", "DELETE", "PUT"]
