@@ -35,6 +35,7 @@ from starlette.routing import BaseRoute
 
 from emulators.campaign import Campaign, CampaignStore, campaign_routes, load_resources
 from emulators.campaign.errors import ASSUMED, BIG_TABLE_THRESHOLD
+from emulators.campaign.workflows import Workflows
 from emulators.faults import FaultInjector, FaultMiddleware, FaultProfile
 from emulators.ims import IMS_EXPIRES_IN, IMS_ORG, ims_routes
 from emulators.journal import Clock, Journal, journal_routes
@@ -118,6 +119,7 @@ class AdobeServices:
         self.store = CampaignStore(load_resources(), clock=self.clock.now)
         self.journal = Journal(clock=self.clock, retention=retention, secret=f"journal-{seed}")
         self.campaign = Campaign(self.store, self.journal, seed=seed)
+        self.workflows = Workflows(self.clock.time)
         self.protection: ServiceProtection | None = (limits or Limits()).campaign(self.clock.time)
 
     def set_limits(self, limits: Limits) -> None:
@@ -128,7 +130,7 @@ class AdobeServices:
         return [
             *ims_routes(self.issuer),
             *campaign_routes(self.store, self.issuer, organization=c.organization, limiter=lambda: self.protection,
-                             big_table_threshold=self.big_table_threshold),
+                             big_table_threshold=self.big_table_threshold, workflows=self.workflows),
             *journal_routes(self.journal, self.issuer, organization=c.ims_org_id, integration=c.integration,
                             registration=c.registration),
         ]
@@ -139,6 +141,7 @@ class AdobeServices:
     def reset(self) -> None:
         self.store.reset()
         self.journal.reset()
+        self.workflows.reset()
         self.campaign.reset()
         if self.protection is not None:
             self.protection.reset()

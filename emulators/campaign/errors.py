@@ -59,6 +59,7 @@ ASSUMED: dict[str, ErrorSpec] = {
     "bad_link": ErrorSpec(400, "400", "Link target does not exist"),
     "bad_parameter": ErrorSpec(400, "400", "Invalid parameter"),
     "method_not_allowed": ErrorSpec(405, "405", "Method not allowed"),
+    "signal_rejected": ErrorSpec(400, "400", "The signal was not triggered"),
     "server_error": ErrorSpec(500, "500", "Internal server error"),
     "unavailable": ErrorSpec(503, "503", "Service unavailable"),
 }

@@ -423,7 +423,8 @@ class DataverseApi:
 
         def link(extra: dict[str, str]) -> str:
             merged = {**base_params, **extra}
-            return f"{api}/{table.entity_set}?" + "&".join(f"{k}={quote(str(v), safe=',()')}" for k, v in merged.items())
+            # "=" stays raw, as in Microsoft's nextLink examples ("%3Ccookie%20pagenumber=%222%22...").
+            return f"{api}/{table.entity_set}?" + "&".join(f"{k}={quote(str(v), safe=',()=')}" for k, v in merged.items())
 
         body: dict[str, Any] = {}
         if "$deltatoken" in params:
