@@ -1,4 +1,4 @@
-"""The Campaign Standard REST API under ``/{ORGANIZATION}/campaign/`` (PROTOCOLS.md §4).
+"""The Campaign Standard REST API under ``/{ORGANIZATION}/campaign/`` (see docs/emulators.md).
 
 Paths served (``<res>`` = ``profileAndServices/profile``, ``profileAndServicesExt/profile``,
 ``profileAndServicesExt/cus<Name>``)::

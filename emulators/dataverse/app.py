@@ -1,6 +1,6 @@
 """The Dataverse Web API (``/api/data/v9.2``) over a ``DataverseStore``: queries with paging and change
 tracking, writes with upsert semantics, ``$batch``, metadata, auth (Entra tokens), service-protection
-limits and fault injection. Wire behaviour follows PROTOCOLS.md §2; error codes live in ``errors.py``.
+limits and fault injection. Wire behaviour is described in docs/emulators.md; error codes live in ``errors.py``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Every error the Dataverse emulator returns, in ONE place: HTTP status, Dataverse error code and message.
 
 Codes and messages come from Microsoft's documentation and from client code that matches on them
-(see PROTOCOLS.md §2). Entries marked ``assumed=True`` have no public source that fixes their exact
+(quoted in the comments below). Entries marked ``assumed=True`` have no public source that fixes their exact
 code, status or wording; correct them here and nowhere else.
 """
 
