@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from emulators.dataverse.store import DataverseStore
 from tests.emulators.test_dataverse_batch import _batch, _changeset, _req
+from tests.emulators.test_dataverse_scale import api_for, fresh_store, get
 
 pytestmark = pytest.mark.anyio
 FORMATTED = "OData.Community.Display.V1.FormattedValue"
@@ -137,3 +141,54 @@ async def test_web_api_create_gets_documented_defaults(dv: httpx.AsyncClient, st
     assert store.get("contact", gid) is not None
     assert {k: store.get("contact", gid)[k] for k in ("statecode", "statuscode", "donotemail")} == {  # type: ignore[index]
         "statecode": 1, "statuscode": 2, "donotemail": True}
+
+
+_delta_ops = st.lists(st.one_of(st.tuples(st.just("create"), st.integers(0, 9)),
+                                st.tuples(st.just("update"), st.integers(0, 9)),
+                                st.tuples(st.just("delete"), st.integers(0, 9))), max_size=25)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(before=st.integers(0, 5), ops=_delta_ops, page_size=st.integers(1, 6))
+def test_delta_order_holds_for_any_history_and_page_size(before: int, ops: list[tuple[str, int]], page_size: int) -> None:
+    """Whatever happened since the token: each changed row once (live rows by version, then the deleted
+    ones), and paging with any size gives the same sequence as one page."""
+    store = fresh_store()
+    api = api_for(store)
+    live = [store.insert("contact", {"lastname": f"b{i}"})["contactid"] for i in range(before)]
+    link = get(api, "contacts", {"$select": "lastname"}, "odata.track-changes")["@odata.deltaLink"]
+    deleted: list[str] = []
+    touched: list[str] = []
+    for op, n in ops:
+        if op == "create" or not live:
+            live.append(store.insert("contact", {"lastname": f"n{n}"})["contactid"])
+            touched.append(live[-1])
+        elif op == "update":
+            rid = live[n % len(live)]
+            store.update("contact", rid, {"lastname": f"u{n}"})
+            touched.append(rid)
+        else:
+            rid = live.pop(n % len(live))
+            store.delete("contact", rid)
+            deleted.append(rid)
+    query = dict(parse_qsl(urlsplit(link).query))
+
+    def pages(size: int | None) -> list[dict]:
+        out: list[dict] = []
+        params: dict[str, str] | None = query
+        while params is not None:
+            body = get(api, "contacts", params, f"odata.maxpagesize={size}" if size else "")
+            out += body["value"]
+            nxt = body.get("@odata.nextLink")
+            params = dict(parse_qsl(urlsplit(nxt).query)) if nxt else None
+        return out
+
+    whole = pages(None)
+    kinds = ["deleted" if v.get("reason") == "deleted" else "row" for v in whole]
+    assert kinds == sorted(kinds, key=lambda k: k == "deleted")  # every row before every deletion
+    rows = [v["contactid"] for v in whole if v.get("reason") != "deleted"]
+    assert len(rows) == len(set(rows)) and set(rows) == set(touched) & set(live)
+    assert [int(v["@odata.etag"][3:-1]) for v in whole if "contactid" in v] == sorted(
+        int(v["@odata.etag"][3:-1]) for v in whole if "contactid" in v)  # by version
+    assert {v["id"] for v in whole if v.get("reason") == "deleted"} == set(deleted) - set(live)
+    assert pages(page_size) == whole
