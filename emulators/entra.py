@@ -22,8 +22,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from emulators.jwt_signer import v1_issuer
-from emulators.tokens import TokenIssuer
+from mapsync.emulators.jwt_signer import v1_issuer
+from mapsync.emulators.tokens import TokenIssuer
 
 __all__ = ["aad_error", "entra_routes"]
 

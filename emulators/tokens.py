@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from emulators.jwt_signer import JwtSigner
+    from mapsync.emulators.jwt_signer import JwtSigner
 
 __all__ = ["ClientCheck", "TokenCheck", "TokenIssuer"]
 

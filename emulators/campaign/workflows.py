@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from emulators.campaign.errors import CampaignApiError
+from mapsync.emulators.campaign.errors import CampaignApiError
 
 __all__ = ["SIGNAL_INTERVAL_SECONDS", "Signal", "Workflow", "Workflows"]
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from emulators.dataverse.metadata import ColumnDef
+from mapsync.emulators.dataverse.metadata import ColumnDef
 
 __all__ = ["ASSOCIATED_NAVIGATION", "FORMATTED_VALUE", "LOOKUP_LOGICAL_NAME", "AnnotationFilter", "formatted_value"]
 

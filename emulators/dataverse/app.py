@@ -21,17 +21,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, request_response
 
-from emulators.dataverse.annotations import (
+from mapsync.emulators.dataverse.annotations import (
     ASSOCIATED_NAVIGATION,
     FORMATTED_VALUE,
     LOOKUP_LOGICAL_NAME,
     AnnotationFilter,
     formatted_value,
 )
-from emulators.dataverse.batch import BatchRequest, ChangeSet, PartResponse, parse_batch, render_batch
-from emulators.dataverse.errors import DataverseError, error_body
-from emulators.dataverse.messages import MESSAGE_SETS, message_reply
-from emulators.dataverse.metadata import (
+from mapsync.emulators.dataverse.batch import BatchRequest, ChangeSet, PartResponse, parse_batch, render_batch
+from mapsync.emulators.dataverse.errors import DataverseError, error_body
+from mapsync.emulators.dataverse.messages import MESSAGE_SETS, message_reply
+from mapsync.emulators.dataverse.metadata import (
     TableDef,
     csdl,
     definitions_list,
@@ -39,7 +39,7 @@ from emulators.dataverse.metadata import (
     entity_metadata,
     navigation_name,
 )
-from emulators.dataverse.odata import (
+from mapsync.emulators.dataverse.odata import (
     FilterSyntaxError,
     FilterTypeError,
     compile_filter,
@@ -47,11 +47,11 @@ from emulators.dataverse.odata import (
     parse_filter,
     parse_orderby,
 )
-from emulators.dataverse.store import DataverseStore
-from emulators.entra import entra_routes
-from emulators.faults import FaultInjector, FaultMiddleware
-from emulators.limits import ServiceProtection
-from emulators.tokens import TokenIssuer
+from mapsync.emulators.dataverse.store import DataverseStore
+from mapsync.emulators.entra import entra_routes
+from mapsync.emulators.faults import FaultInjector, FaultMiddleware
+from mapsync.emulators.limits import ServiceProtection
+from mapsync.emulators.tokens import TokenIssuer
 
 __all__ = ["DataverseApi", "build_dataverse_app", "dataverse_fault_body", "dataverse_routes"]
 

@@ -17,9 +17,9 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from emulators.dataverse.errors import DataverseError
-from emulators.dataverse.metadata import TableDef, split_options
-from emulators.dataverse.records import Record, query_records
+from mapsync.emulators.dataverse.errors import DataverseError
+from mapsync.emulators.dataverse.metadata import TableDef, split_options
+from mapsync.emulators.dataverse.records import Record, query_records
 
 __all__ = ["MESSAGE_SETS", "message_reply"]
 

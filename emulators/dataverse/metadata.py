@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
-from emulators.dataverse.errors import DataverseError
-from emulators.dataverse.records import query_records
+from mapsync.emulators.dataverse.errors import DataverseError
+from mapsync.emulators.dataverse.records import query_records
 
 __all__ = ["ColumnDef", "TableDef", "attributes_metadata", "column_default", "csdl", "definitions_list", "definitions_reply", "entity_metadata", "load_tables", "navigation_name"]
 
@@ -156,7 +156,7 @@ def _snapshot_dicts(source: Any) -> list[Mapping[str, Any]]:
     if isinstance(source, Mapping):
         return [source]
     if callable(getattr(source, "tables", None)):  # dsl.schema.Catalog
-        from dsl.schema import dump_table
+        from mapsync.dsl.schema import dump_table
 
         return [dump_table(t) for t in source.tables("d365")]
     if isinstance(source, Iterable):

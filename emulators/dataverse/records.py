@@ -1,7 +1,7 @@
 """``$filter``, ``$select``, ``$orderby`` and ``$top`` over small in-memory collections of JSON records: the
 metadata definitions (``EntityDefinitions`` and its collections) and the SDK message tables.
 
-The filter text is parsed by the same parser as table queries (``emulators.dataverse.odata``), after the
+The filter text is parsed by the same parser as table queries (``mapsync.emulators.dataverse.odata``), after the
 two extensions these collections use are rewritten into it: a path to an expanded record's property
 (``sdkmessageid/name``) and an enum literal (``Microsoft.Dynamics.CRM.AttributeTypeCode'Picklist'``). Parameter
 aliases (``@message`` with ``&@message='Create'``) are replaced by their values first, as OData defines.
@@ -14,8 +14,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from emulators.dataverse.errors import DataverseError
-from emulators.dataverse.odata import (
+from mapsync.emulators.dataverse.errors import DataverseError
+from mapsync.emulators.dataverse.odata import (
     And,
     Call,
     Compare,

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from emulators.server import Emulator
+from mapsync.emulators.server import Emulator
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DV_BASE = "https://org.example"

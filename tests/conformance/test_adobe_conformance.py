@@ -6,12 +6,12 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from dsl.schema import load_catalog
-from emulators.server import Emulator
-from engine.auth import ImsTokenProvider
-from engine.config import CampaignSettings, Secret, ServiceLimits
-from engine.connectors.campaign import CampaignConnector, campaign_headers
-from engine.http import HttpClient, error_details
+from mapsync.dsl.schema import load_catalog
+from mapsync.emulators.server import Emulator
+from mapsync.engine.auth import ImsTokenProvider
+from mapsync.engine.config import CampaignSettings, Secret, ServiceLimits
+from mapsync.engine.connectors.campaign import CampaignConnector, campaign_headers
+from mapsync.engine.http import HttpClient, error_details
 from tests.conformance.conftest import (
     ADOBE_BASE,
     Replay,

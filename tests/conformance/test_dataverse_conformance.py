@@ -10,13 +10,13 @@ from urllib.parse import unquote
 import httpx
 import pytest
 
-from dsl.schema import load_catalog
-from emulators.server import Emulator, Limits
-from engine.config import D365Settings, Secret, ServiceLimits
-from engine.connectors.d365 import ODATA_HEADERS, D365Connector
-from engine.connectors.odata import parse_batch
-from engine.errors import TransientError
-from engine.http import HttpClient, error_from_status
+from mapsync.dsl.schema import load_catalog
+from mapsync.emulators.server import Emulator, Limits
+from mapsync.engine.config import D365Settings, Secret, ServiceLimits
+from mapsync.engine.connectors.d365 import ODATA_HEADERS, D365Connector
+from mapsync.engine.connectors.odata import parse_batch
+from mapsync.engine.errors import TransientError
+from mapsync.engine.http import HttpClient, error_from_status
 from tests.conformance.conftest import (
     API,
     DV_BASE,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 
-from emulators.campaign.store import Condition
+from mapsync.emulators.campaign.store import Condition
 from tests.e2e.conftest import Live, counts
 
 

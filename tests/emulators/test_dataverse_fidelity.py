@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from emulators.dataverse.store import DataverseStore
+from mapsync.emulators.dataverse.store import DataverseStore
 from tests.emulators.test_dataverse_batch import _batch, _changeset, _req
 from tests.emulators.test_dataverse_scale import api_for, fresh_store, get
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from emulators.dataverse.store import DataverseStore
+from mapsync.emulators.dataverse.store import DataverseStore
 
 pytestmark = pytest.mark.anyio
 

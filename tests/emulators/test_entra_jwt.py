@@ -7,9 +7,9 @@ import httpx
 import jwt
 import pytest
 
-from emulators.jwt_signer import JwtSigner
-from emulators.server import Emulator
-from emulators.tokens import TokenIssuer
+from mapsync.emulators.jwt_signer import JwtSigner
+from mapsync.emulators.server import Emulator
+from mapsync.emulators.tokens import TokenIssuer
 
 pytestmark = pytest.mark.anyio
 BASE = "https://emulator.test"
