@@ -38,6 +38,8 @@ from mapsync.emulators.campaign.errors import ASSUMED, BIG_TABLE_THRESHOLD
 from mapsync.emulators.faults import FaultInjector, FaultMiddleware, FaultProfile
 from mapsync.emulators.ims import IMS_EXPIRES_IN, IMS_ORG, ims_routes
 from mapsync.emulators.journal import Clock, Journal, journal_routes
+from mapsync.emulators.campaign.workflows import Workflows
+from mapsync.emulators.jwt_signer import JwtSigner
 from mapsync.emulators.limits import ServiceProtection
 from mapsync.emulators.seed import SeedData
 from mapsync.emulators.tokens import TokenIssuer
@@ -117,6 +119,7 @@ class AdobeServices:
         self.store = CampaignStore(load_resources(), clock=self.clock.now)
         self.journal = Journal(clock=self.clock, retention=retention, secret=f"journal-{seed}")
         self.campaign = Campaign(self.store, self.journal, seed=seed)
+        self.workflows = Workflows(self.clock.time)
         self.protection: ServiceProtection | None = (limits or Limits()).campaign(self.clock.time)
 
     def set_limits(self, limits: Limits) -> None:
@@ -127,7 +130,7 @@ class AdobeServices:
         return [
             *ims_routes(self.issuer),
             *campaign_routes(self.store, self.issuer, organization=c.organization, limiter=lambda: self.protection,
-                             big_table_threshold=self.big_table_threshold),
+                             big_table_threshold=self.big_table_threshold, workflows=self.workflows),
             *journal_routes(self.journal, self.issuer, organization=c.ims_org_id, integration=c.integration,
                             registration=c.registration),
         ]
@@ -138,6 +141,7 @@ class AdobeServices:
     def reset(self) -> None:
         self.store.reset()
         self.journal.reset()
+        self.workflows.reset()
         self.campaign.reset()
         if self.protection is not None:
             self.protection.reset()
@@ -152,7 +156,9 @@ class DataverseServices:
 
         self.data = data
         self.clock = clock
-        self.issuer = TokenIssuer(token_lifetime or 3599, clock=clock.time)
+        self.tenant_id = credentials.tenant_id
+        # Entra ID issues signed JWTs (Adobe IMS tokens stay opaque: no client may read them).
+        self.issuer = TokenIssuer(token_lifetime or 3599, clock=clock.time, signer=JwtSigner())
         self.issuer.register_client(credentials.tenant_id, credentials.d365_client_id, credentials.d365_client_secret)
         self.store = DataverseStore(clock=clock.now)
         self.protection = limits.dataverse(clock.time)
@@ -162,7 +168,8 @@ class DataverseServices:
         from mapsync.emulators.entra import entra_routes
 
         # The Dataverse routes apply the fault injector themselves, with Dataverse's error body.
-        return [*entra_routes(self.issuer), *dataverse_routes(self.store, self.issuer, self.protection, faults)]
+        return [*entra_routes(self.issuer),
+                *dataverse_routes(self.store, self.issuer, self.protection, faults, tenant=self.tenant_id)]
 
     def set_limits(self, limits: Limits) -> None:
         # The routes hold this object, so it is changed in place rather than replaced.
@@ -216,7 +223,7 @@ def _service(path: str, organization: str) -> str | None:
         return "ims"
     if path.startswith("/_emulator"):
         return None
-    if "/oauth2/" in path or "/.well-known/" in path:
+    if "/oauth2/" in path or "/.well-known/" in path or "/discovery/" in path:
         return "entra"
     return "other"
 

@@ -33,6 +33,7 @@ from mapsync.emulators.dataverse.errors import DataverseError
 from mapsync.emulators.dataverse.metadata import (
     ColumnDef,
     TableDef,
+    column_default,
     delete_behaviour,
     load_tables,
     nav_properties,
@@ -307,6 +308,13 @@ class DataverseStore:
         elif rid in t.rows:
             raise DataverseError("exists")
         values[pk] = rid
+        # Web API creates get the platform's defaults; seeds and the control API (trusted) stand for rows
+        # already in the org and are stored exactly as given.
+        for col in () if trusted else t.defn.columns:
+            if col.wire_name not in values:
+                default = column_default(t.defn, col)
+                if default is not None:
+                    values[col.wire_name] = default
         self._computed(t, values, None)
         stamp = self._stamp()
         values["createdon"] = values["modifiedon"] = stamp
@@ -474,9 +482,11 @@ class DataverseStore:
             raise DataverseError("delta_expired")
         return version
 
-    def changes(self, table: str, since: int, upto: int, limit: int) -> tuple[list[tuple[str, Any]], int | None]:
-        """Changes with ``since < version <= upto`` in version order: ("row", tuple) or ("deleted", id).
-        Returns up to ``limit`` of them and the version to resume after (None when done)."""
+    def changes(self, table: str, since: int, upto: int, limit: int,
+                kind: str | None = None) -> tuple[list[tuple[str, Any]], int | None]:
+        """Changes with ``since < version <= upto`` in version order: ("row", tuple) or ("deleted", id),
+        only those of ``kind`` when given. Returns up to ``limit`` of them and the version to resume after
+        (None when done)."""
         t = self._table(table)
         versions, ids = t.vlog_versions, t.vlog_ids
         i = bisect_right(versions, since)
@@ -488,8 +498,9 @@ class DataverseStore:
             packed = t.rows.get(rid)
             row = None if packed is None else t.decode(packed, rid)
             if row is not None and row[t.ver_idx] == v:
-                out.append(("row", row))
-            elif row is None and t.tombstones.get(rid) == v:
+                if kind in (None, "row"):
+                    out.append(("row", row))
+            elif row is None and t.tombstones.get(rid) == v and kind in (None, "deleted"):
                 out.append(("deleted", rid))
         # Resume after the last version looked at; stale entries in between are skipped again cheaply.
         return out, (versions[i - 1] if i < end else None)

@@ -1,4 +1,4 @@
-"""Campaign Standard REST contract (PROTOCOLS.md §4): list/paging, filters, CRUD, metadata, validation, 429."""
+"""Campaign Standard REST contract: list/paging, filters, CRUD, metadata, validation, 429."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Contract tests of the Dataverse Web API emulator, one per point of PROTOCOLS.md §2, in-process."""
+"""Contract tests of the Dataverse Web API emulator, in-process (docs/emulators.md says what is documented and what assumed)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Adobe IMS token endpoint and the I/O gateway check (PROTOCOLS.md §3, §4 headers)."""
+"""Adobe IMS token endpoint and the I/O gateway check (and the gateway's headers)."""
 
 from __future__ import annotations
 

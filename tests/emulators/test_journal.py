@@ -1,4 +1,4 @@
-"""Adobe I/O Events journal contract (PROTOCOLS.md §5) and deliveries that fill it."""
+"""Adobe I/O Events journal contract (as Adobe documents it) and deliveries that fill it."""
 
 from __future__ import annotations
 
