@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import functools
 import json
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dc_field
@@ -156,6 +157,8 @@ class Catalog:
     """Every known table of both systems, keyed by (system, name)."""
 
     by_key: Mapping[tuple[str, str], TableSchema]
+    # The folder the snapshots were read from (None: pulled live); diagnostics name the file they looked for.
+    root: Path | None = dc_field(default=None, compare=False)
 
     @staticmethod
     def from_tables(tables: Iterable[TableSchema]) -> Catalog:
@@ -166,7 +169,15 @@ class Catalog:
         """This catalog with some tables swapped for (or added from) e.g. a live pull."""
         merged = dict(self.by_key)
         merged.update({(t.system, t.name): t for t in tables})
-        return Catalog(MappingProxyType(merged))
+        return Catalog(MappingProxyType(merged), self.root)
+
+    def snapshot_file(self, system: str, name: str) -> str | None:
+        """Where the snapshot of ``system.name`` is (or would be), as a user would type it; None when live."""
+        if self.root is None:
+            return None
+        path = snapshot_path(self.root, system, name)
+        relative = Path(os.path.relpath(path, Path.cwd()))
+        return path.as_posix() if relative.parts[:3] == ("..", "..", "..") else relative.as_posix()
 
     def table(self, system: str, name: str) -> TableSchema | None:
         return self.by_key.get((system, name))
@@ -316,7 +327,8 @@ def load_catalog(root: Path | None = None) -> Catalog:
 def _load_catalog_cached(root: Path) -> Catalog:
     if not root.is_dir():
         raise SchemaError("the snapshot folder does not exist", file=str(root))
-    return Catalog.from_tables(load_table(p) for p in sorted(root.glob("*/*.json")))
+    tables = Catalog.from_tables(load_table(p) for p in sorted(root.glob("*/*.json")))
+    return Catalog(tables.by_key, root)
 
 
 # ------------------------------------------------------------------------------------------------ writing

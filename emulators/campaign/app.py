@@ -126,12 +126,21 @@ def campaign_routes(
     big_table_threshold: int = BIG_TABLE_THRESHOLD,
     workflows: Workflows | None = None,
 ) -> list[Route]:
-    by_path: dict[str, tuple[ResourceSpec, bool]] = {}
-    for spec in store.resources.values():
-        if spec.path:
-            by_path[spec.path] = (spec, spec.path.startswith("profileAndServicesExt/"))
-        if spec.ext_path:
-            by_path[spec.ext_path] = (spec, True)
+    paths: dict[int, dict[str, tuple[ResourceSpec, bool]]] = {}
+
+    def by_path() -> dict[str, tuple[ResourceSpec, bool]]:
+        """The resources by REST path, as the store serves them now (a reload may add or change some)."""
+        found = paths.get(store.generation)
+        if found is None:
+            found = {}
+            for spec in store.resources.values():
+                if spec.path:
+                    found[spec.path] = (spec, spec.path.startswith("profileAndServicesExt/"))
+                if spec.ext_path:
+                    found[spec.ext_path] = (spec, True)
+            paths.clear()
+            paths[store.generation] = found
+        return found
 
     def link_exists(target: str, pkey: str) -> bool:
         return target in store.resources and store.exists(target, pkey)
@@ -173,7 +182,7 @@ def campaign_routes(
                 return metadata(parts[0], parts[2], org_base)
             if len(parts) == 4 and parts[3] == "filters":
                 return filter_list(parts[0], parts[2])
-        found = by_path.get(f"{parts[0]}/{parts[1]}")
+        found = by_path().get(f"{parts[0]}/{parts[1]}")
         if found is None:
             raise CampaignApiError("unknown_resource", "/".join(parts[:2]))
         spec, ext = found

@@ -16,6 +16,7 @@ row's sort key (keyset paging), patching the list with the rows written since in
 
 from __future__ import annotations
 
+import itertools
 import marshal
 import re
 import uuid
@@ -191,6 +192,40 @@ class DataverseStore:
         self.reset()
 
     # -- public API -------------------------------------------------------------------------------
+    def ids(self, table: str, *, limit: int) -> list[str]:
+        """Up to ``limit`` ids of ``table``'s rows, oldest first (what a generated lookup may point at)."""
+        return list(itertools.islice(self._table(table).rows, limit))
+
+    def reload_tables(self, tables: dict[str, TableDef]) -> dict[str, list[str]]:
+        """Serve new or changed table definitions without a restart: a new table starts empty; a changed one
+        keeps its rows (by column name; a column gone from the snapshot is dropped, a new one is empty) and
+        its deletions, so change tracking goes on. A table no longer in the snapshots is kept as it is."""
+        added = sorted(n for n in tables if n not in self.tables)
+        changed = sorted(n for n in tables if n in self.tables and tables[n] != self.tables[n])
+        for name in added:
+            self.tables[name] = tables[name]
+            self._t[name] = _Table(tables[name], self._stamps, self._stamp_seconds)
+            self._t[name].min_valid_version = self._version
+        for name in changed:
+            self.tables[name] = tables[name]
+            self._t[name] = self._carried_over(self._t[name], tables[name])
+        self.by_entity_set = {t.entity_set: t for t in self.tables.values()}
+        self._sorted.clear()
+        return {"added": added, "changed": changed}
+
+    def _carried_over(self, old: _Table, defn: TableDef) -> _Table:
+        new = _Table(defn, self._stamps, self._stamp_seconds)
+        rows = [old.decode(packed, rid) for rid, packed in old.rows.items()]
+        rows.sort(key=lambda row: row[old.ver_idx])  # the version log stays ordered
+        for row in rows:
+            values = dict(zip(old.cols, row, strict=True))
+            carried = [values.get(name) for name in new.cols]
+            carried[new.pos_idx] = len(new.order)
+            self._apply(new, row[old.pk_idx], new.encode(tuple(carried)), tuple(carried))
+        new.tombstones.update(old.tombstones)
+        new.min_valid_version = old.min_valid_version
+        return new
+
     def reset(self) -> None:
         """Drop every row and tombstone; delta tokens issued before become expired."""
         self._t = {name: _Table(d, self._stamps, self._stamp_seconds) for name, d in self.tables.items()}

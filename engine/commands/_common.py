@@ -32,7 +32,7 @@ def project_snapshots(args: argparse.Namespace) -> Path:
 
 # The emulators' own packages (the `emulators` extra): a production install leaves them out.
 EMULATOR_PACKAGES = {"starlette": "starlette", "uvicorn": "uvicorn", "trustme": "trustme",
-                     "multipart": "python-multipart"}
+                     "multipart": "python-multipart", "jwt": "PyJWT"}
 
 
 def require_emulators(command: str) -> None:

@@ -17,7 +17,6 @@ from mapsync.dsl.errors import CheckError
 from mapsync.dsl.project import ProjectPathError, load_project
 from mapsync.dsl.schema import load_catalog
 from mapsync.engine.commands._common import add_command, project_snapshots
-from mapsync.engine.commands._common import add_command
 
 __all__ = ["add_parser", "run"]
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from mapsync.engine.commands._common import add_command, require_emulators
-from mapsync.engine.commands._common import add_command
 from mapsync.engine.progress import configure_logging
 
 

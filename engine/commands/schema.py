@@ -23,7 +23,6 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from mapsync.engine.commands._common import add_command, project_snapshots
-from mapsync.engine.commands._common import add_command
 from mapsync.engine.errors import ConfigError
 
 if TYPE_CHECKING:  # imported lazily at run time: every `mapsync` start imports this module

@@ -18,7 +18,6 @@ from mapsync.dsl.project import ProjectPathError
 from mapsync.dsl.schema import load_catalog
 from mapsync.dsl.testing import find_test_files, render, run_tests
 from mapsync.engine.commands._common import add_command, project_snapshots
-from mapsync.engine.commands._common import add_command
 
 __all__ = ["add_parser", "run"]
 

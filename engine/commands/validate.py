@@ -22,7 +22,6 @@ from mapsync.dsl.diagnostics import Diagnostic, Severity, render_json, render_te
 from mapsync.dsl.project import ProjectPathError
 from mapsync.dsl.schema import Catalog, SchemaError, load_catalog
 from mapsync.engine.commands._common import add_command, project_snapshots
-from mapsync.engine.commands._common import add_command
 from mapsync.engine.errors import ConfigError
 
 __all__ = ["add_parser", "run", "set_live_catalog_provider", "summary", "validate"]
