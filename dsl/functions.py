@@ -1,4 +1,4 @@
-"""The function library of the mapping language (LANGUAGE.md, "Expressions").
+"""The function library of the mapping language (docs/language.md, "Expressions").
 
 ``FUNCTIONS`` maps each name to a ``FunctionSpec``: what the checker needs (arity, parameter and
 result types, the null rule) and what the compiled mapping calls (``impl``). ``label``, ``link`` and

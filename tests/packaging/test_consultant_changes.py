@@ -13,21 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.paths import ROOT
+from tests.paths import ROOT, copy_repository
 
 MEMBERSHIP = ROOT / "tests" / "fixtures" / "membership"
-
-
-def _copy_repository(to: Path) -> None:
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                            text=True, check=True).stdout.splitlines()
-    for name in listed:
-        source = ROOT / name
-        if not source.exists() and not source.is_symlink():
-            continue  # deleted in the work tree, not yet in git
-        target = to / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, target, follow_symlinks=False)
 
 
 @pytest.mark.slow
@@ -35,7 +23,7 @@ def test_a_new_flow_and_its_snapshots_keep_the_suite_green(tmp_path: Path) -> No
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.fail("this test copies the repository through git: run it from a git checkout")
     copy = tmp_path / "repo"
-    _copy_repository(copy)
+    copy_repository(copy)
     shutil.copytree(MEMBERSHIP, copy, dirs_exist_ok=True)
     # A replacement too: the consultant's replacements.map grows a case.
     replacements = copy / "mappings" / "replacements.map"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mapsync import __version__
-from tests.paths import ROOT
+from tests.paths import ROOT, copy_repository
 
 pytestmark = pytest.mark.slow
 
@@ -31,8 +31,9 @@ def _ok(done: subprocess.CompletedProcess[str]) -> str:
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bin/ folder of a fresh venv holding the wheel built from this repository, with its emulators."""
     base = tmp_path_factory.mktemp("wheel")
-    dist = base / "dist"
-    _ok(_run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(ROOT)], cwd=base))
+    source, dist = base / "source", base / "dist"
+    copy_repository(source)  # a build leaves build/ and *.egg-info behind: not in the repository
+    _ok(_run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(source)], cwd=base))
     wheels = list(dist.glob("mapsync-*.whl"))
     assert len(wheels) == 1, wheels
     _ok(_run([sys.executable, "-m", "venv", str(base / "venv")], cwd=base))
