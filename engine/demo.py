@@ -100,7 +100,7 @@ def _shape(reason: str) -> str:
 async def _run(job: Job, title: str, result: DemoResult) -> RunReport:
     display = RunDisplay()
     with display.live():
-        report = await run_job(job, on_progress=display.on_progress)
+        report = await run_job(job, on_progress=display.on_progress, on_finished=display.on_finished)
     console.print()
     console.print(summary_table(report.flows, title=title))
     for o in report.optouts:

@@ -38,7 +38,8 @@ async def _once(job: Any, args: argparse.Namespace) -> int:
     display = RunDisplay()
     with display.live():
         report = await run_job(job, only=args.flow, full=args.full, replay=args.replay,
-                               on_progress=display.on_progress)
+                               on_progress=display.on_progress,
+                               on_finished=display.on_finished)
     _print(report, job.env.name)
     return 0 if report.ok and report.dead_letters == 0 else 1
 
