@@ -343,8 +343,8 @@ class FlowRunner:
             payload = resolved.get(id(mapped))
             if payload is None:
                 ref = unresolved[id(mapped)]
-                missing = (f"{ref.target_path} links to record {ref.source_value} of flow {ref.flow}, "
-                           + why_unlinked.get((ref.flow, ref.source_value), "which has not been written yet"))
+                why = why_unlinked.get((ref.flow, ref.source_value), "not written yet")
+                missing = f"{ref.target_path}: linked record {why} (flow {ref.flow}, key {ref.source_value})"
                 attempts = (retrying or {}).get(key, 0) + 1
                 if attempts >= DEFERRAL_LIMIT:
                     reason = f"link never resolved after {attempts} runs: {missing}"

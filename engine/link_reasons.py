@@ -23,7 +23,7 @@ log = logging.getLogger("mapsync.links")
 
 class LinkReasons:
     """``await reasons(flow, keys)``: for keys of ``flow`` that have no target record, why — as the end of a
-    sentence ("which flow contacts filters out by its `where` (contacts.map:9)"). Keys missing from the
+    sentence ("filtered out by the `where` of flow contacts (contacts.map:9)"). Keys missing from the
     answer: the linked flow would write them, so they are simply not written yet."""
 
     def __init__(self, flows: Mapping[str, Any], connectors: Any) -> None:
@@ -46,13 +46,13 @@ class LinkReasons:
         for key in keys:
             row = rows.get(key)
             if row is None:
-                out[key] = f"which is not in {other.source.system}.{other.source.name} (deleted, or never there)"
+                out[key] = f"not in {other.source.system}.{other.source.name} (deleted, or never there)"
                 continue
             outcome = other.evaluate(row)
             if isinstance(outcome, Filtered):
-                out[key] = f"which flow {flow} filters out by its `where` ({where})"
+                out[key] = f"filtered out by the `where` of flow {flow} ({where})"
             elif isinstance(outcome, Rejected):
-                out[key] = f"which flow {flow} rejects ({outcome.location}: {outcome.reason})"
+                out[key] = f"rejected by flow {flow} ({outcome.location}: {outcome.reason})"
         return out
 
     def _source(self, flow: str) -> Source | None:

@@ -10,6 +10,7 @@ never into it. Elsewhere (CI, a pipe) there are no escape codes: one progress li
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections import deque
@@ -26,7 +27,8 @@ from engine.executor import FlowCounts, FlowResult
 
 __all__ = ["RunDisplay", "configure_logging", "console", "format_duration", "remaining_seconds", "summary_table"]
 
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+# Off a terminal, 140 columns unless COLUMNS says otherwise (rich would assume 80).
+console = Console(highlight=False, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 140)
 log = logging.getLogger("mapsync.progress")
 
 _COLUMNS = ("read", "filtered", "created", "updated", "unchanged", "deleted", "rejected", "deferred", "failed")
