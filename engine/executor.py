@@ -44,7 +44,7 @@ DEFAULT_BATCH = 1000  # records handed to a connector at once; it splits them in
 TRANSIENT_ROUNDS = 4
 TRANSIENT_PAUSE = 0.5
 TRANSIENT_PREFIX = "transient: "
-PROGRESS_STEP = 100  # Campaign writes handed over at once when a progress display is watching
+PROGRESS_STEP = 25  # Campaign writes handed over at once when a progress display is watching
 LEASE_TTL_SECONDS = 300.0
 
 
@@ -576,9 +576,9 @@ class FlowRunner:
             self._landed(len(ops))
             return outcomes
 
-        # Two steps at a time: the next one fills the wire while the last requests of the one before finish,
-        # and steps end in order, so the count moves steadily instead of all at once at the end.
-        in_flight = asyncio.Semaphore(2)
+        # A few steps at a time: the next ones fill the wire while the last requests of the one before finish,
+        # and steps end about in order, so the count moves steadily instead of all at once at the end.
+        in_flight = asyncio.Semaphore(4)
 
         async def step(part: list[WriteOp]) -> list[WriteOutcome]:
             async with in_flight:
