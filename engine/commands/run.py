@@ -94,3 +94,7 @@ def _print(report: RunReport, env: str) -> None:
         console.print(f"[red]error[/red] {error}", highlight=False)
     if report.dead_letters:
         console.print(f"{report.dead_letters} record(s) went to dead letters: see `mapsync deadletters list --env {env}`")
+    deferred = sum(r.counts.deferred for r in report.flows)
+    if deferred:
+        console.print(f"{deferred} record(s) deferred: waiting for the records they link to, the next run takes them "
+                      "again by itself")
