@@ -21,7 +21,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -387,7 +387,7 @@ class FlowRunner:
 
     # ------------------------------------------------------------------------------------ references
 
-    async def _why_unlinked(self, refs: Any) -> dict[tuple[str, str], str]:
+    async def _why_unlinked(self, refs: Iterable[LinkRef]) -> dict[tuple[str, str], str]:
         """For links that cannot be resolved: why the linked flow has no record for them (filtered out by its
         `where`, rejected, not in the source), by (flow, source key). Absent: not written yet, as far as known."""
         if self.link_reasons is None:
