@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from engine.executor import DEFERRED_PREFIX, TRANSIENT_PREFIX
-from engine.state.base import DeadLetter, DeadLetterStatus
+from mapsync.engine.executor import DEFERRED_PREFIX, TRANSIENT_PREFIX
+from mapsync.engine.state.base import DeadLetter, DeadLetterStatus
 
 __all__ = ["KINDS", "ReasonGroup", "group_by_reason", "kind", "open_letters", "reason_shape", "tally", "tally_line"]
 

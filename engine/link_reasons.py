@@ -12,9 +12,9 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dsl.runtime import Filtered, Rejected
-from engine.errors import ConfigError, SyncError
-from engine.sources import Source, source_for
+from mapsync.dsl.runtime import Filtered, Rejected
+from mapsync.engine.errors import ConfigError, SyncError
+from mapsync.engine.sources import Source, source_for
 
 __all__ = ["LinkReasons"]
 

@@ -10,13 +10,13 @@ from typing import Any
 
 from rich.table import Table
 
-from engine.commands._common import add_command
-from engine.config import load_config
-from engine.dead_letter_kinds import group_by_reason, kind, open_letters, tally, tally_line
-from engine.errors import ConfigError
-from engine.executor import DEFERRED_PREFIX, TRANSIENT_PREFIX
-from engine.progress import console
-from engine.state.base import DeadLetterStatus, open_store
+from mapsync.engine.commands._common import add_command
+from mapsync.engine.config import load_config
+from mapsync.engine.dead_letter_kinds import group_by_reason, kind, open_letters, tally, tally_line
+from mapsync.engine.errors import ConfigError
+from mapsync.engine.executor import DEFERRED_PREFIX, TRANSIENT_PREFIX
+from mapsync.engine.progress import console
+from mapsync.engine.state.base import DeadLetterStatus, open_store
 
 
 def add_parser(subparsers: Any) -> None:

@@ -10,14 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from engine.executor import DEFERRED_PREFIX
-from engine.state.base import DeadLetter, open_store
+from mapsync.engine.executor import DEFERRED_PREFIX
+from mapsync.engine.state.base import DeadLetter, open_store
 from tests.e2e.conftest import Live
 
 
 def mapsync(live: Live, *args: str, columns: int = 100) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": str(columns)}
-    return subprocess.run([sys.executable, "-m", "engine.cli", "--config", str(live.config), *args],
+    return subprocess.run([sys.executable, "-m", "mapsync.engine.cli", "--config", str(live.config), *args],
                           cwd=live.config.parent, env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -17,19 +17,19 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-import engine.demo as demo
-import engine.progress as progress
-from engine.dead_letter_kinds import ReasonGroup
-from engine.executor import FlowCounts
-from engine.progress import RunDisplay, configure_logging, remaining_seconds
-from engine.state.base import DeadLetter, DeadLetterStatus
+import mapsync.engine.demo as demo
+import mapsync.engine.progress as progress
+from mapsync.engine.dead_letter_kinds import ReasonGroup
+from mapsync.engine.executor import FlowCounts
+from mapsync.engine.progress import RunDisplay, configure_logging, remaining_seconds
+from mapsync.engine.state.base import DeadLetter, DeadLetterStatus
 from tests.e2e.conftest import Live
 
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d (info|warning|error) mapsync\.")
 
 
 def mapsync(live: Live, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "engine.cli", "--config", str(live.config), *args],
+    return subprocess.run([sys.executable, "-m", "mapsync.engine.cli", "--config", str(live.config), *args],
                           cwd=live.config.parent, env={**os.environ, "COLUMNS": "120"}, capture_output=True,
                           text=True, timeout=300)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from emulators.server import Emulator, start_in_thread, write_config
+from mapsync.emulators.server import Emulator, start_in_thread, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTACTS = 20_000
@@ -58,7 +58,7 @@ def test_run_in_a_terminal_keeps_log_lines_apart_from_a_table_that_moves(tmp_pat
     try:
         config = write_config(tmp_path / "mapsync.yaml", base_url=served.base_url, ca_file=served.ca_file,
                               state="sqlite:///.mapsync/tmux.sqlite", mappings="mappings")
-        command = (f"cd {shlex.quote(str(tmp_path))} && {shlex.quote(sys.executable)} -m engine.cli "
+        command = (f"cd {shlex.quote(str(tmp_path))} && {shlex.quote(sys.executable)} -m mapsync.engine.cli "
                    f"--config {shlex.quote(str(config))} run --env emulator; sleep 60")
         subprocess.run([tmux, "-L", server, "new-session", "-d", "-s", session, "-x", "120", "-y", "40",
                         "env", f"PYTHONPATH={ROOT}", "TERM=xterm-256color", "sh", "-c", command],
