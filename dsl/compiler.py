@@ -109,6 +109,7 @@ class CompiledFlow:
     _filter_residual: Callable[[Mapping[str, Any]], Any] = field(repr=False)
     _target_lines: Mapping[str, int] = field(repr=False)
     where_line: int | None = None
+    line: int | None = None  # the `flow` header: where a dead letter of a failed write points
 
     def matches(self, record: Mapping[str, Any]) -> bool:
         """The whole ``where`` on a source wire row. Raises ``FilterError`` when the data cannot be compared."""
@@ -923,6 +924,7 @@ def compile_flow(flow: ast.Flow, *, replaces: Mapping[str, ast.Replace], source:
         _filter_residual=ns["filter_residual"],
         _target_lines=c.target_lines,
         where_line=where_line,
+        line=flow.span.line or None,
     )
 
 

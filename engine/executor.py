@@ -21,7 +21,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,7 @@ DEFAULT_BATCH = 1000  # records handed to a connector at once; it splits them in
 TRANSIENT_ROUNDS = 4
 TRANSIENT_PAUSE = 0.5
 TRANSIENT_PREFIX = "transient: "
+PROGRESS_STEP = 25  # Campaign writes handed over at once when a progress display is watching
 LEASE_TTL_SECONDS = 300.0
 
 
@@ -85,9 +86,17 @@ class FlowCounts:
     failed: int = 0
     # About how many records this run's read brings (a full read of a table that says), for the progress display.
     expected_reads: int | None = field(default=None, compare=False)
+    # Writes of the page in hand whose outcome came back but is not acknowledged yet (progress display only).
+    landed: int = field(default=0, compare=False)
 
     def as_dict(self) -> dict[str, int]:
-        return {k: v for k, v in vars(self).items() if k != "expected_reads"}
+        return {k: v for k, v in vars(self).items() if k not in ("expected_reads", "landed")}
+
+    @property
+    def settled(self) -> int:
+        """Records this run is done with (or whose write came back): what the progress display counts."""
+        return (self.filtered + self.created + self.updated + self.unchanged + self.rejected + self.deferred
+                + self.failed + self.landed)
 
     @property
     def written(self) -> int:
@@ -137,8 +146,10 @@ class FlowRunner:
                  environment: str, holder: str, dry_run: bool = False,
                  on_progress: Callable[[str, FlowCounts], None] | None = None,
                  plan_sample: int = 20, link_tables: dict[str, str] | None = None,
-                 links_to: frozenset[str] = frozenset()) -> None:
+                 links_to: frozenset[str] = frozenset(),
+                 link_reasons: Callable[[str, Sequence[str]], Awaitable[dict[str, str]]] | None = None) -> None:
         self.flow = flow
+        self.link_reasons = link_reasons  # why another flow's records are not written (see engine.link_reasons)
         self.link_tables = link_tables or {}  # flow name -> the table it writes (for references to its records)
         self.links_to = links_to  # the flows whose records this flow's records link to
         self.source = source
@@ -184,6 +195,7 @@ class FlowRunner:
             reading_all = full or replay or cursor is None or bool(relinked)
             if reading_all and self.on_progress is not None:
                 self.counts.expected_reads = await self.source.expected_total()
+            self._progress()  # the flow is on its way: the display shows it before its first page arrives
             if reading_all and (self.flow.mode == "mirror" or await self._call(self.store.count_keys, name)):
                 # A full read over an existing key map (after a crash before the first cursor, a replay, an
                 # expired delta token) sees no deletions: what it does not see, the source no longer has.
@@ -326,10 +338,13 @@ class FlowRunner:
             mapped_rows.append((key, row, outcome))
 
         resolved, unresolved = await self._resolve_refs([m for _, _, m in mapped_rows])
+        why_unlinked = await self._why_unlinked(unresolved.values())
         for key, row, mapped in mapped_rows:
             payload = resolved.get(id(mapped))
             if payload is None:
-                path, missing = unresolved[id(mapped)]
+                ref = unresolved[id(mapped)]
+                why = why_unlinked.get((ref.flow, ref.source_value), "not written yet")
+                missing = f"{ref.target_path}: linked record {why} (flow {ref.flow}, key {ref.source_value})"
                 attempts = (retrying or {}).get(key, 0) + 1
                 if attempts >= DEFERRAL_LIMIT:
                     reason = f"link never resolved after {attempts} runs: {missing}"
@@ -337,7 +352,8 @@ class FlowRunner:
                 else:
                     reason = DEFERRED_PREFIX + missing
                     self.counts.deferred += 1
-                dead.append((key, row, reason, path))
+                # Where the link is written in the mapping, so the dead letter points at its `file:line`.
+                dead.append((key, row, Rejected(flow.name, key, reason, ref.target_path, flow.file, ref.line), None))
                 continue
             if not self._plan_write(key, row, mapped, payload, known.get(key), work):
                 settled.append(key)
@@ -371,11 +387,25 @@ class FlowRunner:
 
     # ------------------------------------------------------------------------------------ references
 
+    async def _why_unlinked(self, refs: Iterable[LinkRef]) -> dict[tuple[str, str], str]:
+        """For links that cannot be resolved: why the linked flow has no record for them (filtered out by its
+        `where`, rejected, not in the source), by (flow, source key). Absent: not written yet, as far as known."""
+        if self.link_reasons is None:
+            return {}
+        wanted: dict[str, list[str]] = {}
+        for ref in refs:
+            wanted.setdefault(ref.flow, []).append(ref.source_value)
+        out: dict[tuple[str, str], str] = {}
+        for other, keys in wanted.items():
+            for key, why in (await self.link_reasons(other, sorted(set(keys)))).items():
+                out[(other, key)] = why
+        return out
+
     async def _resolve_refs(
         self, mapped: Sequence[Mapped]
-    ) -> tuple[dict[int, dict[str, Any]], dict[int, tuple[str, str]]]:
+    ) -> tuple[dict[int, dict[str, Any]], dict[int, LinkRef]]:
         """Payloads with every reference written in the target's form, by ``id()`` of the mapped record; and for
-        each record with a link that cannot be resolved yet, the target field and why."""
+        each record with a link that cannot be resolved yet, that link."""
         wanted: dict[str, set[str]] = {}
         for m in mapped:
             for ref in m.refs:
@@ -384,7 +414,7 @@ class FlowRunner:
         found: dict[str, dict[str, KeyEntry]] = {}
         for other, values in wanted.items():
             found[other] = await self._call(self.store.get_keys, other, sorted(values))
-        unresolved: dict[int, tuple[str, str]] = {}
+        unresolved: dict[int, LinkRef] = {}
         out: dict[int, dict[str, Any]] = {}
         for m in mapped:
             payload = _deep_copy(m.payload) if m.refs else m.payload
@@ -393,8 +423,7 @@ class FlowRunner:
                 if isinstance(ref, LinkRef):
                     entry = found.get(ref.flow, {}).get(ref.source_value)
                     if entry is None or entry.target_id is None or entry.deleted:
-                        unresolved[id(m)] = (ref.target_path, f"{ref.target_path} links to record {ref.source_value} "
-                                                              f"of flow {ref.flow}, which has not been written yet")
+                        unresolved[id(m)] = ref
                         ok = False
                         break
                     self.target.reference(payload, ref.target_path, self.link_tables.get(ref.flow, ""), entry.target_id)
@@ -518,7 +547,7 @@ class FlowRunner:
         for attempt in range(TRANSIENT_ROUNDS):
             retry: list[WriteOp] = []
             for start in range(0, len(pending), size):
-                for outcome in await self.target.write(pending[start : start + size]):
+                for outcome in await self._write_chunk(pending[start : start + size]):
                     outcomes[outcome.ref] = outcome
                     if not outcome.ok and outcome.transient:
                         retry.append(pending[start + [o.ref for o in pending[start : start + size]].index(outcome.ref)])
@@ -537,6 +566,32 @@ class FlowRunner:
             if not pending:
                 break
         return outcomes
+
+    async def _write_chunk(self, ops: list[WriteOp]) -> list[WriteOutcome]:
+        """``target.write``, in steps the progress display can show. Campaign writes one request per record, so
+        smaller calls change no request and run at once (the HTTP layer bounds what is on the wire); a Dataverse
+        ``$batch`` is kept whole."""
+        if self.on_progress is None or self.target.system != "campaign" or len(ops) <= PROGRESS_STEP:
+            outcomes = await self.target.write(ops)
+            self._landed(len(ops))
+            return outcomes
+
+        # A few steps at a time: the next ones fill the wire while the last requests of the one before finish,
+        # and steps end about in order, so the count moves steadily instead of all at once at the end.
+        in_flight = asyncio.Semaphore(4)
+
+        async def step(part: list[WriteOp]) -> list[WriteOutcome]:
+            async with in_flight:
+                outcomes = await self.target.write(part)
+            self._landed(len(part))
+            return outcomes
+
+        parts = await asyncio.gather(*(step(ops[i : i + PROGRESS_STEP]) for i in range(0, len(ops), PROGRESS_STEP)))
+        return [outcome for part in parts for outcome in part]
+
+    def _landed(self, n: int) -> None:
+        self.counts.landed += n
+        self._progress()
 
     def _acknowledge(self, work: list[_Work], outcomes: list[WriteOutcome | None],
                      dead: list[tuple[str, dict[str, Any], Rejected | str, str | None]], cursor: str | None,
@@ -561,7 +616,7 @@ class FlowRunner:
                     if outcome is not None and outcome.transient:
                         reason = TRANSIENT_PREFIX + reason  # retried automatically by the next run
                     store.add_dead_letter(flow.name, w.key, w.record or {"key": w.key}, reason,
-                                          mapping_file=flow.file, mapping_version=flow.version)
+                                          mapping_file=flow.file, mapping_line=flow.line, mapping_version=flow.version)
                     continue
                 went_through.append(w.key)
                 if w.op == "delete":
@@ -583,7 +638,7 @@ class FlowRunner:
                                           mapping_line=why.line, mapping_version=flow.version)
                 else:
                     store.add_dead_letter(flow.name, key, row, why, field=path, mapping_file=flow.file,
-                                          mapping_version=flow.version)
+                                          mapping_line=flow.line, mapping_version=flow.version)
             if now_entries:
                 store.put_keys(flow.name, now_entries)
             if forget:
@@ -596,6 +651,7 @@ class FlowRunner:
                 store.set_meta(f"links:{flow.name}:generation", str(generation))
             if cursor is not None:
                 store.set_cursor(flow.name, cursor)
+        self.counts.landed = 0  # now counted as created, updated, deleted or failed
 
     def _record_plan(self, work: list[_Work]) -> None:
         for w in work:

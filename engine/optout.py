@@ -575,7 +575,8 @@ class OptOutSync:
             written_to_d365=n.written_to_d365, written_to_campaign=n.written_to_campaign, conflicts=n.conflicts,
             unpaired=n.unpaired, failed=n.failed, pairs=len(key_map), full_read=full_read,
             dry_run=not written, planned=planned, notes=tuple(n.notes))
-        log.info("optout %s: %s", self.name, " ".join(f"{k}={v}" for k, v in result.counts().items()),
+        # Debug only: the commands print this result as one sentence; at info it was said twice.
+        log.debug("optout %s: %s", self.name, " ".join(f"{k}={v}" for k, v in result.counts().items()),
                  extra={"event": "optout.done", "optout": self.name, **result.counts(), "dry_run": not written})
         return result
 

@@ -1,11 +1,19 @@
 """How a run shows itself: a live progress display on a terminal, plain structured log lines otherwise,
-and the summary table at the end. Nothing here decides anything about the sync."""
+and the summary table at the end. Nothing here decides anything about the sync.
+
+On a terminal the table is redrawn four times a second from the counts the executor keeps moving (records
+transformed, writes that came back), and every log line is printed through the same console, above the table,
+never into it. Elsewhere (CI, a pipe) there are no escape codes: one progress line per flow at most every
+``every_seconds``.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -13,15 +21,20 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from mapsync.engine.executor import FlowCounts, FlowResult
 
 __all__ = ["RunDisplay", "configure_logging", "console", "format_duration", "remaining_seconds", "summary_table"]
 
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+# Off a terminal, 140 columns unless COLUMNS says otherwise (rich would assume 80).
+console = Console(highlight=False, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 140)
 log = logging.getLogger("mapsync.progress")
 
 _COLUMNS = ("read", "filtered", "created", "updated", "unchanged", "deleted", "rejected", "deferred", "failed")
+# The rate behind "left" is measured over this many recent seconds: a run slows as its key map grows.
+_RATE_WINDOW_SECONDS = 20.0
+_live: Live | None = None  # the live display on screen now, if any: log lines are printed above it
 
 
 class _KeyValueFormatter(logging.Formatter):
@@ -35,8 +48,24 @@ class _KeyValueFormatter(logging.Formatter):
         return f"{base} {extras}".rstrip()
 
 
+class _ConsoleHandler(logging.Handler):
+    """Log lines to stderr; while the live display is on screen, through its console, so a line is printed
+    above the table on a line of its own instead of into the middle of it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+            if _live is not None:
+                _live.console.print(Text(line), soft_wrap=True)
+            else:
+                sys.stderr.write(line + "\n")  # looked up now: whoever redirected stderr gets the line
+                sys.stderr.flush()
+        except Exception:  # a broken terminal must not end the run
+            self.handleError(record)
+
+
 def configure_logging(verbose: bool = False, *, quiet: bool = False) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _ConsoleHandler()
     handler.setFormatter(_KeyValueFormatter())
     root = logging.getLogger("mapsync")
     root.handlers[:] = [handler]
@@ -44,68 +73,110 @@ def configure_logging(verbose: bool = False, *, quiet: bool = False) -> None:
     root.propagate = False
 
 
-class RunDisplay:
-    """Receives ``on_progress(flow, counts)`` from the executor and shows records, rate and elapsed time."""
+class _Pace:
+    """Recent (time, records done) samples of one flow: its current rate, not the average since the start."""
 
-    def __init__(self, *, interactive: bool | None = None, every_seconds: float = 5.0) -> None:
+    def __init__(self, now: float) -> None:
+        self.started = now
+        self.samples: deque[tuple[float, int]] = deque([(now, 0)])
+
+    def add(self, now: float, done: int) -> None:
+        if done != self.samples[-1][1]:
+            self.samples.append((now, done))
+        while len(self.samples) > 2 and now - self.samples[1][0] > _RATE_WINDOW_SECONDS:
+            self.samples.popleft()
+
+    def rate(self, now: float, done: int) -> float:
+        first_time, first_done = self.samples[0]
+        return (done - first_done) / max(1e-6, now - first_time)
+
+
+class RunDisplay:
+    """Receives ``on_progress(flow, counts)`` from the executor and shows records, rate and time left.
+
+    ``counts`` is the executor's own live object: the terminal display re-reads it at every refresh, so it
+    moves as records are transformed and writes come back, not once per page."""
+
+    def __init__(self, *, interactive: bool | None = None, every_seconds: float = 10.0) -> None:
         self.interactive = console.is_terminal if interactive is None else interactive
         self.every = every_seconds
         self.started: dict[str, float] = {}
         self.latest: dict[str, FlowCounts] = {}
-        self._last_line = 0.0
+        self.finished: dict[str, float] = {}
+        self._pace: dict[str, _Pace] = {}
+        self._last_line: dict[str, float] = {}
         self._live: Live | None = None
 
     def on_progress(self, flow: str, counts: FlowCounts) -> None:
         now = time.monotonic()
         if flow not in self.started:
-            self.started[flow] = self._last_line = now
+            self.started[flow] = self._last_line[flow] = now
+            self._pace[flow] = _Pace(now)
         self.latest[flow] = counts
-        if self._live is not None:
-            self._live.update(self._table())
-        elif now - self._last_line >= self.every:
-            self._last_line = now
-            rate = counts.read / max(1e-6, now - self.started[flow])
-            left = remaining_seconds(counts, rate)
-            share = "" if left is None or not counts.expected_reads else \
-                f", {counts.read / counts.expected_reads:.0%} of about {counts.expected_reads:,}, {format_duration(left)} left"
-            log.info("%s: %d read, %d written, %d rejected (%.0f records/s%s)", flow, counts.read, counts.written,
-                     counts.rejected + counts.failed, rate, share,
-                     extra={"event": "run.progress", "flow": flow, "rate": round(rate),
-                            **({} if left is None else {"expected": counts.expected_reads, "eta_s": round(left)}),
-                            **{f"n_{k}": v for k, v in counts.as_dict().items()}})
+        self._pace[flow].add(now, counts.settled)
+        if self._live is None and now - self._last_line[flow] >= self.every:
+            self._last_line[flow] = now
+            self._log_line(flow, counts, now)
+
+    def on_finished(self, flow: str) -> None:
+        """The flow is done: its row stops its clock and shows no time left."""
+        self.finished.setdefault(flow, time.monotonic())
+
+    def _log_line(self, flow: str, counts: FlowCounts, now: float) -> None:
+        rate = self._pace[flow].rate(now, counts.settled)
+        left = remaining_seconds(counts, rate, done=counts.settled)
+        share = "" if not counts.expected_reads else \
+            f", {min(counts.settled, counts.expected_reads) / counts.expected_reads:.0%} of about {counts.expected_reads:,}"
+        share += "" if left is None else f", {format_duration(left)} left"
+        log.info("%s: %d read, %d written, %d rejected (%.0f records/s%s)", flow, counts.read,
+                 counts.written + counts.landed, counts.rejected + counts.failed, rate, share,
+                 extra={"event": "run.progress", "flow": flow, "rate": round(rate),
+                        **({} if not counts.expected_reads else {"expected": counts.expected_reads}),
+                        **({} if left is None else {"eta_s": round(left)}),
+                        **{f"n_{k}": v for k, v in counts.as_dict().items()}})
 
     def _table(self) -> Table:
         table = Table(show_edge=False, box=None, pad_edge=False)
-        for col in ("flow", "read", "of about", "written", "rejected", "records/s", "left"):
+        for col in ("flow", "read", "of about", "written", "rejected", "records/s", "left", "time"):
             table.add_column(col, justify="left" if col == "flow" else "right")
         now = time.monotonic()
         for flow, counts in self.latest.items():
-            elapsed = now - self.started[flow]
-            rate = counts.read / max(1e-6, elapsed)
-            left = remaining_seconds(counts, rate)
+            end = self.finished.get(flow, now)
+            elapsed = end - self.started[flow]
+            pace = self._pace[flow]
+            pace.add(end, counts.settled)
+            rate = pace.rate(end, counts.settled)
+            left = None if flow in self.finished else remaining_seconds(counts, rate, done=counts.settled)
             table.add_row(flow, f"{counts.read:,}", f"{counts.expected_reads:,}" if counts.expected_reads else "",
-                          f"{counts.written:,}", f"{counts.rejected + counts.failed:,}",
-                          f"{rate:,.0f}" if elapsed >= 1 else "", "" if left is None else format_duration(left))
+                          f"{counts.written + counts.landed:,}", f"{counts.rejected + counts.failed:,}",
+                          f"{rate:,.0f}" if elapsed >= 1 and counts.settled else "",
+                          "" if left is None else format_duration(left), f"{elapsed:.0f} s")
         return table
 
     @contextmanager
     def live(self) -> Iterator[RunDisplay]:
+        global _live
         if not self.interactive:
             yield self
             return
-        with Live(self._table(), console=console, refresh_per_second=4, transient=True) as live:
-            self._live = live
+        with Live(get_renderable=self._table, console=console, refresh_per_second=4, transient=True) as live:
+            self._live = _live = live
             try:
                 yield self
             finally:
-                self._live = None
+                self._live = _live = None
 
 
-def remaining_seconds(counts: FlowCounts, rate: float) -> float | None:
-    """Time left at the rate so far, when the read's size is known (an estimate: the count can be a day old)."""
-    if not counts.expected_reads or rate <= 0 or counts.read < 100:
+def remaining_seconds(counts: FlowCounts, rate: float, *, done: int | None = None) -> float | None:
+    """Time left at ``rate`` for the records not yet ``done`` (default: not yet read), when the read's size is
+    known; None when it cannot be said honestly: too early, no progress, or more done than the (possibly
+    day-old) count expected."""
+    position = counts.read if done is None else done
+    if not counts.expected_reads or rate <= 0 or position < min(100, counts.expected_reads / 10):
         return None
-    return max(0.0, counts.expected_reads - counts.read) / rate
+    if done is not None and position >= counts.expected_reads:
+        return None
+    return max(0.0, counts.expected_reads - position) / rate
 
 
 def format_duration(seconds: float) -> str:

@@ -11,7 +11,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from mapsync.engine.config import Config, Environment, load_config
 from mapsync.engine.connectors import Connectors, build_connectors
 from mapsync.engine.errors import ConfigError, LeaseHeld, SyncError
 from mapsync.engine.executor import FlowCounts, FlowResult, FlowRunner
+from mapsync.engine.link_reasons import LinkReasons
 from mapsync.engine.sources import source_for
 from mapsync.engine.state.base import StateStore, open_store
 from mapsync.engine.targets import target_for
@@ -131,6 +132,7 @@ def runner_id() -> str:
 async def run_job(job: Job, *, only: Sequence[str] | None = None, full: bool = False,
                   replay: Sequence[str] = (), dry_run: bool = False,
                   on_progress: Callable[[str, FlowCounts], None] | None = None,
+                  on_finished: Callable[[str], None] | None = None,
                   transport: Any = None, msal_http_client: Any = None,
                   store: StateStore | None = None, optouts: bool = True, tokens: TokenCache | None = None) -> RunReport:
     """Run (or plan) the job's flows once, then its opt-out rules. Runs that share ``tokens`` (``--watch``)
@@ -147,12 +149,13 @@ async def run_job(job: Job, *, only: Sequence[str] | None = None, full: bool = F
     report = RunReport()
     holder = runner_id()
     links = {name: frozenset(_linked_flows(job.project.flows[name])) - {name} for name in names}
+    link_reasons = LinkReasons(job.flows, connectors)
 
     async def run_one(name: str) -> FlowResult:
         flow = job.flows[name]
         runner = FlowRunner(flow, source_for(flow, connectors), target_for(flow, connectors), store,
                             environment=job.env.name, holder=holder, dry_run=dry_run, on_progress=on_progress,
-                            link_tables=job.link_tables(), links_to=links[name])
+                            link_tables=job.link_tables(), links_to=links[name], link_reasons=link_reasons)
         try:
             return await runner.run(full=full, replay=name in replay)
         except ConfigError:
@@ -168,9 +171,10 @@ async def run_job(job: Job, *, only: Sequence[str] | None = None, full: bool = F
         # Flows of one stage share nothing but the services' limits (which the HTTP layer enforces): they
         # run at once, so one flow's reads overlap another's writes.
         for stage in stages(names, links, job.flows):
-            report.flows.extend(await asyncio.gather(*(run_one(name) for name in stage)))
+            report.flows.extend(await asyncio.gather(*(_finishing(run_one(name), name, on_finished) for name in stage)))
         if optouts and not only:
-            report.optouts = await _run_optouts(job, connectors, store, dry_run=dry_run)
+            report.optouts = await _run_optouts(job, connectors, store, dry_run=dry_run, on_progress=on_progress,
+                                                on_finished=on_finished)
     finally:
         await connectors.aclose()
         if own_store:
@@ -178,7 +182,18 @@ async def run_job(job: Job, *, only: Sequence[str] | None = None, full: bool = F
     return report
 
 
-async def _run_optouts(job: Job, connectors: Connectors, store: StateStore, *, dry_run: bool) -> list[Any]:
+async def _finishing(work: Awaitable[Any], name: str, on_finished: Callable[[str], None] | None) -> Any:
+    """``work``, then tell the progress display that ``name`` is done (its clock stops)."""
+    try:
+        return await work
+    finally:
+        if on_finished is not None:
+            on_finished(name)
+
+
+async def _run_optouts(job: Job, connectors: Connectors, store: StateStore, *, dry_run: bool,
+                       on_progress: Callable[[str, FlowCounts], None] | None = None,
+                       on_finished: Callable[[str], None] | None = None) -> list[Any]:
     if not job.project.optouts:
         return []
     from mapsync.engine.optout import OptOutSync
@@ -188,7 +203,15 @@ async def _run_optouts(job: Job, connectors: Connectors, store: StateStore, *, d
         if connectors.d365 is None or connectors.campaign is None:
             raise ConfigError(f"opt-out rule {rule.name} needs both `d365` and `campaign` settings", setting="d365")
         sync = OptOutSync(rule, d365=connectors.d365, campaign=connectors.campaign, store=store, dry_run=dry_run)
-        results.append(await sync.run())
+        shown = f"opt-out {rule.name}"  # its own line in the progress display while it reads both sides
+        if on_progress is not None:
+            on_progress(shown, FlowCounts())
+        result = await _finishing(sync.run(), shown, on_finished)
+        if on_progress is not None:
+            on_progress(shown, FlowCounts(read=result.pairs, updated=result.written_to_campaign + result.written_to_d365,
+                                          failed=result.failed, unchanged=max(0, result.pairs - result.written_to_campaign
+                                                                              - result.written_to_d365 - result.failed)))
+        results.append(result)
     return results
 
 

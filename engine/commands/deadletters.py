@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,9 @@ from rich.table import Table
 
 from mapsync.engine.commands._common import add_command
 from mapsync.engine.config import load_config
+from mapsync.engine.dead_letter_kinds import group_by_reason, kind, open_letters, tally, tally_line
 from mapsync.engine.errors import ConfigError
+from mapsync.engine.executor import DEFERRED_PREFIX, TRANSIENT_PREFIX
 from mapsync.engine.progress import console
 from mapsync.engine.state.base import DeadLetterStatus, open_store
 
@@ -47,15 +50,54 @@ def _list(store: Any, args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps([_as_dict(d) for d in letters], indent=2, ensure_ascii=False, default=str))
         return 0
-    table = Table(show_edge=False, pad_edge=False)
-    for col in ("id", "flow", "key", "field", "mapping", "attempts", "status", "reason"):
-        table.add_column(col, overflow="fold")
-    for d in letters:
-        where = f"{d.mapping_file}:{d.mapping_line}" if d.mapping_line else (d.mapping_file or "")
-        table.add_row(str(d.id), d.flow, d.source_key, d.field or "", where, str(d.attempts), d.status, d.reason)
-    console.print(table)
-    console.print(f"{len(letters)} dead letter(s) shown")
+    console.print(compact_table(letters, console.width), width=min(console.width, 100))
+    shown = f"{len(letters)} dead letter(s) shown"
+    if args.status in (None, DeadLetterStatus.OPEN, DeadLetterStatus.RETRIED):
+        # The same count as `mapsync status`, in the same words, whatever the --limit.
+        everything = open_letters(store, args.flow)
+        shown += f" of {len(everything)}" if len(everything) != len(letters) and not args.status else ""
+        console.print(f"{shown}; {tally_line(tally(everything), args.env)}")
+        groups = group_by_reason(everything)
+        if len(groups) > 0:
+            console.print("by reason:")
+            for g in groups[:10]:
+                console.print(f"  {g.count:>6,} {g.flow} ({g.kind}): {g.shape}  [e.g. id {g.example.id}]",
+                              markup=False, highlight=False)
+    else:
+        console.print(shown)
+    console.print("`mapsync deadletters show ID` has the whole record, the full reason and the mapping version")
     return 0
+
+
+def compact_table(letters: list[Any], width: int) -> Table:
+    """One line per dead letter within ``width`` columns (100 at most): ids in the reason are cut to their first
+    8 characters and the reason to what fits (`show ID` has all of it)."""
+    width = min(width, 100)
+    rows = []
+    for d in letters:
+        where = Path(d.mapping_file).name if d.mapping_file else ""
+        where += f":{d.mapping_line}" if d.mapping_line else ""
+        reason = _GUID.sub(lambda m: m.group(0)[:8] + "…", d.reason.removeprefix(DEFERRED_PREFIX)
+                           .removeprefix(TRANSIENT_PREFIX))
+        rows.append([str(d.id), d.flow, kind(d), d.source_key, where, reason])
+    headers = ["id", "flow", "kind", "key", "mapping", "reason"]
+    fixed = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers[:-1])]
+    if sum(fixed) + len(fixed) + 40 > width:  # too narrow for whole keys: their first 8 characters, as above
+        fixed[3] = 9
+        for r in rows:
+            r[3] = r[3] if len(r[3]) <= 9 else r[3][:8] + "…"
+    room = max(16, width - sum(fixed) - len(fixed))
+    table = Table(show_edge=False, pad_edge=False, box=None, padding=(0, 1, 0, 0))
+    for header in headers[:-1]:
+        table.add_column(header, no_wrap=True, justify="right" if header == "id" else "left")
+    table.add_column("reason", no_wrap=True, overflow="ellipsis", max_width=room)
+    for r in rows:
+        r[5] = r[5] if len(r[5]) <= room else r[5][: room - 1] + "…"
+        table.add_row(*r)
+    return table
+
+
+_GUID = re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b")
 
 
 def _show(store: Any, args: argparse.Namespace) -> int:
@@ -91,6 +133,7 @@ def _retry(store: Any, args: argparse.Namespace, env: str) -> int:
 
 def _as_dict(d: Any) -> dict[str, Any]:
     return {"id": d.id, "flow": d.flow, "key": d.source_key, "status": str(d.status), "reason": d.reason,
-            "field": d.field, "mapping": f"{d.mapping_file}:{d.mapping_line}" if d.mapping_line else d.mapping_file,
+            "kind": kind(d), "field": d.field,
+            "mapping": f"{d.mapping_file}:{d.mapping_line}" if d.mapping_line else d.mapping_file,
             "mapping_version": d.mapping_version, "attempts": d.attempts, "first_seen": d.first_seen,
             "last_seen": d.last_seen, "record": d.record}

@@ -8,11 +8,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mapsync.dsl.runtime import Filtered, Mapped, Rejected
+from mapsync.dsl.runtime import ContactRef, Filtered, LinkRef, Mapped, Rejected
 from mapsync.engine.commands._common import add_command
 from mapsync.engine.connectors import build_connectors
 from mapsync.engine.errors import ConfigError
 from mapsync.engine.executor import payload_hash
+from mapsync.engine.link_reasons import LinkReasons
 from mapsync.engine.progress import console
 from mapsync.engine.runner import load_job
 from mapsync.engine.sources import source_for
@@ -23,6 +24,30 @@ def add_parser(subparsers: Any) -> None:
     p = add_command(subparsers, "explain", "show how one record goes through a flow", run, env=True)
     p.add_argument("--flow", required=True)
     p.add_argument("--key", required=True, help="the record's source key (e.g. a contactid)")
+
+
+def describe_ref(ref: LinkRef | ContactRef, file: str, state: str | None) -> str:
+    """A reference in plain words: which field, pointing at what, written where, and whether it resolves."""
+    if isinstance(ref, ContactRef):
+        return (f"{ref.target_path} points at Dynamics 365 contact {ref.external_id} "
+                f"(contact(...) at {file}:{ref.line})")
+    return (f"{ref.target_path} links to the record flow {ref.flow} writes for {ref.source_value} "
+            f"(link(...) at {file}:{ref.line}): {state or 'not looked up'}")
+
+
+async def _link_states(refs: Any, store: Any, reasons: LinkReasons) -> dict[str, str]:
+    """For each link of the record: the target record it resolves to, or why it does not resolve."""
+    out: dict[str, str] = {}
+    for ref in refs:
+        if not isinstance(ref, LinkRef):
+            continue
+        entry = store.get_keys(ref.flow, [ref.source_value]).get(ref.source_value)
+        if entry is not None and entry.target_id is not None and not entry.deleted:
+            out[ref.target_path] = f"resolves to target record {entry.target_id}"
+        else:
+            why = (await reasons(ref.flow, [ref.source_value])).get(ref.source_value, "not written yet")
+            out[ref.target_path] = f"does not resolve: linked record {why}"
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,12 +64,16 @@ async def _explain(job: Any, name: str, key: str) -> int:
     with open_store(job.env.state_url, password=job.env.state_password) as store:
         entry = store.get_keys(name, [key]).get(key)
         dead = [d for d in store.list_dead_letters(flow=name, limit=10_000) if d.source_key == key]
-    record = None
-    connectors = build_connectors(job.env, catalog=job.catalog)
-    try:
-        record = await source_for(flow, connectors).fetch(key)
-    finally:
-        await connectors.aclose()
+        record = None
+        links: dict[str, str] = {}
+        connectors = build_connectors(job.env, catalog=job.catalog)
+        try:
+            record = await source_for(flow, connectors).fetch(key)
+            outcome = flow.evaluate(record) if record is not None else None
+            if isinstance(outcome, Mapped):
+                links = await _link_states(outcome.refs, store, LinkReasons(job.flows, connectors))
+        finally:
+            await connectors.aclose()
     if record is None and dead:
         record = dead[0].record
         say("source: the record is not readable from the source now; using the copy kept with its dead letter")
@@ -65,7 +94,7 @@ async def _explain(job: Any, name: str, key: str) -> int:
             say("map: payload")
             print(json.dumps(outcome.payload, indent=2, ensure_ascii=False, default=str))
             for ref in outcome.refs:
-                say(f"  reference {ref}")
+                say(f"  {describe_ref(ref, flow.file, links.get(ref.target_path))}", markup=False)
             if entry is not None and entry.payload_hash == payload_hash(outcome.payload) and not outcome.refs:
                 say("diff: unchanged since the last write (would not be written again)")
     if entry is None:

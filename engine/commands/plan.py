@@ -60,8 +60,22 @@ async def _describe(job: Job, result: FlowResult, connectors: Any, sample: int) 
     if flow.residual_text:
         console.print(f"  evaluated locally: {flow.residual_text}", markup=False)
     console.print(f"  API calls: about {_calls(job, result)}")
-    for planned in result.planned[:sample]:
+    shown = result.planned[:sample]
+    if shown:
+        console.print(f"  {sample_line(shown, result)}", markup=False)
+    for planned in shown:
         await _show(flow, planned, connectors)
+
+
+def sample_line(shown: list[PlannedWrite], result: FlowResult) -> str:
+    """``3 of 909 creates shown, 0 of 12 updates shown``: what follows is a sample, and of how much."""
+    totals = {"create": result.counts.created, "update": result.counts.updated, "delete": result.counts.deleted}
+    parts = []
+    for op, total in totals.items():
+        n = sum(1 for p in shown if p.op == op)
+        if total:
+            parts.append(f"{n:,} of {total:,} {op}{'' if total == 1 else 's'}")
+    return ", ".join(parts) + " shown" + ("" if len(shown) == sum(totals.values()) else " (`--sample N` for more)")
 
 
 def _calls(job: Job, result: FlowResult) -> str:

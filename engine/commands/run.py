@@ -45,7 +45,8 @@ async def _once(job: Any, args: argparse.Namespace) -> int:
     display = RunDisplay()
     with display.live():
         report = await run_job(job, only=args.flow, full=args.full, replay=args.replay,
-                               on_progress=display.on_progress)
+                               on_progress=display.on_progress,
+                               on_finished=display.on_finished)
     _print(report, job.env.name)
     return 0 if report.ok and report.dead_letters == 0 else 1
 
@@ -100,3 +101,7 @@ def _print(report: RunReport, env: str) -> None:
         console.print(f"[red]error[/red] {error}", highlight=False)
     if report.dead_letters:
         console.print(f"{report.dead_letters} record(s) went to dead letters: see `mapsync deadletters list --env {env}`")
+    deferred = sum(r.counts.deferred for r in report.flows)
+    if deferred:
+        console.print(f"{deferred} record(s) deferred: waiting for the records they link to, the next run takes them "
+                      "again by itself")
