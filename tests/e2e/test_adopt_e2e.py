@@ -13,29 +13,12 @@ from collections import Counter
 
 import pytest
 
-from emulators.server import Emulator
 from engine.demo import verify
 from engine.state.base import open_store
 from tests.e2e.conftest import Live, counts
 from tests.e2e.gateway import Gateway, is_lookup
+from tests.e2e.holdings import duplicates, held
 from tests.engine.conftest import PostgresServer, postgres_server  # noqa: F401  (the session's server)
-
-KEYS = {"profile": "externalId", "cusVehicle": "cusExternalId"}
-
-
-def held(emulator: Emulator, resource: str) -> dict[str, list[str]]:
-    """Key -> the PKeys of the records that carry it, for one Campaign resource."""
-    store = emulator.adobe.store
-    out: dict[str, list[str]] = {}
-    for row_id, fields in store.rows_where(resource):
-        if fields.get(KEYS[resource]):
-            out.setdefault(fields[KEYS[resource]], []).append(store.pkey(resource, row_id))
-    return out
-
-
-def duplicates(emulator: Emulator) -> dict[str, int]:
-    return {f"{resource} {key}": len(pkeys) for resource in KEYS
-            for key, pkeys in held(emulator, resource).items() if len(pkeys) > 1}
 
 
 def is_profile_read(method: str, path: str, query: str) -> bool:
