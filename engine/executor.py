@@ -23,15 +23,16 @@ import json
 import logging
 import os
 import signal
-import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from dsl.runtime import ContactRef, Filtered, LinkRef, Mapped, Rejected
+from engine import leases
 from engine.connectors.base import WriteOp, WriteOutcome
-from engine.errors import ConnectorError, LeaseHeld, SyncError, TransientError
+from engine.errors import ConnectorError, SyncError, TransientError
+from engine.leases import LEASE_TTL_SECONDS
 from engine.sources import Source, SourceBatch
 from engine.state.base import DeadLetter, KeyEntry, PendingWrite, StateStore
 from engine.targets import Target
@@ -48,7 +49,6 @@ DEFAULT_BATCH = 1000  # records handed to a connector at once; it splits them in
 TRANSIENT_ROUNDS = 4
 TRANSIENT_PAUSE = 0.5
 TRANSIENT_PREFIX = "transient: "
-LEASE_TTL_SECONDS = 300.0
 
 
 class _Failpoint:
@@ -275,18 +275,7 @@ class FlowRunner:
                 self.store.set_meta(f"links:{other}:seen-by:{self.flow.name}", generation)
 
     async def _take_lease(self) -> None:
-        name = self.flow.name
-        try:
-            await self._call(self.store.acquire_lease, name, self.environment, self.holder, LEASE_TTL_SECONDS)
-        except LeaseHeld as exc:
-            holder = getattr(exc, "holder", None)
-            if not holder or not _holder_is_gone(holder):
-                raise
-            # The runner that held it was killed on this machine: its lease would block for the whole TTL.
-            log.warning("taking over the lease of %s from %s, which is no longer running", name, holder,
-                        extra={"event": "executor.lease_takeover", "flow": name})
-            await self._call(self.store.release_lease, name, self.environment, holder)
-            await self._call(self.store.acquire_lease, name, self.environment, self.holder, LEASE_TTL_SECONDS)
+        await leases.take(self.store, self.flow.name, self.environment, self.holder, LEASE_TTL_SECONDS)
         self._lease_renewed = time.monotonic()
 
     async def _renew_lease(self) -> None:
@@ -765,18 +754,3 @@ def _failure_reason(outcome: WriteOutcome | None) -> str:
     elif outcome.status:
         parts.append(f"(HTTP {outcome.status})")
     return " ".join(parts)
-
-
-def _holder_is_gone(holder: str) -> bool:
-    """A lease holder is ``host:pid:nonce``; on this host, a pid that no longer runs cannot hold anything."""
-    host, _, rest = holder.partition(":")
-    pid_text = rest.split(":", 1)[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False

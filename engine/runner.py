@@ -1,6 +1,10 @@
 """One run of an environment: load and compile the mappings, open the state store and the connectors,
 run the flows in dependency order (a flow runs after the flows it links to), then the opt-out rules.
 
+Everything that writes runs under a lease (one runner per flow, or opt-out rule, and environment). A flow
+another runner holds is skipped, and so is every flow that links to it and every opt-out rule paired
+through it: they would work from a key map that other runner is still changing.
+
 This is what `mapsync run`, `mapsync plan` and the demo call; it holds no sync logic of its own.
 """
 
@@ -20,6 +24,7 @@ from dsl.compiler import CompiledFlow, compile_project
 from dsl.errors import CheckError
 from dsl.project import Project, load_project
 from dsl.schema import Catalog, load_catalog
+from engine import leases
 from engine.auth import TokenCache
 from engine.config import Config, Environment, load_config
 from engine.connectors import Connectors, build_connectors
@@ -148,8 +153,18 @@ async def run_job(job: Job, *, only: Sequence[str] | None = None, full: bool = F
     holder = runner_id()
     links = {name: frozenset(_linked_flows(job.project.flows[name])) - {name} for name in names}
 
+    skipped: set[str] = set()  # flows this run left to another runner (lease held), and the flows after them
+
     async def run_one(name: str) -> FlowResult:
         flow = job.flows[name]
+        waits_for = sorted(links[name] & skipped)
+        if waits_for and not dry_run:
+            skipped.add(name)
+            why = (f"skipped: it links to {_flows(waits_for)}, which another runner is running; "
+                   "it runs once that run is done")
+            report.errors.append(f"flow {name}: {why}")
+            log.warning("flow %s %s", name, why, extra={"event": "run.flow_skipped", "flow": name})
+            return FlowResult(name, FlowCounts(), 0.0, outcome="skipped")
         runner = FlowRunner(flow, source_for(flow, connectors), target_for(flow, connectors), store,
                             environment=job.env.name, holder=holder, dry_run=dry_run, on_progress=on_progress,
                             link_tables=job.link_tables(), links_to=links[name])
@@ -162,6 +177,8 @@ async def run_job(job: Job, *, only: Sequence[str] | None = None, full: bool = F
             report.errors.append(f"flow {name}: {exc}")
             log.error("flow %s stopped: %s", name, exc, extra={"event": "run.flow_failed", "flow": name})
             runner.result.outcome = "skipped" if isinstance(exc, LeaseHeld) else "failed"
+            if isinstance(exc, LeaseHeld):
+                skipped.add(name)
             return runner.result
 
     try:
@@ -170,7 +187,8 @@ async def run_job(job: Job, *, only: Sequence[str] | None = None, full: bool = F
         for stage in stages(names, links, job.flows):
             report.flows.extend(await asyncio.gather(*(run_one(name) for name in stage)))
         if optouts and not only:
-            report.optouts = await _run_optouts(job, connectors, store, dry_run=dry_run)
+            report.optouts = await _run_optouts(job, connectors, store, dry_run=dry_run, holder=holder,
+                                                skipped=skipped, errors=report.errors)
     finally:
         await connectors.aclose()
         if own_store:
@@ -178,7 +196,9 @@ async def run_job(job: Job, *, only: Sequence[str] | None = None, full: bool = F
     return report
 
 
-async def _run_optouts(job: Job, connectors: Connectors, store: StateStore, *, dry_run: bool) -> list[Any]:
+async def _run_optouts(job: Job, connectors: Connectors, store: StateStore, *, dry_run: bool, holder: str,
+                       skipped: set[str], errors: list[str]) -> list[Any]:
+    """Each rule under its own lease (``optout:<name>``): two runners never write the same change twice."""
     if not job.project.optouts:
         return []
     from engine.optout import OptOutSync
@@ -188,8 +208,26 @@ async def _run_optouts(job: Job, connectors: Connectors, store: StateStore, *, d
         if connectors.d365 is None or connectors.campaign is None:
             raise ConfigError(f"opt-out rule {rule.name} needs both `d365` and `campaign` settings", setting="d365")
         sync = OptOutSync(rule, d365=connectors.d365, campaign=connectors.campaign, store=store, dry_run=dry_run)
-        results.append(await sync.run())
+        if dry_run:
+            results.append(await sync.run())
+            continue
+        if sync.via in skipped:
+            why = f"skipped: its pairs come from {_flows([sync.via])}, which another runner is running"
+            errors.append(f"optout {rule.name}: {why}")
+            log.warning("optout %s %s", rule.name, why, extra={"event": "run.optout_skipped", "optout": rule.name})
+            continue
+        try:
+            async with leases.held(store, sync.flow, job.env.name, holder):
+                results.append(await sync.run())
+        except LeaseHeld as exc:
+            errors.append(f"optout {rule.name}: skipped: {exc}")
+            log.warning("optout %s skipped: %s", rule.name, exc, extra={"event": "run.optout_skipped",
+                                                                       "optout": rule.name})
     return results
+
+
+def _flows(names: Sequence[str]) -> str:
+    return ("flow " if len(names) == 1 else "flows ") + ", ".join(names)
 
 
 
