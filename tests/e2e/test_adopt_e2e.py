@@ -53,6 +53,8 @@ def test_a_deleted_state_file_adopts_what_campaign_holds(live: Live) -> None:
     assert created > 50 and duplicates(live.emulator) == {}
     for leftover in (live.config.parent / ".mapsync").glob("e2e.sqlite*"):
         leftover.unlink()
+    plan = live.run(dry_run=True)  # a plan on the empty store already shows what the run will do
+    assert counts(plan, "contacts")["created"] == 0 and counts(plan, "contacts")["updated"] == created
     gateway = rerun_on_an_empty_key_map(live)
     pages = gateway.count(is_profile_read)
     assert 1 <= pages <= 2 + created // 1000  # the opt-out's read of the profiles, and the adoption's
