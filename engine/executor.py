@@ -163,6 +163,7 @@ class FlowRunner:
         self._lookup_creates = False  # look each create up in the target first (a full read over a key map)
         self._unresolved: set[str] = set()  # pending creates no lookup has answered yet: never created blindly
         self._existing: dict[str, str] = {}  # plan only: target records by key, found before the first read
+        self._adopted = False  # the target's records were adopted by one paged read before this run's first read
 
     # ------------------------------------------------------------------------------------------- driving
 
@@ -307,6 +308,8 @@ class FlowRunner:
             self._seen.update(keys)
             self._saw_prefiltered = self._saw_prefiltered or batch.prefiltered
         known = await self._call(self.store.get_keys, flow.name, keys + list(batch.deleted)) if keys or batch.deleted else {}
+        if batch.full and self.target.looks_up_creates and not self._adopted:
+            self._lookup_creates = True  # e.g. an expired delta token: the source fell back to a full read
         if self._existing:  # a plan before the first read: what the target holds stands in for the key map
             known.update({k: KeyEntry(k, self._existing[k], None, True) for k in keys
                           if k in self._existing and (k not in known or known[k].deleted)})
@@ -690,6 +693,7 @@ class FlowRunner:
         state lost, moved or new, a replay — gets them updated, not duplicated. A plan keeps them in memory."""
         name, key_field = self.flow.name, self.flow.key_target
         adopted = 0
+        self._adopted = True
         async for page in self.target.existing(key_field):
             if self.dry_run:
                 self._existing.update(page)

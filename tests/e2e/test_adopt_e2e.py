@@ -102,3 +102,18 @@ def test_a_full_read_looks_up_the_records_the_key_map_lost(live: Live) -> None:
     assert gateway.count(is_lookup) == len(lost)  # only the records without an entry are looked up
     assert duplicates(live.emulator) == {} and verify(job, live.emulator) == []
     assert Counter(len(p) for p in held(live.emulator, "profile").values()) == Counter({1: c["read"] - c["filtered"]})
+
+
+def test_a_full_read_after_the_delta_token_expired_looks_up_the_records_the_key_map_lost(live: Live) -> None:
+    live.run()
+    job = live.job()
+    with open_store(job.env.state_url) as store:
+        lost = sorted(e.source_key for e in store.iter_keys("contacts"))[-3:]
+        store.delete_keys("contacts", lost)
+    live.control("POST", "clock", {"advance_seconds": 8 * 86400})  # past the 7-day change-tracking retention
+    gateway = Gateway(live.emulator.app)
+    report = live.run(only=["contacts"], transport=gateway.transport())
+    c = counts(report, "contacts")
+    assert c["read"] > len(lost) and c["created"] == 0 and c["updated"] == len(lost)  # a full read, adoptions
+    assert gateway.count(is_lookup) == len(lost)
+    assert duplicates(live.emulator) == {}
