@@ -18,7 +18,7 @@ from engine.state.base import open_store
 from tests.e2e.conftest import Live, counts
 from tests.e2e.gateway import Gateway, is_lookup
 from tests.e2e.holdings import duplicates, held
-from tests.engine.conftest import PostgresServer, postgres_server  # noqa: F401  (the session's server)
+from tests.engine.conftest import PostgresServer
 
 
 def is_profile_read(method: str, path: str, query: str) -> bool:
@@ -73,7 +73,7 @@ def test_a_new_host_with_a_new_state_path_creates_nothing_in_any_mode(live: Live
 
 @pytest.mark.postgres
 def test_moving_the_state_from_sqlite_to_postgresql_creates_nothing(
-        live: Live, postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+        live: Live, postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> None:
     import psycopg
 
     live.run()

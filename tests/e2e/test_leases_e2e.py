@@ -14,7 +14,7 @@ from engine.state.base import open_store
 from tests.e2e.conftest import Live, counts
 from tests.e2e.gateway import Gateway
 from tests.e2e.holdings import held
-from tests.engine.conftest import PostgresServer, postgres_server  # noqa: F401  (the session's server)
+from tests.engine.conftest import PostgresServer
 
 
 def is_profile_read(method: str, path: str, query: str) -> bool:
@@ -80,7 +80,7 @@ def test_two_runners_write_each_opt_out_change_once(live: Live) -> None:
 
 @pytest.mark.postgres
 def test_two_runners_on_postgresql_write_each_opt_out_change_once(
-        live: Live, postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+        live: Live, postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> None:
     import psycopg
 
     schema = f"leases_{os.getpid()}"
