@@ -28,14 +28,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dsl.runtime import ContactRef, Filtered, LinkRef, Mapped, Rejected
-from engine import leases
-from engine.connectors.base import WriteOp, WriteOutcome
-from engine.errors import ConnectorError, SyncError, TransientError
-from engine.leases import LEASE_TTL_SECONDS
-from engine.sources import Source, SourceBatch
-from engine.state.base import DeadLetter, KeyEntry, PendingWrite, StateStore
-from engine.targets import Target
+from mapsync.dsl.runtime import ContactRef, Filtered, LinkRef, Mapped, Rejected
+from mapsync.engine import leases
+from mapsync.engine.connectors.base import WriteOp, WriteOutcome
+from mapsync.engine.errors import ConnectorError, SyncError, TransientError
+from mapsync.engine.leases import LEASE_TTL_SECONDS
+from mapsync.engine.sources import Source, SourceBatch
+from mapsync.engine.state.base import DeadLetter, KeyEntry, PendingWrite, StateStore
+from mapsync.engine.targets import Target
 
 __all__ = ["DEFERRAL_LIMIT", "FlowCounts", "FlowResult", "FlowRunner", "PlannedWrite", "payload_hash"]
 

@@ -14,8 +14,8 @@ import os
 import socket
 from collections.abc import AsyncIterator
 
-from engine.errors import LeaseHeld
-from engine.state.base import StateStore
+from mapsync.engine.errors import LeaseHeld
+from mapsync.engine.state.base import StateStore
 
 __all__ = ["LEASE_TTL_SECONDS", "held", "holder_is_gone", "take"]
 

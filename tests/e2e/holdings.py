@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from emulators.server import Emulator
+from mapsync.emulators.server import Emulator
 
 __all__ = ["KEYS", "duplicates", "held"]
 

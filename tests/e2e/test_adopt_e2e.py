@@ -13,8 +13,8 @@ from collections import Counter
 
 import pytest
 
-from engine.demo import verify
-from engine.state.base import open_store
+from mapsync.engine.demo import verify
+from mapsync.engine.state.base import open_store
 from tests.e2e.conftest import Live, counts
 from tests.e2e.gateway import Gateway, is_lookup
 from tests.e2e.holdings import duplicates, held

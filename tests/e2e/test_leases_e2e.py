@@ -9,8 +9,8 @@ import socket
 
 import pytest
 
-from engine.runner import RunReport, run_job
-from engine.state.base import open_store
+from mapsync.engine.runner import RunReport, run_job
+from mapsync.engine.state.base import open_store
 from tests.e2e.conftest import Live, counts
 from tests.e2e.gateway import Gateway
 from tests.e2e.holdings import held

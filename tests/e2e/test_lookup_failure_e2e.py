@@ -8,8 +8,8 @@ import signal
 import subprocess
 import sys
 
-from engine.demo import verify
-from engine.state.base import open_store
+from mapsync.engine.demo import verify
+from mapsync.engine.state.base import open_store
 from tests.e2e.conftest import Live, counts
 from tests.e2e.gateway import Gateway, is_lookup
 from tests.e2e.holdings import duplicates
@@ -29,7 +29,7 @@ def test_failed_lookups_after_a_crash_keep_the_creates_pending_and_make_no_dupli
                                                      "statecode": 0, "statuscode": 1})
         new.append(row["contactid"])  # type: ignore[index]
     # Killed after Campaign acknowledged the three creates, before the state store recorded them.
-    crashed = subprocess.run([sys.executable, "-m", "engine.cli", "--config", str(live.config), "run", "--env",
+    crashed = subprocess.run([sys.executable, "-m", "mapsync.engine.cli", "--config", str(live.config), "run", "--env",
                               "emulator"], cwd=live.config.parent, capture_output=True, timeout=300,
                              env={**os.environ, "MAPSYNC_FAILPOINT": "after-write:1"})
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr

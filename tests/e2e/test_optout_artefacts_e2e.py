@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from dsl.runtime import Mapped
-from engine.demo import verify
+from mapsync.dsl.runtime import Mapped
+from mapsync.engine.demo import verify
 from tests.e2e.conftest import Live
 from tests.e2e.holdings import held
 

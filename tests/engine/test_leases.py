@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import leases
-from engine.errors import LeaseHeld
-from engine.state import open_store
+from mapsync.engine import leases
+from mapsync.engine.errors import LeaseHeld
+from mapsync.engine.state import open_store
 
 HOST = socket.gethostname()
 

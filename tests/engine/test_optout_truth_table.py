@@ -1,7 +1,7 @@
 """The opt-out decision over its whole truth table: {never synced, synced, Campaign record new} x {changed on
 one side, both, neither} x every value x every conflict rule x every direction x the order of the changes.
 
-The table below is the specification, written out independently of ``engine.optout.decide``:
+The table below is the specification, written out independently of ``mapsync.engine.optout.decide``:
 
 * a pair that was never synced, or whose Campaign record mapsync has just made (its value is a default, not
   anybody's choice): a difference is settled for the opted-out side, under every rule;
@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from engine.optout import CONFLICT_RULES, DIRECTIONS, decide
+from mapsync.engine.optout import CONFLICT_RULES, DIRECTIONS, decide
 
 T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
 LATER = T0 + timedelta(minutes=5)
