@@ -5,7 +5,11 @@
 
 Crash safety is at-least-once with idempotent writes: before a page's creates are sent they are
 recorded as pending; a run that finds pending creates looks each one up in the target first, so a
-create whose reply was lost is adopted, never made twice. The cursor moves only in the same
+create whose reply was lost is adopted, never made twice. A create stays pending until a lookup has
+answered: a lookup that fails is never taken for "not there". The key map is not trusted to know the
+target either: before a flow's first read (an empty, lost or new state store, a replay) every target
+record carrying the flow's key is adopted into the key map in one paged read, and on any other full read
+a record without a key-map entry is looked up before it is created. The cursor moves only in the same
 transaction that records the outcomes of every write before it. One bad record never stops a run: it
 becomes a dead letter with the reason, the mapping line and the mapping version.
 """
@@ -19,15 +23,16 @@ import json
 import logging
 import os
 import signal
-import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from mapsync.dsl.runtime import ContactRef, Filtered, LinkRef, Mapped, Rejected
+from mapsync.engine import leases
 from mapsync.engine.connectors.base import WriteOp, WriteOutcome
-from mapsync.engine.errors import LeaseHeld, SyncError
+from mapsync.engine.errors import ConnectorError, SyncError, TransientError
+from mapsync.engine.leases import LEASE_TTL_SECONDS
 from mapsync.engine.sources import Source, SourceBatch
 from mapsync.engine.state.base import DeadLetter, KeyEntry, PendingWrite, StateStore
 from mapsync.engine.targets import Target
@@ -45,7 +50,6 @@ TRANSIENT_ROUNDS = 4
 TRANSIENT_PAUSE = 0.5
 TRANSIENT_PREFIX = "transient: "
 PROGRESS_STEP = 25  # Campaign writes handed over at once when a progress display is watching
-LEASE_TTL_SECONDS = 300.0
 
 
 class _Failpoint:
@@ -167,7 +171,10 @@ class FlowRunner:
         self._saw_prefiltered = False
         self._open_dead: set[str] = set()  # keys with an open dead letter when the run started
         self._handled_dead: set[str] = set()  # of those, the keys this run has already been through
-        self.adopt = False  # look each create up in the target first (after a replay forgot the key map)
+        self._lookup_creates = False  # look each create up in the target first (a full read over a key map)
+        self._unresolved: set[str] = set()  # pending creates no lookup has answered yet: never created blindly
+        self._existing: dict[str, str] = {}  # plan only: target records by key, found before the first read
+        self._adopted = False  # the target's records were adopted by one paged read before this run's first read
 
     # ------------------------------------------------------------------------------------------- driving
 
@@ -181,9 +188,8 @@ class FlowRunner:
         try:
             if replay and not self.dry_run:
                 await self._call(self.store.clear_flow, name)
-                self.adopt = True
-            cursor_row = None if (full or replay) else await self._call(self.store.get_cursor, name)
-            cursor = cursor_row.value if cursor_row else None
+            stored = None if replay and not self.dry_run else await self._call(self.store.get_cursor, name)
+            cursor = None if (full or replay) or stored is None else stored.value
             retry: list[DeadLetter] = []
             if not self.dry_run:
                 await self._recover_pending()
@@ -193,6 +199,15 @@ class FlowRunner:
                 log.info("flow %s re-reads every record: %s removed or re-created records it links to", name,
                          ", ".join(relinked), extra={"event": "executor.relink", "flow": name})
             reading_all = full or replay or cursor is None or bool(relinked)
+            if reading_all and self.target.looks_up_creates:
+                # The key map may not know what the target holds: empty or lost, new, or left by a first read
+                # that never finished. Then one paged read of the target adopts what it has; otherwise each
+                # record the key map does not know is looked up before it is created.
+                first_read = stored is None or replay or not await self._call(self.store.count_keys, name)
+                if first_read:
+                    await self._adopt_existing()
+                else:
+                    self._lookup_creates = True
             if reading_all and self.on_progress is not None:
                 self.counts.expected_reads = await self.source.expected_total()
             self._progress()  # the flow is on its way: the display shows it before its first page arrives
@@ -273,18 +288,7 @@ class FlowRunner:
                 self.store.set_meta(f"links:{other}:seen-by:{self.flow.name}", generation)
 
     async def _take_lease(self) -> None:
-        name = self.flow.name
-        try:
-            await self._call(self.store.acquire_lease, name, self.environment, self.holder, LEASE_TTL_SECONDS)
-        except LeaseHeld as exc:
-            holder = getattr(exc, "holder", None)
-            if not holder or not _holder_is_gone(holder):
-                raise
-            # The runner that held it was killed on this machine: its lease would block for the whole TTL.
-            log.warning("taking over the lease of %s from %s, which is no longer running", name, holder,
-                        extra={"event": "executor.lease_takeover", "flow": name})
-            await self._call(self.store.release_lease, name, self.environment, holder)
-            await self._call(self.store.acquire_lease, name, self.environment, self.holder, LEASE_TTL_SECONDS)
+        await leases.take(self.store, self.flow.name, self.environment, self.holder, LEASE_TTL_SECONDS)
         self._lease_renewed = time.monotonic()
 
     async def _renew_lease(self) -> None:
@@ -316,6 +320,11 @@ class FlowRunner:
             self._seen.update(keys)
             self._saw_prefiltered = self._saw_prefiltered or batch.prefiltered
         known = await self._call(self.store.get_keys, flow.name, keys + list(batch.deleted)) if keys or batch.deleted else {}
+        if batch.full and self.target.looks_up_creates and not self._adopted:
+            self._lookup_creates = True  # e.g. an expired delta token: the source fell back to a full read
+        if self._existing:  # a plan before the first read: what the target holds stands in for the key map
+            known.update({k: KeyEntry(k, self._existing[k], None, True) for k in keys
+                          if k in self._existing and (k not in known or known[k].deleted)})
 
         work: list[_Work] = []
         dead: list[tuple[str, dict[str, Any], Rejected | str, str | None]] = []
@@ -529,16 +538,14 @@ class FlowRunner:
         outcomes: list[WriteOutcome | None] = [None] * len(work)
         if not work:
             return outcomes
-        # update mode: find the target record by the key field; records without one are left alone.
-        for w in work:
-            if w.op == "update-existing":
-                w.target_id = await self.target.find(self.flow.key_target, w.key)
-            elif w.op == "create" and self.adopt:
-                # A replay forgot the key map, not the target: records written before carry our key.
-                found = await self.target.find(self.flow.key_target, w.key)
-                if found is not None:
-                    w.op, w.target_id = "adopt", found
-        creates = [PendingWrite(w.key, "create", w.hash) for w in work if w.op == "create"]
+        # update mode finds the target record by the key field (records without one are left alone); a create
+        # is looked up first when the key map may not know the target, or an earlier lookup of it failed.
+        lookups = [w for w in work if w.op == "update-existing"
+                   or (w.op == "create" and (self._lookup_creates or w.key in self._unresolved))]
+        if lookups:
+            for i, failure in await self._look_up(work, lookups):
+                outcomes[i] = failure
+        creates = [PendingWrite(w.key, "create", w.hash) for w in work if w.op in ("create", "unresolved")]
         if creates:
             await self._call(self.store.add_pending, self.flow.name, creates)
         _FAILPOINT.reach("before-write")
@@ -558,7 +565,10 @@ class FlowRunner:
             for op in retry:
                 if op.op == "create":
                     # The create may have happened before its reply was lost: adopt it instead of making two.
-                    found = await self.target.find(self.flow.key_target, work[op.ref].key)
+                    try:
+                        found = await self.target.find(self.flow.key_target, work[op.ref].key)
+                    except ConnectorError:
+                        continue  # unknown whether it exists: not sent again, it stays pending for the next run
                     if found is not None:
                         outcomes[op.ref] = WriteOutcome(op.ref, True, found, 200, message="created earlier")
                         continue
@@ -593,6 +603,34 @@ class FlowRunner:
         self.counts.landed += n
         self._progress()
 
+    async def _look_up(self, work: list[_Work], lookups: list[_Work]) -> list[tuple[int, WriteOutcome]]:
+        """Find the target records of ``lookups`` by the flow's key, all at once (the HTTP layer bounds what is
+        on the wire). A create found is adopted. A lookup that fails leaves its record unwritten (``unresolved``:
+        a create stays pending) with a failure outcome, returned with the record's index in ``work``."""
+        index = {id(w): i for i, w in enumerate(work)}
+        key_field = self.flow.key_target
+
+        async def one(w: _Work) -> tuple[int, WriteOutcome] | None:
+            try:
+                found = await self.target.find(key_field, w.key)
+            except ConnectorError as exc:
+                if w.op == "create":
+                    w.op = "unresolved"
+                what = "not created" if w.op == "unresolved" else "not updated"
+                return index[id(w)], WriteOutcome(
+                    index[id(w)], False, status=exc.status, code=exc.code, transient=isinstance(exc, TransientError),
+                    message=f"{what}: the lookup of {key_field} = {w.key} in {self.target.table} failed ({exc})")
+            self._unresolved.discard(w.key)
+            if w.op == "update-existing":
+                w.target_id = found
+            elif found is not None:
+                once = w.mapped.once if w.mapped is not None else frozenset()
+                w.op, w.target_id = "adopt", found
+                w.payload = {k: v for k, v in w.payload.items() if k not in once} if once else w.payload
+            return None
+
+        return [r for r in await asyncio.gather(*(one(w) for w in lookups)) if r is not None]
+
     def _acknowledge(self, work: list[_Work], outcomes: list[WriteOutcome | None],
                      dead: list[tuple[str, dict[str, Any], Rejected | str, str | None]], cursor: str | None,
                      settled: Sequence[str] = ()) -> None:
@@ -607,7 +645,7 @@ class FlowRunner:
                 if w.op == "forget":
                     now_entries.append(KeyEntry(w.key, w.target_id, None, False, deleted=True))
                     continue
-                if w.op == "update-existing" and w.target_id is None:
+                if w.op == "update-existing" and w.target_id is None and outcome is None:
                     self.counts.filtered += 1  # update mode: nothing to update for this key
                     continue
                 if outcome is None or not outcome.ok:
@@ -645,7 +683,11 @@ class FlowRunner:
                 store.put_keys(flow.name, [KeyEntry(k, None, None, False, deleted=True) for k in forget])
             if went_through or settled:
                 store.resolve_dead_letters(flow.name, [*went_through, *settled])
-            store.clear_pending(flow.name, [w.key for w in work if w.op == "create"])
+            # A create stays pending while it may exist without our knowing: its lookup failed, or the service
+            # failed transiently (the reply may be what was lost). The next run looks it up before anything else.
+            store.clear_pending(flow.name, [w.key for w, o in zip(work, outcomes, strict=True)
+                                            if w.op == "adopt" or (w.op == "create" and o is not None
+                                                                   and (o.ok or not o.transient))])
             if any(w.relinks for w, o in zip(work, outcomes, strict=True) if o is not None and o.ok):
                 generation = int(store.get_meta(f"links:{flow.name}:generation") or 0) + 1
                 store.set_meta(f"links:{flow.name}:generation", str(generation))
@@ -657,7 +699,7 @@ class FlowRunner:
         for w in work:
             if w.op == "create":
                 self.counts.created += 1
-            elif w.op in ("update", "update-existing"):
+            elif w.op in ("update", "update-existing", "adopt"):
                 self.counts.updated += 1
             elif w.op == "delete":
                 self.counts.deleted += 1
@@ -671,24 +713,67 @@ class FlowRunner:
         pending = await self._call(self.store.pending_writes, self.flow.name)
         if not pending:
             return
-        adopted: list[KeyEntry] = []
-        for p in pending:
-            if p.operation != "create":
-                continue
-            target_id = await self.target.find(self.flow.key_target, p.source_key)
-            if target_id is not None:
-                # Unknown hash: the next sight of the record rewrites it once, which is harmless.
-                adopted.append(KeyEntry(p.source_key, target_id, None, True))
-        log.info("recovered %d pending creates (%d found in the target)", len(pending), len(adopted),
-                 extra={"event": "executor.recovered", "flow": self.flow.name})
+        key_field = self.flow.key_target
+
+        async def look_up(key: str) -> str | ConnectorError | None:
+            try:
+                return await self.target.find(key_field, key)
+            except ConnectorError as exc:
+                return exc
+
+        creates = [p.source_key for p in pending if p.operation == "create"]
+        found = dict(zip(creates, await asyncio.gather(*(look_up(k) for k in creates)), strict=True))
+        # Unknown hash: the next sight of the record rewrites it once, which is harmless.
+        adopted = [KeyEntry(k, t, None, True) for k, t in found.items() if isinstance(t, str)]
+        self._unresolved = {k for k, t in found.items() if isinstance(t, ConnectorError)}
+        answered = [p.source_key for p in pending if p.source_key not in self._unresolved]
+        log.info("recovered %d pending creates (%d found in the target, %d not answered)", len(pending),
+                 len(adopted), len(self._unresolved), extra={"event": "executor.recovered", "flow": self.flow.name})
+        if self._unresolved:
+            first = next(t for t in found.values() if isinstance(t, ConnectorError))
+            log.warning("flow %s: %d pending creates could not be looked up (%s); they stay pending and are not "
+                        "created until a lookup answers", self.flow.name, len(self._unresolved), first,
+                        extra={"event": "executor.lookup_failed", "flow": self.flow.name})
 
         def commit() -> None:
             with self.store.transaction():
                 if adopted:
                     self.store.put_keys(self.flow.name, adopted)
-                self.store.clear_pending(self.flow.name, [p.source_key for p in pending])
+                self.store.clear_pending(self.flow.name, answered)
 
         await self._call(commit)
+
+    async def _adopt_existing(self) -> None:
+        """Before a first read: every target record that carries the flow's key goes into the key map (one
+        paged read of the target, not one lookup per record), so a target that already holds the records —
+        state lost, moved or new, a replay — gets them updated, not duplicated. A plan keeps them in memory."""
+        name, key_field = self.flow.name, self.flow.key_target
+        adopted = 0
+        self._adopted = True
+        async for page in self.target.existing(key_field):
+            if self.dry_run:
+                self._existing.update(page)
+            elif page:
+                adopted += await self._call(self._adopt_page, page)
+        if self._unresolved and not self.dry_run:
+            # The read answered the pending creates no lookup could: found ones were adopted, the rest never made.
+            await self._call(self.store.clear_pending, name, sorted(self._unresolved))
+            self._unresolved.clear()
+        adopted = adopted or len(self._existing)
+        if adopted:
+            note = (f"{adopted:,} records already in {self.target.table} (found by {key_field}) were missing from the "
+                    "key map: adopted, not created again")
+            self.result.notes.append(note)
+            log.info("flow %s: %s", name, note, extra={"event": "executor.adopted", "flow": name, "count": adopted})
+
+    def _adopt_page(self, page: Sequence[tuple[str, str]]) -> int:
+        with self.store.transaction():
+            known = self.store.get_keys(self.flow.name, [k for k, _ in page])
+            new = [KeyEntry(k, t, None, True) for k, t in page
+                   if k not in known or known[k].deleted or known[k].target_id is None]
+            if new:
+                self.store.put_keys(self.flow.name, new)
+        return len(new)
 
     async def _dead_letters_to_retry(self) -> list[DeadLetter]:
         """Records deferred by a missing link, failed by a transient error, or queued by `mapsync deadletters
@@ -729,18 +814,3 @@ def _failure_reason(outcome: WriteOutcome | None) -> str:
     elif outcome.status:
         parts.append(f"(HTTP {outcome.status})")
     return " ".join(parts)
-
-
-def _holder_is_gone(holder: str) -> bool:
-    """A lease holder is ``host:pid:nonce``; on this host, a pid that no longer runs cannot hold anything."""
-    host, _, rest = holder.partition(":")
-    pid_text = rest.split(":", 1)[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False

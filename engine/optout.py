@@ -20,6 +20,10 @@ How a run works
    then the direction decides whether the winner's value may be written to the other side. A one-way rule
    records the other side's own change as seen and leaves it alone; under ``both``, a difference that
    neither side changed (left behind by an earlier one-way rule) is settled by the conflict rule.
+   A pair never synced, or whose Campaign record mapsync made anew since (a contact deactivated, then
+   reactivated: the via flow deleted the profile and created another), has no history to compare with, and
+   the new record's value is a default, not anybody's choice: a difference is settled for the opted-out
+   side under every rule, so a sync artefact never cancels an opt-out.
 5. **Writes** go out batched through the connectors; a record the service rejects becomes a dead letter
    (flow ``optout:<name>``) and never stops the run. Then, in one transaction, the per-pair state and the
    new delta link are saved: the cursor never runs ahead of the state.
@@ -31,14 +35,16 @@ Per-pair state (scales to 100k+ pairs)
 --------------------------------------
 Meta keys ``optout:<name>:pairs:<bucket>``, 4096 buckets (3 hex digits of crc32(source key)); each value is a
 compact JSON object ``{"v": 1, "p": {contactid: [d365_synced, campaign_synced, d365_seen, d365_modifiedon,
-synced_at]}}`` with booleans as 0/1 (null = unknown). 100k pairs are ~25 per bucket (~2 KB): a run loads
+synced_at, pkey]}}`` with booleans as 0/1 (null = unknown); ``pkey`` (the Campaign record the synced values
+belong to) is left off while unknown, and rows written before it existed load with it unknown. 100k pairs are ~25 per bucket (~2 KB): a run loads
 every bucket in one ``list_meta`` query and rewrites only the buckets whose pairs changed. ``d365_seen`` is
 kept because change tracking only reports changed rows: a D365 change whose write failed stays visible
 (seen != synced) to the next run even after the cursor has moved.
 
 Assumptions: the ``via`` flow goes D365 -> Campaign (its key map's source key is the D365 primary key, its
 target id the Campaign PKey); a null opt-out value means "not opted out" (false); defaults when the rule
-omits them are ``direction both`` and ``conflict latest-wins`` (Adobe's documented rule).
+omits them are ``direction both`` and ``conflict optout-wins`` (re-subscribing someone who opted out is the
+one mistake an opt-out sync must not make).
 """
 
 from __future__ import annotations
@@ -88,7 +94,7 @@ Side = Literal["d365", "campaign"]
 DIRECTIONS: tuple[Direction, ...] = ("d365-to-campaign", "campaign-to-d365", "both")
 CONFLICT_RULES: tuple[ConflictRule, ...] = ("latest-wins", "optout-wins", "d365-wins", "campaign-wins")
 DEFAULT_DIRECTION: Direction = "both"
-DEFAULT_CONFLICT: ConflictRule = "latest-wins"
+DEFAULT_CONFLICT: ConflictRule = "optout-wins"
 
 STATE_VERSION = 1
 BUCKETS = 4096
@@ -118,6 +124,11 @@ class Decision:
     winner: Side | None
     reason: str
 
+    @property
+    def cancels_optout(self) -> bool:
+        """It writes "not opted out" over an opted-out value."""
+        return self.write_d365 is False or self.write_campaign is False
+
 
 def _winner(rule: ConflictRule, d365_now: bool, campaign_now: bool,
             d365_time: datetime | None, campaign_time: datetime | None) -> Side:
@@ -134,22 +145,31 @@ def _winner(rule: ConflictRule, d365_now: bool, campaign_now: bool,
 
 def decide(*, d365_synced: bool | None, d365_now: bool, campaign_synced: bool | None, campaign_now: bool,
            d365_time: datetime | None = None, campaign_time: datetime | None = None,
-           direction: Direction = DEFAULT_DIRECTION, conflict: ConflictRule = DEFAULT_CONFLICT) -> Decision:
+           direction: Direction = DEFAULT_DIRECTION, conflict: ConflictRule = DEFAULT_CONFLICT,
+           campaign_created: bool = False) -> Decision:
     """The decision table, as a pure function.
 
     ``*_synced`` is the side's last synced value (None: never synced, e.g. the first run). With no synced
-    value a side counts as changed exactly when the two sides disagree, so a first run resolves every
-    difference by the conflict rule and leaves agreeing pairs alone.
+    value a side counts as changed exactly when the two sides disagree. ``campaign_created``: the Campaign
+    record was made by mapsync since the synced values were recorded (they belong to a record that is gone),
+    so its value is the new record's default. In both cases nobody's change can be told from a sync artefact:
+    a difference is settled for the opted-out side, whatever the conflict rule (which decides only between
+    changes people made); agreeing pairs are left alone.
     """
+    if campaign_created:
+        d365_synced = campaign_synced = None
     d_changed = d365_now != d365_synced if d365_synced is not None else d365_now != campaign_now
     c_changed = campaign_now != campaign_synced if campaign_synced is not None else campaign_now != d365_now
     if d365_now == campaign_now:
         return Decision(None, None, d365_now, campaign_now, d_changed, c_changed, False, None, "in step")
     is_conflict = d_changed and c_changed
-    if is_conflict:
-        winner: Side | None = _winner(conflict, d365_now, campaign_now, d365_time, campaign_time)
-        first = d365_synced is None and campaign_synced is None
-        reason = f"{'first run, values differ' if first else 'both sides changed'}: {conflict} -> {winner} wins"
+    if d365_synced is None and campaign_synced is None:
+        winner: Side | None = "d365" if d365_now else "campaign"
+        history = "new Campaign record made by mapsync" if campaign_created else "first sync, values differ"
+        reason = f"{history}: opted out wins -> {winner}"
+    elif is_conflict:
+        winner = _winner(conflict, d365_now, campaign_now, d365_time, campaign_time)
+        reason = f"both sides changed: {conflict} -> {winner} wins"
     elif d_changed:
         winner, reason = "d365", "d365 changed"
     elif c_changed:
@@ -208,20 +228,22 @@ class PairState:
     d365_seen: bool | None = None  # the D365 value as last read (change tracking only says what changed)
     d365_modifiedon: str | None = None
     synced_at: str | None = None
+    pkey: str | None = None  # the Campaign record the synced values belong to (None: not known)
 
     def encode(self) -> list[Any]:
         def b(v: bool | None) -> int | None:
             return None if v is None else int(v)
 
-        return [b(self.d365_synced), b(self.campaign_synced), b(self.d365_seen), self.d365_modifiedon, self.synced_at]
+        row = [b(self.d365_synced), b(self.campaign_synced), b(self.d365_seen), self.d365_modifiedon, self.synced_at]
+        return row if self.pkey is None else [*row, self.pkey]
 
     @staticmethod
     def decode(raw: Sequence[Any]) -> PairState:
         def b(v: Any) -> bool | None:
             return None if v is None else bool(v)
 
-        padded = [*raw, None, None, None, None, None][:5]
-        return PairState(b(padded[0]), b(padded[1]), b(padded[2]), padded[3], padded[4])
+        padded = [*raw, None, None, None, None, None, None][:6]
+        return PairState(b(padded[0]), b(padded[1]), b(padded[2]), padded[3], padded[4], padded[5])
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,6 +414,10 @@ class OptOutSync:
         pending: list[_Pending] = []
         for key, pkey in key_map.items():
             old = states.get(key, PairState())
+            campaign_created = old.pkey is not None and old.pkey != pkey
+            if campaign_created:
+                # The via flow made a new record for this contact: the synced values belonged to the old one.
+                old = PairState(d365_seen=old.d365_seen, d365_modifiedon=old.d365_modifiedon, pkey=pkey)
             if key in deleted or (full_read and key not in d_rows):
                 continue  # the contact is gone: its pair (and state) ends here
             if key in d_rows:
@@ -409,7 +435,7 @@ class OptOutSync:
             c_now, c_time_raw = c_rows[pkey]
             decision = decide(d365_synced=old.d365_synced, d365_now=d_now, campaign_synced=old.campaign_synced,
                               campaign_now=c_now, d365_time=parse_time(d_time_raw), campaign_time=parse_time(c_time_raw),
-                              direction=self.direction, conflict=self.conflict)
+                              direction=self.direction, conflict=self.conflict, campaign_created=campaign_created)
             n.d365_changes_seen += decision.d365_changed
             n.campaign_changes_seen += decision.campaign_changed
             n.conflicts += decision.conflict
@@ -417,7 +443,8 @@ class OptOutSync:
             if (decision.d365_synced, decision.campaign_synced) != (old.d365_synced, old.campaign_synced):
                 synced_at = now
             done = PairState(decision.d365_synced, decision.campaign_synced,
-                             decision.write_d365 if decision.write_d365 is not None else d_now, d_time_raw, synced_at)
+                             decision.write_d365 if decision.write_d365 is not None else d_now, d_time_raw, synced_at,
+                             pkey)
             if decision.write_d365 is None and decision.write_campaign is None:
                 new_states[key] = done
                 continue

@@ -1,6 +1,10 @@
 """One run of an environment: load and compile the mappings, open the state store and the connectors,
 run the flows in dependency order (a flow runs after the flows it links to), then the opt-out rules.
 
+Everything that writes runs under a lease (one runner per flow, or opt-out rule, and environment). A flow
+another runner holds is skipped, and so is every flow that links to it and every opt-out rule paired
+through it: they would work from a key map that other runner is still changing.
+
 This is what `mapsync run`, `mapsync plan` and the demo call; it holds no sync logic of its own.
 """
 
@@ -20,6 +24,7 @@ from mapsync.dsl.compiler import CompiledFlow, compile_project
 from mapsync.dsl.errors import CheckError
 from mapsync.dsl.project import Project, load_project
 from mapsync.dsl.schema import Catalog, load_catalog
+from mapsync.engine import leases
 from mapsync.engine.auth import TokenCache
 from mapsync.engine.config import Config, Environment, load_config
 from mapsync.engine.connectors import Connectors, build_connectors
@@ -151,8 +156,18 @@ async def run_job(job: Job, *, only: Sequence[str] | None = None, full: bool = F
     links = {name: frozenset(_linked_flows(job.project.flows[name])) - {name} for name in names}
     link_reasons = LinkReasons(job.flows, connectors)
 
+    skipped: set[str] = set()  # flows this run left to another runner (lease held), and the flows after them
+
     async def run_one(name: str) -> FlowResult:
         flow = job.flows[name]
+        waits_for = sorted(links[name] & skipped)
+        if waits_for and not dry_run:
+            skipped.add(name)
+            why = (f"skipped: it links to {_flows(waits_for)}, which another runner is running; "
+                   "it runs once that run is done")
+            report.errors.append(f"flow {name}: {why}")
+            log.warning("flow %s %s", name, why, extra={"event": "run.flow_skipped", "flow": name})
+            return FlowResult(name, FlowCounts(), 0.0, outcome="skipped")
         runner = FlowRunner(flow, source_for(flow, connectors), target_for(flow, connectors), store,
                             environment=job.env.name, holder=holder, dry_run=dry_run, on_progress=on_progress,
                             link_tables=job.link_tables(), links_to=links[name], link_reasons=link_reasons)
@@ -165,6 +180,8 @@ async def run_job(job: Job, *, only: Sequence[str] | None = None, full: bool = F
             report.errors.append(f"flow {name}: {exc}")
             log.error("flow %s stopped: %s", name, exc, extra={"event": "run.flow_failed", "flow": name})
             runner.result.outcome = "skipped" if isinstance(exc, LeaseHeld) else "failed"
+            if isinstance(exc, LeaseHeld):
+                skipped.add(name)
             return runner.result
 
     try:
@@ -173,7 +190,8 @@ async def run_job(job: Job, *, only: Sequence[str] | None = None, full: bool = F
         for stage in stages(names, links, job.flows):
             report.flows.extend(await asyncio.gather(*(_finishing(run_one(name), name, on_finished) for name in stage)))
         if optouts and not only:
-            report.optouts = await _run_optouts(job, connectors, store, dry_run=dry_run, on_progress=on_progress,
+            report.optouts = await _run_optouts(job, connectors, store, dry_run=dry_run, holder=holder,
+                                                skipped=skipped, errors=report.errors, on_progress=on_progress,
                                                 on_finished=on_finished)
     finally:
         await connectors.aclose()
@@ -191,9 +209,11 @@ async def _finishing(work: Awaitable[Any], name: str, on_finished: Callable[[str
             on_finished(name)
 
 
-async def _run_optouts(job: Job, connectors: Connectors, store: StateStore, *, dry_run: bool,
+async def _run_optouts(job: Job, connectors: Connectors, store: StateStore, *, dry_run: bool, holder: str,
+                       skipped: set[str], errors: list[str],
                        on_progress: Callable[[str, FlowCounts], None] | None = None,
                        on_finished: Callable[[str], None] | None = None) -> list[Any]:
+    """Each rule under its own lease (``optout:<name>``): two runners never write the same change twice."""
     if not job.project.optouts:
         return []
     from mapsync.engine.optout import OptOutSync
@@ -203,16 +223,35 @@ async def _run_optouts(job: Job, connectors: Connectors, store: StateStore, *, d
         if connectors.d365 is None or connectors.campaign is None:
             raise ConfigError(f"opt-out rule {rule.name} needs both `d365` and `campaign` settings", setting="d365")
         sync = OptOutSync(rule, d365=connectors.d365, campaign=connectors.campaign, store=store, dry_run=dry_run)
+        if sync.via in skipped and not dry_run:
+            why = f"skipped: its pairs come from {_flows([sync.via])}, which another runner is running"
+            errors.append(f"optout {rule.name}: {why}")
+            log.warning("optout %s %s", rule.name, why, extra={"event": "run.optout_skipped", "optout": rule.name})
+            continue
         shown = f"opt-out {rule.name}"  # its own line in the progress display while it reads both sides
         if on_progress is not None:
             on_progress(shown, FlowCounts())
-        result = await _finishing(sync.run(), shown, on_finished)
+        try:
+            if dry_run:
+                result = await _finishing(sync.run(), shown, on_finished)
+            else:
+                async with leases.held(store, sync.flow, job.env.name, holder):
+                    result = await _finishing(sync.run(), shown, on_finished)
+        except LeaseHeld as exc:
+            errors.append(f"optout {rule.name}: skipped: {exc}")
+            log.warning("optout %s skipped: %s", rule.name, exc, extra={"event": "run.optout_skipped",
+                                                                       "optout": rule.name})
+            continue
         if on_progress is not None:
             on_progress(shown, FlowCounts(read=result.pairs, updated=result.written_to_campaign + result.written_to_d365,
                                           failed=result.failed, unchanged=max(0, result.pairs - result.written_to_campaign
                                                                               - result.written_to_d365 - result.failed)))
         results.append(result)
     return results
+
+
+def _flows(names: Sequence[str]) -> str:
+    return ("flow " if len(names) == 1 else "flows ") + ", ".join(names)
 
 
 

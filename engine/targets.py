@@ -3,16 +3,21 @@
 Both systems express "this field points at that record" differently: Campaign nests ``{"PKey": ...}``,
 Dataverse binds a navigation property (``regardingobjectid_contact_acs_emailsend@odata.bind``). The
 executor resolves references to target ids; this module turns them into each system's wire form.
+
+Finding a record again: Campaign has no idempotent create, so before creating the executor asks the
+target whether it already holds a record with the flow's key (``find``, or ``existing`` for every record at
+once). A lookup that fails raises ``ConnectorError``: "could not ask" is never taken for "not there".
+Dataverse targets are written by id or alternate key, so their creates are idempotent and need no lookup.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
 from mapsync.dsl.schema import TableSchema
 from mapsync.engine.connectors.base import WriteOp, WriteOutcome
-from mapsync.engine.errors import ConfigError, ConnectorError
+from mapsync.engine.errors import ConfigError
 
 __all__ = ["CampaignTarget", "D365Target", "Target", "target_for"]
 
@@ -20,12 +25,21 @@ __all__ = ["CampaignTarget", "D365Target", "Target", "target_for"]
 class Target(Protocol):
     system: str
     table: str
+    # True: a create is not idempotent, so the executor looks records up by key before creating them.
+    looks_up_creates: bool
 
     def reference(self, payload: dict[str, Any], path: str, ref_table: str, target_id: str) -> None: ...
 
     async def write(self, ops: Sequence[WriteOp]) -> list[WriteOutcome]: ...
 
-    async def find(self, key_field: str, key: str) -> str | None: ...
+    async def find(self, key_field: str, key: str) -> str | None:
+        """The id of the record whose ``key_field`` is ``key``; None when there is none. Raises
+        ``ConnectorError`` when the target could not be asked."""
+        ...
+
+    def existing(self, key_field: str) -> AsyncIterator[list[tuple[str, str]]]:
+        """``(key, target id)`` of every record that has a ``key_field``, page by page."""
+        ...
 
 
 def _set_path(payload: dict[str, Any], path: str, value: Any) -> None:
@@ -38,6 +52,7 @@ def _set_path(payload: dict[str, Any], path: str, value: Any) -> None:
 
 class CampaignTarget:
     system = "campaign"
+    looks_up_creates = True
 
     def __init__(self, connector: Any, table: str) -> None:
         self.connector = connector
@@ -50,15 +65,16 @@ class CampaignTarget:
         return await self.connector.write(ops)
 
     async def find(self, key_field: str, key: str) -> str | None:
-        try:
-            rows = await self.connector.find(self.table, key_field, key)
-        except ConnectorError:
-            return None
+        rows = await self.connector.find(self.table, key_field, key)  # a failed lookup raises: never "not found"
         return str(rows[0]["PKey"]) if rows and rows[0].get("PKey") else None
+
+    def existing(self, key_field: str) -> AsyncIterator[list[tuple[str, str]]]:
+        return self.connector.keys(self.table, key_field)
 
 
 class D365Target:
     system = "d365"
+    looks_up_creates = False
 
     def __init__(self, connector: Any, table: str, schema: TableSchema | None) -> None:
         self.connector = connector
@@ -87,6 +103,10 @@ class D365Target:
     async def find(self, key_field: str, key: str) -> str | None:
         # Dataverse targets are written by id or alternate key, so a retried write needs no lookup.
         return None
+
+    async def existing(self, key_field: str) -> AsyncIterator[list[tuple[str, str]]]:
+        return
+        yield  # an async generator that yields nothing: creates by alternate key never duplicate
 
 
 def target_for(flow: Any, connectors: Any) -> Target:

@@ -61,6 +61,17 @@ class CampaignConnector:
             yield list(body.get("content", []))
             url = (body.get("next") or {}).get("href")
 
+    async def keys(self, resource: str, key_field: str) -> AsyncIterator[list[tuple[str, str]]]:
+        """``(key, PKey)`` of every record of ``resource`` whose ``key_field`` is set, one page at a time: the
+        whole resource in one paged read, keeping only the two values (full rows are dropped page by page)."""
+        async for page in self.read(resource):
+            out = []
+            for row in page:
+                value = _field(row, key_field)
+                if value not in (None, "") and row.get("PKey"):
+                    out.append((str(value), str(row["PKey"])))
+            yield out
+
     async def find(self, resource: str, key_field: str, value: str) -> list[dict[str, Any]]:
         """Records whose ``key_field`` equals ``value``, through the resource's ``by<Field>`` filter."""
         name, param = self._filter_for(resource, key_field)
@@ -185,6 +196,14 @@ class CampaignConnector:
             query = urlsplit(data).query if isinstance(data, str) else ""
             out[name] = tuple(key.removesuffix("_parameter") for key, _ in parse_qsl(query, keep_blank_values=True))
         return out
+
+
+def _field(row: Mapping[str, Any], path: str) -> Any:
+    """The value at a dotted ``path`` (``location.city``) of a Campaign record, None when absent."""
+    node: Any = row
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return node
 
 
 _NAMESPACES = ("profileAndServices", "profileAndServicesExt")

@@ -13,6 +13,7 @@ import pytest
 
 from mapsync.emulators.server import Emulator, Served, start_in_thread, write_config
 from mapsync.engine.runner import Job, RunReport, load_job, run_job
+from tests.engine.conftest import postgres_server  # noqa: F401  (one PostgreSQL server for the e2e tests too)
 from tests.paths import FIXTURE_MAPPINGS
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -242,18 +242,22 @@ def test_opt_outs_cross_both_ways_and_never_bounce_back(tmp_path: Path) -> None:
     scenario(tmp_path, body)
 
 
-EXPECTED = {  # pair -> (d365 value, campaign value) after a first run, per conflict rule
+FIRST_RUN = dict.fromkeys("xzyw", True)  # never synced: opted out wins under every rule
+BOTH_CHANGED = {  # pair -> value of both sides once both changed after a one-way sync, per conflict rule
     "optout-wins": {"x": True, "z": True, "y": True, "w": True},
-    "d365-wins": {"x": True, "z": False, "y": False, "w": True},
-    "campaign-wins": {"x": False, "z": True, "y": True, "w": False},
-    "latest-wins": {"x": True, "z": False, "y": True, "w": False},
+    "d365-wins": {"x": False, "z": False, "y": False, "w": False},
+    "campaign-wins": {"x": True, "z": True, "y": True, "w": True},
+    "latest-wins": {"x": False, "z": False, "y": True, "w": True},
 }
 
 
-@pytest.mark.parametrize("conflict", sorted(EXPECTED))
-def test_first_run_differences_follow_the_conflict_rule(tmp_path: Path, conflict: str) -> None:
-    """Both sides "changed" (no synced state): x, w opted out in D365 only, y, z in Campaign only; x and z
-    were last touched in D365, y and w in Campaign."""
+@pytest.mark.parametrize("conflict", sorted(BOTH_CHANGED))
+def test_first_run_differences_go_to_the_opt_out_and_later_conflicts_follow_the_rule(tmp_path: Path,
+                                                                                      conflict: str) -> None:
+    """First run (no synced state): x, w opted out in D365 only, y, z in Campaign only; x and z were last
+    touched in D365, y and w in Campaign. Whatever the rule, the opt-out stands. Then a one-way run leaves every
+    pair with different synced values, both sides change (D365 opts in, Campaign out; x and z in D365 last):
+    now the rule decides."""
 
     async def body(rig: Rig) -> None:
         ids = dict(zip("xzyw", await rig.contacts(4), strict=True))
@@ -268,9 +272,26 @@ def test_first_run_differences_follow_the_conflict_rule(tmp_path: Path, conflict
         result = await rig.sync(custom_rule("both", conflict)).run()
         assert result.conflicts == 4 and result.failed == 0 and writes(result) == 4
         for k, cid in ids.items():
-            assert await rig.both(cid) == (EXPECTED[conflict][k],) * 2, (conflict, k)
+            assert await rig.both(cid) == (FIRST_RUN[k],) * 2, (conflict, k)
         again = await rig.sync(custom_rule("both", conflict)).run()
         assert writes(again) == 0 and again.conflicts == 0
+
+        for cid in ids.values():
+            await rig.edit_profile(rig.pairs[cid], False)  # Campaign opts in; the one-way rule leaves it there
+        assert writes(await rig.sync(custom_rule("d365-to-campaign", conflict)).run()) == 0
+        await rig.advance(60)
+        for k in "yw":
+            await rig.edit_contact(ids[k], False)
+        await rig.advance(60)
+        for cid in ids.values():
+            await rig.edit_profile(rig.pairs[cid], True)
+        await rig.advance(60)
+        for k in "xz":
+            await rig.edit_contact(ids[k], False)
+        result = await rig.sync(custom_rule("both", conflict)).run()
+        assert result.conflicts == 4 and result.failed == 0 and writes(result) == 4
+        for k, cid in ids.items():
+            assert await rig.both(cid) == (BOTH_CHANGED[conflict][k],) * 2, (conflict, k)
 
     scenario(tmp_path, body)
 

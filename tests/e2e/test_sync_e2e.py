@@ -102,7 +102,9 @@ def test_a_second_runner_on_a_flow_is_refused_and_the_rest_runs(live: Live) -> N
     report = live.run()
     assert any("contacts" in e and "lease" in e.lower() for e in report.errors)
     assert next(r for r in report.flows if r.flow == "contacts").outcome == "skipped"
-    assert counts(report, "vehicles")["read"] > 0
+    # vehicles link to contacts: they wait for that runner too; the event flows do not depend on it
+    assert next(r for r in report.flows if r.flow == "vehicles").outcome == "skipped"
+    assert all(r.outcome == "ok" for r in report.flows if r.flow.startswith("email_"))
 
 
 @pytest.mark.slow

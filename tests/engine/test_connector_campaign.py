@@ -247,3 +247,23 @@ def test_events_410_reports_the_gap_and_resumes_from_the_oldest() -> None:
 
     asyncio.run(scenario())
     assert datetime.now(UTC)  # keep UTC import used for readers of the test
+
+
+def test_keys_lists_every_keyed_record_page_by_page_under_hostile_faults() -> None:
+    """The adoption read: (key, PKey) of each record carrying the key, through the faults, across pages."""
+    rig = Rig(faults=HOSTILE)
+    rows = [{"email": f"k{i}@example.com", **({"externalId": f"K-{i}"} if i % 3 else {})} for i in range(2500)]
+    rig.adobe.store.insert_many("profile", rows)
+
+    async def scenario() -> list[list[tuple[str, str]]]:
+        conn = rig.connector()
+        pages = [page async for page in conn.keys("profile", "externalId")]
+        await conn.http.aclose()
+        return pages
+
+    pages = asyncio.run(scenario())
+    assert len(pages) > 2  # pages of at most 1000 records, as read
+    found = [pair for page in pages for pair in page]
+    store = rig.adobe.store
+    pkeys = {r["externalId"]: store.pkey("profile", rid) for rid, r in store.rows_where("profile") if r.get("externalId")}
+    assert sorted(found) == sorted(pkeys.items()) and len(found) == len(rows) - len(range(0, 2500, 3))

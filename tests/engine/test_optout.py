@@ -100,10 +100,12 @@ def test_direction_decides_which_side_may_be_written(direction: str, d365_now: b
     ("latest-wins", False, T0, T0, "campaign"),
     ("latest-wins", False, None, T0, "campaign"),  # a time unknown: opted out wins as well
 ])
-def test_conflict_rules_on_first_run(conflict: str, d365_now: bool, d365_time: datetime | None,
-                                     campaign_time: datetime | None, winner: str) -> None:
-    got = decide(d365_synced=None, d365_now=d365_now, campaign_synced=None, campaign_now=not d365_now,
+def test_conflict_rules_when_both_sides_changed(conflict: str, d365_now: bool, d365_time: datetime | None,
+                                                campaign_time: datetime | None, winner: str) -> None:
+    # Both sides moved away from what was synced (the synced values differ: a one-way rule left them so).
+    got = decide(d365_synced=not d365_now, d365_now=d365_now, campaign_synced=d365_now, campaign_now=not d365_now,
                  d365_time=d365_time, campaign_time=campaign_time, direction="both", conflict=conflict)  # type: ignore[arg-type]
+    assert got.d365_changed and got.campaign_changed
     assert got.conflict and got.winner == winner
     value = d365_now if winner == "d365" else not d365_now
     assert (got.d365_synced, got.campaign_synced) == (value, value)
@@ -322,7 +324,7 @@ def test_rule_settings_are_checked_and_defaulted(tmp_path: Path) -> None:
     try:
         conns = _connectors()
         [sync] = build_optout_syncs({"email": _rule()}, conns, store)
-        assert (sync.direction, sync.conflict) == ("both", "latest-wins")
+        assert (sync.direction, sync.conflict) == ("both", "optout-wins")
         assert (sync.d365_field, sync.campaign_field) == ("donotemail", "blackList")  # any boolean pair
         with pytest.raises(OptOutRuleError, match="direction 'sideways'"):
             build_optout_syncs([_rule("direction sideways\n  via contacts")], conns, store)
