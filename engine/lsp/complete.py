@@ -179,7 +179,10 @@ def _expression(snap: Snapshot, file: str | None, source: TableSchema | None, li
 
 
 def _assigned(decl_text: str) -> set[str]:
-    return {m.group(1) for m in re.finditer(r"^\s*([A-Za-z_][\w.]*)\s*=(?!=)", _strip(decl_text), re.M)}
+    """Target fields the flow already writes: its map lines and the target of its key."""
+    plain = _strip(decl_text)
+    found = {m.group(1) for m in re.finditer(r"^\s*([A-Za-z_][\w.]*)\s*=(?!=)", plain, re.M)}
+    return found | set(re.findall(r"^\s*key\s+[\w.]+\s*->\s*([A-Za-z_][\w.]*)", plain, re.M))
 
 
 def _replace_fields(snap: Snapshot, name: str) -> list[FieldSchema]:

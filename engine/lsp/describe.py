@@ -19,6 +19,14 @@ def snapshot_file(table: TableSchema) -> Path:
     return snapshot_path(DEFAULT_ROOT, table.system, table.name)
 
 
+def _shown(path: Path) -> str:
+    """``schemas/snapshots/d365/contact.json``: relative to the checkout, wherever the server runs."""
+    try:
+        return path.relative_to(DEFAULT_ROOT.parent.parent).as_posix()
+    except ValueError:
+        return display_name(path)
+
+
 def describe_field(f: FieldSchema, table: TableSchema, dotted: str) -> str:
     facts = [f"`{f.type}` ({f.value_type})"]
     if f.max_length is not None:
@@ -34,7 +42,7 @@ def describe_field(f: FieldSchema, table: TableSchema, dotted: str) -> str:
         out += ["", "| value | label |", "| --- | --- |"] + [f"| {v} | {label} |" for v, label in f.options]
     if f.values:
         out += ["", "values: " + ", ".join(f"`{v}`" for v in f.values)]
-    out += ["", f"from the snapshot `{display_name(snapshot_file(table))}`"]
+    out += ["", f"from the snapshot `{_shown(snapshot_file(table))}`"]
     return "\n".join(out)
 
 
@@ -43,7 +51,7 @@ def _describe_table(table: TableSchema) -> str:
            f"primary key `{table.primary_key}`, {len(table.fields)} fields"]
     if table.feed:
         out.append("an event feed: read only")
-    out += ["", f"from the snapshot `{display_name(snapshot_file(table))}`"]
+    out += ["", f"from the snapshot `{_shown(snapshot_file(table))}`"]
     return "\n".join(out)
 
 

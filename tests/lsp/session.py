@@ -8,6 +8,7 @@ once any later request has been answered the diagnostics of that change have arr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import threading
 import time
@@ -16,10 +17,30 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from lsprotocol import types as lsp
+from pygls.exceptions import JsonRpcException
 from pygls.lsp.client import LanguageClient
 
 T = TypeVar("T")
 TIMEOUT = 60
+
+
+def offset(text: str, pos: lsp.Position) -> int:
+    """Offset of an LSP position in ASCII text (the tests' texts are ASCII: units are characters)."""
+    lines = text.split("\n")
+    if pos.line >= len(lines):
+        return len(text)
+    return sum(len(x) + 1 for x in lines[: pos.line]) + min(pos.character, len(lines[pos.line]))
+
+
+def apply(text: str, change: lsp.TextDocumentContentChangeEvent) -> str:
+    if isinstance(change, lsp.TextDocumentContentChangeWholeDocument):
+        return change.text
+    return text[: offset(text, change.range.start)] + change.text + text[offset(text, change.range.end) :]
+
+
+def changes(edit: lsp.WorkspaceEdit | None) -> dict[str, list[lsp.TextEdit]] | None:
+    """A workspace edit's changes as plain lists (the client decodes JSON arrays as tuples)."""
+    return None if edit is None or edit.changes is None else {k: list(v) for k, v in edit.changes.items()}
 
 
 class Session:
@@ -32,6 +53,7 @@ class Session:
         self.diagnostics: dict[str, list[lsp.Diagnostic]] = {}
         self.published: list[tuple[float, str]] = []  # (perf_counter, uri) of every publish, in order
         self.versions: dict[str, int] = {}
+        self.texts: dict[str, str] = {}  # what the server's buffers hold (the edits applied here too)
 
         @self.client.feature(lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
         def on_diagnostics(params: lsp.PublishDiagnosticsParams) -> None:
@@ -72,6 +94,7 @@ class Session:
         uri = self.uri(name)
         text = (self.root / name).read_text(encoding="utf-8") if text is None else text
         self.versions[uri] = 1
+        self.texts[uri] = text
         self.notify(self.client.text_document_did_open, lsp.DidOpenTextDocumentParams(
             lsp.TextDocumentItem(uri=uri, language_id="mapsync", version=1, text=text)))
         self.settle()
@@ -80,6 +103,8 @@ class Session:
     def change(self, name: str, *changes: lsp.TextDocumentContentChangeEvent) -> None:
         uri = self.uri(name)
         self.versions[uri] += 1
+        for c in changes:
+            self.texts[uri] = apply(self.texts[uri], c)
         self.notify(self.client.text_document_did_change, lsp.DidChangeTextDocumentParams(
             lsp.VersionedTextDocumentIdentifier(uri=uri, version=self.versions[uri]), list(changes)))
         self.settle()
@@ -92,6 +117,9 @@ class Session:
         self.change(name, lsp.TextDocumentContentChangePartial(
             range=lsp.Range(lsp.Position(line, col), lsp.Position(end_line, end_col)), text=text))
 
+    def text(self, name: str) -> str:
+        return self.texts[self.uri(name)]
+
     def close_doc(self, name: str) -> None:
         self.notify(self.client.text_document_did_close, lsp.DidCloseTextDocumentParams(
             lsp.TextDocumentIdentifier(uri=self.uri(name))))
@@ -102,10 +130,9 @@ class Session:
         self.run(self._ping())
 
     async def _ping(self) -> None:
-        try:
+        # "method not found" is an answer all the same, and it is sent after the earlier messages were handled
+        with contextlib.suppress(JsonRpcException):
             await self.client.protocol.send_request_async("mapsync/ping", None)
-        except Exception:  # method not found: an answer all the same, sent after the earlier messages
-            pass
 
     # ---- requests
     def _doc(self, name: str) -> lsp.TextDocumentIdentifier:
@@ -126,9 +153,9 @@ class Session:
             lsp.DefinitionParams(self._doc(name), lsp.Position(line, col))))
 
     def references(self, name: str, line: int, col: int, *, declaration: bool = True) -> list[lsp.Location]:
-        return self.run(self.client.text_document_references_async(lsp.ReferenceParams(
+        return list(self.run(self.client.text_document_references_async(lsp.ReferenceParams(
             context=lsp.ReferenceContext(include_declaration=declaration), text_document=self._doc(name),
-            position=lsp.Position(line, col)))) or []
+            position=lsp.Position(line, col)))) or [])
 
     def prepare_rename(self, name: str, line: int, col: int) -> Any:
         return self.run(self.client.text_document_prepare_rename_async(
@@ -139,8 +166,9 @@ class Session:
             lsp.RenameParams(text_document=self._doc(name), position=lsp.Position(line, col), new_name=new_name)))
 
     def format(self, name: str) -> list[lsp.TextEdit] | None:
-        return self.run(self.client.text_document_formatting_async(lsp.DocumentFormattingParams(
+        found = self.run(self.client.text_document_formatting_async(lsp.DocumentFormattingParams(
             text_document=self._doc(name), options=lsp.FormattingOptions(tab_size=2, insert_spaces=True))))
+        return None if found is None else list(found)
 
     def code_actions(self, name: str, line: int, col: int, end_line: int, end_col: int) -> list[lsp.CodeAction]:
         result = self.run(self.client.text_document_code_action_async(lsp.CodeActionParams(
