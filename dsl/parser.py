@@ -118,8 +118,15 @@ def parse(text: str, file: str = "<text>", *, fast: bool = True) -> ParseResult:
     comments: list[Token] = []
     working = text
     tree: Tree | None = None
-    for _ in range(MAX_SYNTAX_ERRORS + 1):
+    for attempt in range(MAX_SYNTAX_ERRORS + 1):
         comments.clear()
+        if attempt and fast:
+            # The broken declarations are blanked now; when the rest is plain, the fast path builds the same
+            # tree lark would (spans and comments included), without a second lark pass over the whole text.
+            try:
+                return ParseResult(parse_fast(working, file, module_span), tuple(diagnostics))
+            except Bail:
+                pass
         try:
             tree = _parse_collecting(working, comments)
             break
