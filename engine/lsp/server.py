@@ -152,13 +152,9 @@ def build_server() -> MapsyncServer:
 
     @server.feature(lsp.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: MapsyncServer, params: lsp.DidCloseTextDocumentParams) -> None:
-        path = path_of(params.text_document.uri)
-        server.state.drop_buffer(path)
-        if path.is_file():  # the saved file is still part of its project
-            publish(params.text_document.uri)
-        else:
-            server.text_document_publish_diagnostics(
-                lsp.PublishDiagnosticsParams(uri=params.text_document.uri, diagnostics=[]))
+        # The disk's version counts again; a buffer never saved leaves the project (its diagnostics are cleared).
+        server.state.drop_buffer(path_of(params.text_document.uri))
+        publish(params.text_document.uri)
 
     @server.feature(lsp.WORKSPACE_DID_CHANGE_WATCHED_FILES)
     def watched(ls: MapsyncServer, params: lsp.DidChangeWatchedFilesParams) -> None:

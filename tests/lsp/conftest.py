@@ -6,6 +6,8 @@ import contextlib
 import io
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,11 +50,20 @@ def fresh(session: Session, workspace: Path) -> Iterator[Session]:
         shutil.copy(FIXTURE / name, workspace / "project" / name)
 
 
-def validate_json(root: Path, folder: str = "project") -> dict[str, list[dict[str, object]]]:
-    """`mapsync validate FOLDER --format json` run in ``root`` (as the server is), grouped by file URI."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.chdir(root):
-        validate([Path(folder)], fmt="json", out=out, err=err)
+def validate_json(root: Path, folder: str = "project", *, cli: bool = False) -> dict[str, list[dict[str, object]]]:
+    """`mapsync validate FOLDER --format json` run in ``root`` (as the server is), grouped by file URI.
+
+    In process by default (the function the command runs); ``cli=True`` runs the command itself.
+    """
+    if cli:
+        done = subprocess.run([sys.executable, "-m", "engine.cli", "validate", folder, "--format", "json"],
+                              cwd=root, capture_output=True, text=True, timeout=120)
+        assert done.returncode in (0, 1), done.stderr
+        out = io.StringIO(done.stdout)
+    else:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.chdir(root):
+            validate([Path(folder)], fmt="json", out=out, err=err)
     grouped: dict[str, list[dict[str, object]]] = {(root / folder / n).resolve().as_uri(): []
                                                    for n in FILES}
     for d in json.loads(out.getvalue()):

@@ -66,7 +66,7 @@ def test_a_half_typed_line_gives_the_parser_diagnostic_and_still_completes(fresh
     found = by_name(fresh, workspace)["people.map"]
     assert [(d["code"], d["line"]) for d in found] == [("E001", 14)]
     (workspace / P).write_text(fresh.text(P), encoding="utf-8")
-    assert comparable(validate_json(workspace)) == as_validate(fresh)
+    assert comparable(validate_json(workspace, cli=True)) == as_validate(fresh)
     items = fresh.complete(P, 12, 12)
     assert labels(items)[:3] == ["accountrolecode", "address1_addresstypecode", "address1_city"]
     email = next(i for i in items if i.label == "emailaddress1")
@@ -94,6 +94,17 @@ def test_an_unsaved_change_to_an_imported_file_shows_in_the_importer_until_close
     assert by_name(fresh, workspace)["people.map"] == [e105]
     fresh.close_doc(S)  # never saved: the disk's version counts again
     assert by_name(fresh, workspace)["people.map"] == [W102]
+
+
+def test_a_new_file_not_yet_saved_joins_its_project_and_leaves_it_when_closed(fresh: Session, workspace: Path) -> None:
+    new = "project/extra.map"
+    fresh.open(new, "flow people {\n}\n")  # a second `people`, and no clauses
+    found = by_name(fresh, workspace) | {"extra.map": as_validate(fresh)[fresh.uri(new)]}
+    assert [d["code"] for d in found["extra.map"]] == ["E109"]
+    assert found["extra.map"][0]["message"] == "`people` is declared twice"
+    fresh.close_doc(new)
+    assert fresh.diagnostics[fresh.uri(new)] == []
+    assert by_name(fresh, workspace) == {"people.map": [W102], "cars.map": [], "shared.map": []}
 
 
 # ------------------------------------------------------------------------------------------- completion
