@@ -253,10 +253,10 @@ def complete(snap: Snapshot, file: str | None, text: str, offset: int) -> list[l
             prefix = _dotted_before(line, word)
             assigned = _assigned(decl_text)
             return _fields(target, prefix, first=assigned)
-        if re.search(r"\S\s+\Z", head) and re.search(r"[\w\")]\s+\Z", head) and not re.search(
-                r"(?:=|and|or|not|in|is|\(|,|&|\?\?|[-+*/<>])\s*\Z", head):
-            return _keywords(_MODIFIERS)  # after a complete expression: a modifier may follow
-        after_eq = head[head.index("=") + 1 :] if "=" in head else head
+        if re.search(r"[\w\")]\s+\Z", head) and not re.search(
+                r"(?:=|\b(?:and|or|not|in|is)|\(|,|&|\?\?|[-+*/<>])\s*\Z", head):
+            return _keywords((*_MODIFIERS, *_EXPR_KEYWORDS[:5]))  # after a complete expression
+        after_eq = line[line.index("=") + 1 :] if "=" in head else line
         return _expression(snap, file, source, after_eq, word)
     stripped = head.strip()
     if not stripped:
@@ -276,5 +276,5 @@ def complete(snap: Snapshot, file: str | None, text: str, offset: int) -> list[l
     if re.fullmatch(r"\s*on\s+", head):
         return _keywords(("delete:", "filtered:"))
     if re.match(r"\s*where\b", head):
-        return _expression(snap, file, source, head[head.index("where") + 5 :] + word, word)
+        return _expression(snap, file, source, line[line.index("where") + 5 :], word)
     return []

@@ -43,9 +43,7 @@ def fresh(session: Session, workspace: Path) -> Iterator[Session]:
         shutil.copy(FIXTURE / name, workspace / "project" / name)
     yield session
     for uri in list(session.versions):
-        name = uri.rsplit("/project/", 1)[1]
-        session.close_doc(f"project/{name}")
-    session.versions.clear()
+        session.close_doc("project/" + uri.rsplit("/project/", 1)[1])
     for name in FILES:
         shutil.copy(FIXTURE / name, workspace / "project" / name)
 

@@ -121,6 +121,8 @@ class Session:
         return self.texts[self.uri(name)]
 
     def close_doc(self, name: str) -> None:
+        self.versions.pop(self.uri(name), None)
+        self.texts.pop(self.uri(name), None)
         self.notify(self.client.text_document_did_close, lsp.DidCloseTextDocumentParams(
             lsp.TextDocumentIdentifier(uri=self.uri(name))))
         self.settle()

@@ -157,6 +157,9 @@ def test_completion_of_keywords_and_clause_values(fresh: Session) -> None:
         "batch", "from", "key", "map", "max deletes", "mode", "on delete:", "on filtered:", "to", "where"]
     fresh.edit(P, 6, 0, 6, 13, "  mode ")
     assert labels(fresh.complete(P, 6, 7)) == ["create", "mirror", "update", "upsert"]
+    fresh.edit(P, 12, 0, 12, 0, "    phone = telephone1 \n")
+    assert labels(fresh.complete(P, 12, 23)) == ["and", "in", "is", "keep", "not", "once", "or", "required"]
+    fresh.edit(P, 12, 0, 13, 0, "")
     fresh.edit(P, 16, 0, 16, 0, "\n")
     assert labels(fresh.complete(P, 17, 0)) == ["flow", "import", "optout", "replace"]
     assert fresh.complete(P, 0, 12) == []  # inside the import's string
