@@ -309,7 +309,8 @@ def _dotted_tail(exc: UnexpectedToken) -> str | None:
         return None
     names: list[str] = []
     for item in reversed(stack):  # NAME (. NAME)*, possibly with its head already reduced to a tree
-        if isinstance(item, Tree) and str(item.data).startswith("__"):  # lark's repetition of `. NAME`
+        if (isinstance(item, Tree) and str(item.data).startswith("__")  # lark's repetition of `. NAME`, not of
+                and all(isinstance(c, Token) or c.data == item.data for c in item.children)):  # whole map lines
             names[:0] = [str(t) for t in item.scan_values(lambda v: isinstance(v, Token) and v.type == "NAME")]
             continue
         if isinstance(item, Tree) and item.data in ("path", "target_path", "target_head"):

@@ -43,3 +43,9 @@ def test_a_long_blank_tail_after_a_broken_flow() -> None:
     text = "flow f {\n  map {\n    email = lower(emailaddress1)\n" + "\n" * 300_000
     result = parse(text, "t.map")
     assert [d.code for d in result.diagnostics] == ["E003"]
+
+
+def test_a_map_line_without_its_equals_names_only_its_own_target() -> None:
+    text = "flow c {\n  map {\n    email = lower(x)\n    first = trim(y)\n    phone lower(z)\n  }\n}\n"
+    (diag,) = parse(text, "t.map").diagnostics
+    assert diag.message == "expected `=` after target field `phone`"
