@@ -293,3 +293,14 @@ def test_without_pygls_the_command_says_what_to_install() -> None:
     assert done.returncode == 2
     assert done.stderr == ("mapsync lsp: the language server needs pygls; install it with: "
                            "pip install 'mapsync[lsp]'\n")
+
+
+def test_positions_are_utf16_code_units(fresh: Session) -> None:
+    fresh.open(P)
+    fresh.edit(P, 11, 0, 11, 42, '    cusFullName  = "\U0001f697" & firstnme')  # the car is 1 character, 2 UTF-16 units
+    (e103,) = [d for d in fresh.diagnostics[fresh.uri(P)] if d.code == "E103"]
+    assert e103.range == lsp.Range(lsp.Position(11, 26), lsp.Position(11, 34))
+    fresh.edit(P, 11, 26, 11, 34, "firstname")
+    hover = fresh.hover(P, 11, 27)
+    assert hover is not None and hover.range == lsp.Range(lsp.Position(11, 26), lsp.Position(11, 35))
+    assert hover.contents.value.startswith("**d365.contact.firstname**")  # type: ignore[union-attr]
