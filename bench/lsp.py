@@ -49,7 +49,7 @@ async def _measure(folder: Path, text: str, changes: int) -> tuple[dict[str, lis
     def on_diagnostics(params: lsp.PublishDiagnosticsParams) -> None:
         arrived.put_nowait(time.perf_counter())
 
-    await client.start_io(sys.executable, "-m", "engine.cli", "lsp", cwd=str(folder))
+    await client.start_io(sys.executable, "-m", "mapsync.engine.cli", "lsp", cwd=str(folder))
     await client.initialize_async(lsp.InitializeParams(capabilities=lsp.ClientCapabilities(),
                                                        root_uri=folder.as_uri()))
     client.initialized(lsp.InitializedParams())

@@ -5,7 +5,7 @@
 
 It resolves systems, tables and fields (source paths in expressions, `where` and `key` against the
 flow's source table; assignment targets against its target), types every expression with the value
-types of ``dsl.types`` and the function contracts of ``dsl.functions``, and follows what a value can
+types of ``mapsync.dsl.types`` and the function contracts of ``mapsync.dsl.functions``, and follows what a value can
 be (its longest text, the finite set of values a literal or replacement yields) far enough to warn
 about truncation and uncovered option sets. Nothing here raises on user input: an unresolvable name
 gives a diagnostic and the type ``any``, so one typo does not cascade into a dozen follow-up errors.
@@ -20,13 +20,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from dsl import ast
-from dsl.diagnostics import Diagnostic, did_you_mean
-from dsl.functions import FUNCTIONS, FunctionSpec
-from dsl.graphs import back_edges
-from dsl.project import Project
-from dsl.schema import Catalog, FieldSchema, TableSchema
-from dsl.types import ValueType, arithmetic, assignable, common_type, comparable
+from mapsync.dsl import ast
+from mapsync.dsl.diagnostics import Diagnostic, did_you_mean
+from mapsync.dsl.functions import FUNCTIONS, FunctionSpec
+from mapsync.dsl.graphs import back_edges
+from mapsync.dsl.project import Project
+from mapsync.dsl.schema import Catalog, FieldSchema, TableSchema
+from mapsync.dsl.types import ValueType, arithmetic, assignable, common_type, comparable
 
 __all__ = ["CLAUSE_VALUES", "Analysis", "FlowInfo", "OptOutInfo", "analyze", "check"]
 
@@ -243,8 +243,28 @@ class _Checker:
         if table is None:
             names = [t.name for t in self.catalog.tables(ref.system)]
             self.error("E102", f"unknown table `{ref.name}` in {ref.system}", ref.span,
-                       did_you_mean(ref.name, names) or _known(names, "tables"))
+                       did_you_mean(ref.name, names) or self._missing_snapshot(ref.system, ref.name, names))
         return table
+
+    def _missing_snapshot(self, system: str, name: str, names: list[str]) -> str | None:
+        """What to do about a table no snapshot describes: write its snapshot, or pull it."""
+        where = self.catalog.snapshot_file(system, name)
+        if where is None:  # checking against a live pull: the service has no such table
+            return _known(names, "tables")
+        flag = "--table" if system == "d365" else "--resource"
+        return (f"no snapshot {where}; pull it with `mapsync schema pull --env E {flag} {name}`, or write it by hand "
+                f"(format: schemas/snapshot.schema.json)")
+
+    def _stale_snapshot(self, table: TableSchema, hint: str | None) -> str | None:
+        """A field a snapshot lacks: a typo (the hint), or a field added to the service since the pull."""
+        if hint is not None:
+            return hint
+        where = self.catalog.snapshot_file(table.system, table.name)
+        if where is None:
+            return None
+        flag = "--table" if table.system == "d365" else "--resource"
+        return (f"not in {where}; if it was added to the service since, refresh the snapshot: "
+                f"`mapsync schema pull --env E {flag} {table.name}`")
 
     # ---- replacements (declarations)
     def _check_replace(self, file: str, rep: ast.Replace) -> None:
@@ -386,7 +406,8 @@ class _Checker:
             return None
         f, hint = _resolve(target, parts)
         if f is None:
-            self.error("E104", f"unknown field `{a.target.dotted}` on {target.dotted}", a.target.span, hint)
+            self.error("E104", f"unknown field `{a.target.dotted}` on {target.dotted}", a.target.span,
+                       self._stale_snapshot(target, hint))
             return None
         if f.read_only:
             self.error("E113", f"`{a.target.dotted}` is read-only in {target.dotted}", a.target.span,
@@ -459,7 +480,7 @@ class _Checker:
             return val
         f, hint = _resolve(table, p.parts)
         if f is None:
-            self.error("E103", f"unknown field `{p.dotted}` on {table.dotted}", p.span, hint)
+            self.error("E103", f"unknown field `{p.dotted}` on {table.dotted}", p.span, self._stale_snapshot(table, hint))
             return _ANY
         val = self._path_vals[key] = _field_val(f)
         return val
@@ -661,7 +682,8 @@ class _Checker:
             if table is not None:
                 f, hint = _resolve(table, (ref.field,))
                 if f is None:
-                    self.error("E103", f"unknown field `{ref.field}` on {table.dotted}", ref.span, hint)
+                    self.error("E103", f"unknown field `{ref.field}` on {table.dotted}", ref.span,
+                               self._stale_snapshot(table, hint))
                 elif f.value_type is not V.BOOLEAN:
                     self.error("E302", f"`{ref.field}` is {_a(f.value_type)}; opt-out fields are booleans",
                                ref.span, _optout_fields_hint(table))

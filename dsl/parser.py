@@ -18,9 +18,9 @@ from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
 from lark.lark import PostLex
 
-from dsl import ast
-from dsl._fastparse import Bail, parse_fast
-from dsl.diagnostics import Diagnostic
+from mapsync.dsl import ast
+from mapsync.dsl._fastparse import Bail, parse_fast
+from mapsync.dsl.diagnostics import Diagnostic
 
 __all__ = ["MAX_DEPTH", "ParseResult", "parse", "parse_file"]
 
@@ -72,7 +72,7 @@ class _MinusAfterOperand(PostLex):
 @functools.cache
 def _lark() -> Lark:
     return Lark.open_from_package(
-        "dsl", "grammar.lark", parser="lalr", lexer="contextual", propagate_positions=True, maybe_placeholders=True,
+        "mapsync.dsl", "grammar.lark", parser="lalr", lexer="contextual", propagate_positions=True, maybe_placeholders=True,
         postlex=_MinusAfterOperand(),
     )
 

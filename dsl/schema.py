@@ -7,6 +7,7 @@ through ``dump_table``/``render_table`` — which produce the files' exact text,
 unchanged service is a no-op in git.
 
     load_catalog(root) -> Catalog          cached per root; invalid files raise SchemaError
+    project_snapshot_root(folder) -> Path  a project's own snapshots, else the built-in ones
     Catalog.table(system, name)            -> TableSchema | None
     Catalog.from_tables(tables)            a catalog from a live pull instead of the shipped files
     TableSchema.resolve(("location", "city"))  -> FieldSchema | None
@@ -18,6 +19,7 @@ from __future__ import annotations
 import difflib
 import functools
 import json
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dc_field
@@ -25,11 +27,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from dsl.errors import MapsyncError
-from dsl.types import ValueType, value_type_for
+from mapsync import resources
+from mapsync.dsl.errors import MapsyncError
+from mapsync.dsl.types import ValueType, value_type_for
 
 __all__ = [
     "DEFAULT_ROOT",
+    "PROJECT_SNAPSHOTS",
     "SNAPSHOT_SCHEMA_PATH",
     "Catalog",
     "FieldSchema",
@@ -39,16 +43,26 @@ __all__ = [
     "load_catalog",
     "load_table",
     "parse_table",
+    "project_snapshot_root",
     "render_table",
     "snapshot_path",
     "write_table",
 ]
 
-_PROJECT = Path(__file__).resolve().parent.parent
-DEFAULT_ROOT = _PROJECT / "schemas" / "snapshots"
-SNAPSHOT_SCHEMA_PATH = _PROJECT / "schemas" / "snapshot.schema.json"
+DEFAULT_ROOT = resources.snapshots_dir()
+SNAPSHOT_SCHEMA_PATH = resources.schemas_dir() / "snapshot.schema.json"
 
 SYSTEMS = ("d365", "campaign")
+
+# Where a project keeps its own snapshots, relative to its folder (the one holding mapsync.yaml).
+PROJECT_SNAPSHOTS = Path("schemas") / "snapshots"
+
+
+def project_snapshot_root(folder: Path) -> Path:
+    """The snapshots a project checks against: its own ``schemas/snapshots`` when it has that folder (what
+    ``mapsync init`` writes and ``mapsync schema pull`` refreshes), else the built-in ones."""
+    own = folder / PROJECT_SNAPSHOTS
+    return own if own.is_dir() else DEFAULT_ROOT
 
 
 class SchemaError(MapsyncError):
@@ -143,6 +157,8 @@ class Catalog:
     """Every known table of both systems, keyed by (system, name)."""
 
     by_key: Mapping[tuple[str, str], TableSchema]
+    # The folder the snapshots were read from (None: pulled live); diagnostics name the file they looked for.
+    root: Path | None = dc_field(default=None, compare=False)
 
     @staticmethod
     def from_tables(tables: Iterable[TableSchema]) -> Catalog:
@@ -153,7 +169,15 @@ class Catalog:
         """This catalog with some tables swapped for (or added from) e.g. a live pull."""
         merged = dict(self.by_key)
         merged.update({(t.system, t.name): t for t in tables})
-        return Catalog(MappingProxyType(merged))
+        return Catalog(MappingProxyType(merged), self.root)
+
+    def snapshot_file(self, system: str, name: str) -> str | None:
+        """Where the snapshot of ``system.name`` is (or would be), as a user would type it; None when live."""
+        if self.root is None:
+            return None
+        path = snapshot_path(self.root, system, name)
+        relative = Path(os.path.relpath(path, Path.cwd()))
+        return path.as_posix() if relative.parts[:3] == ("..", "..", "..") else relative.as_posix()
 
     def table(self, system: str, name: str) -> TableSchema | None:
         return self.by_key.get((system, name))
@@ -303,7 +327,8 @@ def load_catalog(root: Path | None = None) -> Catalog:
 def _load_catalog_cached(root: Path) -> Catalog:
     if not root.is_dir():
         raise SchemaError("the snapshot folder does not exist", file=str(root))
-    return Catalog.from_tables(load_table(p) for p in sorted(root.glob("*/*.json")))
+    tables = Catalog.from_tables(load_table(p) for p in sorted(root.glob("*/*.json")))
+    return Catalog(tables.by_key, root)
 
 
 # ------------------------------------------------------------------------------------------------ writing

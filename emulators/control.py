@@ -16,6 +16,10 @@
     POST   /_emulator/clock                               {"advance_seconds": N}: tokens, journal retention, dates
     POST   /_emulator/tokens/expire                       every issued token becomes invalid (401 next)
     POST   /_emulator/reset                               back to the freshly seeded state
+    POST   /_emulator/reload                              serve the snapshots as they are on disk now (also done
+                                                          by itself, at most once a second, when a file changes)
+    POST   /_emulator/generate                            {"table", "rows", "seed"?}: rows made from the table's
+                                                          snapshot (types, lengths, option sets, lookups)
 
 No authentication: the emulator listens on loopback only. Errors are ``{"error": "..."}`` (400/404).
 """
@@ -30,15 +34,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from dsl.errors import MapsyncError
-from emulators.campaign.delivery import OPT_OUT_FIELDS, DeliveryRates
+from mapsync.dsl.errors import MapsyncError
+from mapsync.emulators.campaign.delivery import OPT_OUT_FIELDS, DeliveryRates
 
 if TYPE_CHECKING:
-    from emulators.server import Emulator
+    from mapsync.emulators.server import Emulator
 
 __all__ = ["control_routes"]
 
 MAX_PAGE = 5000
+MAX_GENERATED = 1_000_000
 
 
 class _Bad(MapsyncError):
@@ -69,7 +74,7 @@ async def _body(request: Request) -> dict[str, Any]:
 
 
 def control_routes(emu: Emulator) -> list[Route]:
-    from emulators.dataverse.errors import DataverseError
+    from mapsync.emulators.dataverse.errors import DataverseError
 
     dv = emu.dataverse
     adobe = emu.adobe
@@ -189,6 +194,26 @@ def control_routes(emu: Emulator) -> list[Route]:
         emu.reset()
         return Response(status_code=204)
 
+    async def reload(request: Request) -> Response:
+        from mapsync.dsl.schema import SchemaError
+
+        try:
+            return JSONResponse(emu.reload())
+        except SchemaError as exc:
+            raise _Bad(f"snapshots not reloaded: {exc}") from None
+
+    async def generate(request: Request) -> Response:
+        body = await _body(request)
+        table, rows, seed = body.get("table"), body.get("rows"), body.get("seed", emu.seed)
+        if not isinstance(table, str) or table not in dv.store.tables:
+            known = ", ".join(sorted(dv.store.tables))
+            raise _Bad(f"table must name a Dataverse table of the snapshots ({known})", 404 if table else 400)
+        if isinstance(rows, bool) or not isinstance(rows, int) or not 0 <= rows <= MAX_GENERATED:
+            raise _Bad(f"rows must be a whole number from 0 to {MAX_GENERATED:,}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise _Bad("seed must be a whole number")
+        return JSONResponse({"table": table, "created": dv.generate(table, rows, seed=seed)}, status_code=201)
+
     return [
         Route("/_emulator/", guarded(index), methods=["GET"]),
         Route("/_emulator/state", guarded(state), methods=["GET"]),
@@ -206,4 +231,6 @@ def control_routes(emu: Emulator) -> list[Route]:
         Route("/_emulator/clock", guarded(clock), methods=["POST"]),
         Route("/_emulator/tokens/expire", guarded(expire_tokens), methods=["POST"]),
         Route("/_emulator/reset", guarded(reset), methods=["POST"]),
+        Route("/_emulator/reload", guarded(reload), methods=["POST"]),
+        Route("/_emulator/generate", guarded(generate), methods=["POST"]),
     ]

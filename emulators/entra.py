@@ -3,7 +3,10 @@
 Unmodified MSAL (``ConfidentialClientApplication(..., validate_authority=False,
 instance_discovery=False)``) first GETs ``{authority}/v2.0/.well-known/openid-configuration`` and then POSTs
 the form ``grant_type=client_credentials&client_id&client_secret&scope`` to the ``token_endpoint`` it
-found there. Errors use the real AADSTS codes, HTTP statuses and body shape (``error``,
+found there. A client that validates the JWT it gets reads the signing keys from the ``jwks_uri``
+(``{tenant}/discovery/v2.0/keys``; the v1.0 document at ``{tenant}/.well-known/openid-configuration`` names
+``discovery/keys`` and the ``https://sts.windows.net/{tenant}/`` issuer of the v1.0 tokens Dataverse gets).
+Errors use the real AADSTS codes, HTTP statuses and body shape (``error``,
 ``error_description`` starting with ``AADSTS<code>:``, ``error_codes``, ``timestamp``, ``trace_id``,
 ``correlation_id``, ``error_uri``).
 """
@@ -19,7 +22,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from emulators.tokens import TokenIssuer
+from mapsync.emulators.jwt_signer import v1_issuer
+from mapsync.emulators.tokens import TokenIssuer
 
 __all__ = ["aad_error", "entra_routes"]
 
@@ -157,8 +161,38 @@ def entra_routes(issuer: TokenIssuer) -> list[Route]:
             headers={"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"},
         )
 
+    async def openid_configuration_v1(request: Request) -> JSONResponse:
+        # The v1.0 document: the issuer of the v1.0 tokens Entra ID gives Dataverse, and its key set.
+        tenant = request.path_params["tenant"]
+        if not issuer.has_tenant(tenant):
+            return aad_error(90002, tenant=tenant)
+        base = _authority_base(request, tenant)
+        return JSONResponse({
+            "token_endpoint": f"{base}/oauth2/token",
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+            "jwks_uri": f"{base}/discovery/keys",
+            "response_modes_supported": ["query", "fragment", "form_post"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "response_types_supported": ["code", "id_token", "code id_token", "token id_token", "token"],
+            "scopes_supported": ["openid"],
+            "issuer": v1_issuer(tenant),
+            "authorization_endpoint": f"{base}/oauth2/authorize",
+            "tenant_region_scope": "EU",
+            "cloud_instance_name": "microsoftonline.com",
+        })
+
+    async def keys(request: Request) -> JSONResponse:
+        tenant = request.path_params["tenant"]
+        if issuer.signer is None or not (issuer.has_tenant(tenant) or tenant in ("common", "organizations")):
+            return aad_error(90002, tenant=tenant)
+        return JSONResponse(issuer.signer.jwks(tenant))
+
     return [
         Route("/{tenant}/v2.0/.well-known/openid-configuration", openid_configuration, methods=["GET"]),
+        Route("/{tenant}/.well-known/openid-configuration", openid_configuration_v1, methods=["GET"]),
+        Route("/{tenant}/discovery/v2.0/keys", keys, methods=["GET"]),
+        Route("/{tenant}/discovery/keys", keys, methods=["GET"]),
         Route("/{tenant}/oauth2/v2.0/token", token, methods=["POST"]),
     ]
 

@@ -3,8 +3,8 @@
 ``POST /ims/token/v3`` takes the form ``grant_type=client_credentials&client_id&client_secret&scope``
 (``client_id`` may also come in the query string, as Adobe's own curl samples send it) and answers
 ``{"access_token", "token_type": "bearer", "expires_in": 86399}``. Errors are OAuth-shaped:
-``{"error": "invalid_client", "error_description": ...}`` with 401 for bad credentials (PROTOCOLS.md §3;
-the description texts are IMS's as seen in the wild: "invalid client_id parameter" / "invalid
+``{"error": "invalid_client", "error_description": ...}`` with 401 for bad credentials (the
+description texts are IMS's as seen in the wild: "invalid client_id parameter" / "invalid
 client_secret parameter").
 
 ``gateway_client(request, issuer)`` is what mc.adobe.io and events.adobe.io do before the service sees
@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from emulators.campaign.errors import CampaignApiError
-from emulators.tokens import TokenIssuer
+from mapsync.emulators.campaign.errors import CampaignApiError
+from mapsync.emulators.tokens import TokenIssuer
 
 __all__ = ["IMS_EXPIRES_IN", "IMS_ORG", "gateway_client", "ims_routes"]
 

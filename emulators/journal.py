@@ -1,6 +1,6 @@
 """The Adobe I/O Events journal that Campaign's email events (send, open, click, bounce) are read from.
 
-Wire behaviour, as Adobe documents the Journaling API (PROTOCOLS.md §5):
+Wire behaviour, as Adobe documents the Journaling API (summarised in docs/emulators.md, "Events journal"):
 
 - ``GET <journal>?limit=N[&since=<position>]`` -> 200 ``{"events": [{"position", "event"}], "_page":
   {"last", "count"}}`` and ``Link: </events/...?since=<last>[&limit=N]>; rel="next"`` (a *relative* URL,
@@ -13,7 +13,7 @@ Wire behaviour, as Adobe documents the Journaling API (PROTOCOLS.md §5):
   ``Events at position <p> have expired.``
 
 The event payload is an *assumption* (no public source fixes what Adobe's Campaign integration puts in
-it); ``build_event`` below is the ONE place that decides it, following PROTOCOLS.md §5 and the
+it); ``build_event`` below is the ONE place that decides it, following the
 ``schemas/snapshots/campaign/events.*.json`` snapshots.
 
 Events live in a private temporary SQLite file, so a delivery to 1,000,000 profiles does not sit in
@@ -93,7 +93,7 @@ def build_event(
 ) -> dict[str, Any]:
     """The payload of one email event: exactly the fields of ``schemas/snapshots/campaign/events.<kind>.json``.
 
-    Assumed shape (PROTOCOLS.md §5), with Adobe's XDM names inside ``delivery``. ``profile`` gives
+    Assumed shape (see docs/emulators.md), with Adobe's XDM names inside ``delivery``. ``profile`` gives
     ``PKey``, ``externalId``, ``email``; ``delivery`` gives ``id``, ``label``, ``campaign`` and
     optionally ``campaign_id`` and ``broadlog_id``.
     """
@@ -249,8 +249,8 @@ def journal_routes(
 ) -> list[Route]:
     """``GET /events/organizations/{org}/integrations/{int}/{registration}`` behind the I/O gateway check."""
     # Imported here: emulators.campaign imports this module (deliveries write the journal).
-    from emulators.campaign.errors import CampaignApiError, error_response
-    from emulators.ims import gateway_client
+    from mapsync.emulators.campaign.errors import CampaignApiError, error_response
+    from mapsync.emulators.ims import gateway_client
 
     path = f"/events/organizations/{organization}/integrations/{integration}/{registration}"
 

@@ -25,12 +25,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
-from pathlib import Path
 from typing import Any
+
+from mapsync import resources
 
 __all__ = ["SeedData", "account_id", "contact_id", "vehicle_id"]
 
-_SNAPSHOTS = Path(__file__).resolve().parents[1] / "schemas" / "snapshots"
+_SNAPSHOTS = resources.snapshots_dir()
 _EPOCH = datetime(2023, 1, 1, tzinfo=UTC)
 
 # (first names, last names, cities with country, email-safe stems or None when the script is not Latin)

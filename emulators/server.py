@@ -20,9 +20,11 @@ Real environments keep using ``${VAR}`` references.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import ssl
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
@@ -33,14 +35,19 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
-from emulators.campaign import Campaign, CampaignStore, campaign_routes, load_resources
-from emulators.campaign.errors import ASSUMED, BIG_TABLE_THRESHOLD
-from emulators.faults import FaultInjector, FaultMiddleware, FaultProfile
-from emulators.ims import IMS_EXPIRES_IN, IMS_ORG, ims_routes
-from emulators.journal import Clock, Journal, journal_routes
-from emulators.limits import ServiceProtection
-from emulators.seed import SeedData
-from emulators.tokens import TokenIssuer
+from mapsync import resources
+from mapsync.emulators.campaign import Campaign, CampaignStore, campaign_routes, load_resources
+from mapsync.emulators.campaign.errors import ASSUMED, BIG_TABLE_THRESHOLD
+from mapsync.emulators.campaign.workflows import Workflows
+from mapsync.emulators.faults import FaultInjector, FaultMiddleware, FaultProfile
+from mapsync.emulators.ims import IMS_EXPIRES_IN, IMS_ORG, ims_routes
+from mapsync.emulators.journal import Clock, Journal, journal_routes
+from mapsync.emulators.jwt_signer import JwtSigner
+from mapsync.emulators.limits import ServiceProtection
+from mapsync.emulators.seed import SeedData
+from mapsync.emulators.tokens import TokenIssuer
+
+log = logging.getLogger("mapsync.emulator")
 
 __all__ = ["AdobeServices", "Credentials", "DataverseServices", "Emulator", "Limits", "Served", "serve",
            "start_in_thread", "write_config"]
@@ -107,16 +114,19 @@ class AdobeServices:
         retention: timedelta = timedelta(days=7),
         limits: Limits | None = None,
         big_table_threshold: int = BIG_TABLE_THRESHOLD,
+        snapshots: Path | None = None,
     ) -> None:
         self.seed = seed
+        self.snapshots = (snapshots or resources.snapshots_dir()) / "campaign"
         self.big_table_threshold = big_table_threshold
         self.clock = clock or Clock()
         self.credentials = credentials or Credentials()
         self.issuer = TokenIssuer(token_lifetime, clock=self.clock.time)
         self.issuer.register_client(IMS_ORG, self.credentials.campaign_client_id, self.credentials.campaign_client_secret)
-        self.store = CampaignStore(load_resources(), clock=self.clock.now)
+        self.store = CampaignStore(load_resources(self.snapshots), clock=self.clock.now)
         self.journal = Journal(clock=self.clock, retention=retention, secret=f"journal-{seed}")
         self.campaign = Campaign(self.store, self.journal, seed=seed)
+        self.workflows = Workflows(self.clock.time)
         self.protection: ServiceProtection | None = (limits or Limits()).campaign(self.clock.time)
 
     def set_limits(self, limits: Limits) -> None:
@@ -127,7 +137,7 @@ class AdobeServices:
         return [
             *ims_routes(self.issuer),
             *campaign_routes(self.store, self.issuer, organization=c.organization, limiter=lambda: self.protection,
-                             big_table_threshold=self.big_table_threshold),
+                             big_table_threshold=self.big_table_threshold, workflows=self.workflows),
             *journal_routes(self.journal, self.issuer, organization=c.ims_org_id, integration=c.integration,
                             registration=c.registration),
         ]
@@ -138,6 +148,7 @@ class AdobeServices:
     def reset(self) -> None:
         self.store.reset()
         self.journal.reset()
+        self.workflows.reset()
         self.campaign.reset()
         if self.protection is not None:
             self.protection.reset()
@@ -147,22 +158,26 @@ class DataverseServices:
     """Entra ID + Dataverse (built by another module) with the seeded CRM rows loaded."""
 
     def __init__(self, data: SeedData, *, clock: Clock, credentials: Credentials, token_lifetime: int | None,
-                 limits: Limits) -> None:
-        from emulators.dataverse.store import DataverseStore
+                 limits: Limits, snapshots: Path | None = None) -> None:
+        from mapsync.emulators.dataverse.store import DataverseStore
 
         self.data = data
         self.clock = clock
-        self.issuer = TokenIssuer(token_lifetime or 3599, clock=clock.time)
+        self.tenant_id = credentials.tenant_id
+        # Entra ID issues signed JWTs (Adobe IMS tokens stay opaque: no client may read them).
+        self.issuer = TokenIssuer(token_lifetime or 3599, clock=clock.time, signer=JwtSigner())
         self.issuer.register_client(credentials.tenant_id, credentials.d365_client_id, credentials.d365_client_secret)
-        self.store = DataverseStore(clock=clock.now)
+        self.snapshots = (snapshots or resources.snapshots_dir()) / "d365"
+        self.store = DataverseStore(self.snapshots, clock=clock.now)
         self.protection = limits.dataverse(clock.time)
 
     def routes(self, faults: FaultInjector | None = None) -> list[BaseRoute]:
-        from emulators.dataverse.app import dataverse_routes
-        from emulators.entra import entra_routes
+        from mapsync.emulators.dataverse.app import dataverse_routes
+        from mapsync.emulators.entra import entra_routes
 
         # The Dataverse routes apply the fault injector themselves, with Dataverse's error body.
-        return [*entra_routes(self.issuer), *dataverse_routes(self.store, self.issuer, self.protection, faults)]
+        return [*entra_routes(self.issuer),
+                *dataverse_routes(self.store, self.issuer, self.protection, faults, tenant=self.tenant_id)]
 
     def set_limits(self, limits: Limits) -> None:
         # The routes hold this object, so it is changed in place rather than replaced.
@@ -175,12 +190,28 @@ class DataverseServices:
         """Accounts first, then contacts and vehicles whose lookups point at them."""
         # ``create`` (not ``insert``) skips turning each stored row back into a dict: seeding 1M rows.
         create = self.store.create
-        for row in self.data.iter_accounts():
+        served = self.store.tables  # a project's own snapshots may leave out a seeded table
+        for row in self.data.iter_accounts() if "account" in served else ():
             create("account", row, trusted=True)
-        for row in self.data.iter_contacts():
+        for row in self.data.iter_contacts() if "contact" in served else ():
             create("contact", _lookups(row, {"parentcustomerid": "account"}), trusted=True)
-        for row in self.data.iter_vehicles():
+        for row in self.data.iter_vehicles() if "new_vehicle" in served else ():
             create("new_vehicle", _lookups(row, {"new_contactid": "contact"}), trusted=True)
+
+    def generate(self, table: str, count: int, *, seed: int) -> int:
+        """Add ``count`` generated rows to ``table`` (any table of the snapshots), as CRM users would make them."""
+        from mapsync.emulators.generate import generate_rows
+
+        defn = self.store.tables.get(table)
+        if defn is None:
+            raise KeyError(table)
+        targets = {t for c in defn.columns if c.type == "lookup" for t in c.targets}
+        lookup_ids = {t: self.store.ids(t, limit=10_000) for t in targets if t in self.store.tables}
+        made = 0
+        for row in generate_rows(defn, count, seed=seed, lookup_ids=lookup_ids):
+            self.store.create(table, row, trusted=True)
+            made += 1
+        return made
 
     def reset(self) -> None:
         self.store.reset()
@@ -216,7 +247,7 @@ def _service(path: str, organization: str) -> str | None:
         return "ims"
     if path.startswith("/_emulator"):
         return None
-    if "/oauth2/" in path or "/.well-known/" in path:
+    if "/oauth2/" in path or "/.well-known/" in path or "/discovery/" in path:
         return "entra"
     return "other"
 
@@ -253,6 +284,48 @@ class _Counting:
             self.statuses.clear()
 
 
+class SnapshotWatch:
+    """Notices a snapshot file added, changed or removed, looking at most once a second (a stat per file)."""
+
+    def __init__(self, root: Path, *, interval: float = 1.0) -> None:
+        self.root, self.interval = root, interval
+        self._seen = self._fingerprint()
+        self._checked = time.monotonic()
+
+    def _fingerprint(self) -> tuple[tuple[str, int, int], ...]:
+        found = []
+        for path in sorted(self.root.glob("*/*.json")):
+            try:
+                stat = path.stat()
+            except OSError:  # removed between the glob and the stat: the next look sees it gone
+                continue
+            found.append((path.as_posix(), stat.st_mtime_ns, stat.st_size))
+        return tuple(found)
+
+    def changed(self) -> bool:
+        now = time.monotonic()
+        if now - self._checked < self.interval:
+            return False
+        self._checked = now
+        return self._fingerprint() != self._seen
+
+    def mark(self) -> None:
+        self._seen = self._fingerprint()
+        self._checked = time.monotonic()
+
+
+class _ReloadOnChange:
+    """Outermost: before a request, serve the snapshots as they are on disk now (a consultant edited one)."""
+
+    def __init__(self, app: Any, emulator: Emulator) -> None:
+        self.app, self.emulator = app, emulator
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.emulator.reload_if_changed()
+        await self.app(scope, receive, send)
+
+
 class Emulator:
     """Every emulated system with its seeded data, as one ASGI app (``.app``)."""
 
@@ -268,20 +341,25 @@ class Emulator:
         credentials: Credentials | None = None,
         clock: Clock | None = None,
         extra_routes: Iterable[BaseRoute] = (),
+        snapshots: Path | None = None,
     ) -> None:
         # Imported here so that the Adobe half (AdobeServices) does not need the Dataverse package.
-        from emulators.control import control_routes
+        from mapsync.emulators.control import control_routes
 
         self.seed = seed
+        # The schema snapshots served: a project's own (`mapsync emulate` in a project), else the built-in ones.
+        self.snapshots = Path(snapshots) if snapshots is not None else resources.snapshots_dir()
+        self._watch = SnapshotWatch(self.snapshots)
         self.data = SeedData(seed=seed, contacts=contacts)
         self.clock = clock or Clock()
         self.credentials = credentials or Credentials()
         self.limits = limits or Limits()
         self.adobe = AdobeServices(seed=seed, clock=self.clock, credentials=self.credentials,
                                    token_lifetime=token_lifetime or IMS_EXPIRES_IN, retention=retention,
-                                   limits=self.limits)
+                                   limits=self.limits, snapshots=self.snapshots)
         self.dataverse = DataverseServices(self.data, clock=self.clock, credentials=self.credentials,
-                                           token_lifetime=token_lifetime, limits=self.limits)
+                                           token_lifetime=token_lifetime, limits=self.limits,
+                                           snapshots=self.snapshots)
         profile = FaultProfile.named(faults) if isinstance(faults, str) else faults
         self.dataverse_faults = FaultInjector(profile)
         self.adobe_faults = FaultInjector(profile)
@@ -293,7 +371,31 @@ class Emulator:
                                 on_token_expiry=self.adobe.issuer.expire_all,
                                 applies=lambda scope: _service(scope.get("path", ""), org) in ("campaign", "journal"))
         self.counting = _Counting(inner, org)
-        self.app = self.counting
+        self.app = _ReloadOnChange(self.counting, self)
+
+    def reload(self) -> dict[str, dict[str, list[str]]]:
+        """Serve the snapshots as they are now on disk: new tables and resources appear (empty), changed ones
+        keep their rows. What changed, per system."""
+        from mapsync.dsl.schema import load_table
+        from mapsync.emulators.dataverse.metadata import load_tables
+
+        self._watch.mark()
+        for path in sorted(self.snapshots.glob("*/*.json")):
+            load_table(path)  # a file that is not a valid snapshot: SchemaError naming it, nothing changed
+        return {"d365": self.dataverse.store.reload_tables(load_tables(self.snapshots / "d365")),
+                "campaign": self.adobe.store.reload_resources(load_resources(self.snapshots / "campaign"))}
+
+    def reload_if_changed(self) -> bool:
+        from mapsync.dsl.schema import SchemaError
+
+        if not self._watch.changed():
+            return False
+        try:
+            self.reload()
+        except SchemaError as exc:  # a file saved half-edited: keep serving what was there, say why
+            log.warning("emulator: snapshots not reloaded: %s", exc)
+            return False
+        return True
 
     def _seed_stores(self) -> None:
         self.dataverse.populate()
@@ -348,7 +450,8 @@ class Emulator:
 
 
 def write_config(path: Path, *, base_url: str, ca_file: Path | None, credentials: Credentials | None = None,
-                 state: str = "sqlite:///.mapsync/emulator.sqlite", mappings: str = "mappings") -> Path:
+                 state: str = "sqlite:///.mapsync/emulator.sqlite", mappings: str = "mappings",
+                 snapshots: str | None = None) -> Path:
     """Write a ``mapsync.yaml`` with one environment, ``emulator``, pointing at ``base_url``."""
     import yaml
 
@@ -366,7 +469,10 @@ def write_config(path: Path, *, base_url: str, ca_file: Path | None, credentials
     }
     if ca_file is not None:
         env["ca_file"] = str(ca_file)
-    document = {"version": 1, "mappings": mappings, "environments": {"emulator": env}}
+    document: dict[str, Any] = {"version": 1, "mappings": mappings}
+    if snapshots is not None:
+        document["snapshots"] = snapshots
+    document["environments"] = {"emulator": env}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("# Written by `mapsync emulate --write-config`: the local emulator, loopback only.\n"
                     "# Its client secrets are the emulator's fixed throw-away values, not real credentials.\n"
@@ -412,7 +518,7 @@ def start_in_thread(emulator: Emulator, *, host: str = "127.0.0.1", port: int = 
     """Serve over TLS in a background thread (tests, benchmarks). ``port=0`` picks a free port."""
     import socket
 
-    from emulators.tls import TestCA
+    from mapsync.emulators.tls import TestCA
 
     ca = ca or TestCA()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -433,7 +539,7 @@ def start_in_thread(emulator: Emulator, *, host: str = "127.0.0.1", port: int = 
 def serve(emulator: Emulator, *, host: str = "127.0.0.1", port: int = 8443, ca: Any = None,
           on_ready: Callable[[str, Path], None] | None = None) -> None:
     """Serve in the foreground until SIGINT/SIGTERM, then stop cleanly."""
-    from emulators.tls import TestCA
+    from mapsync.emulators.tls import TestCA
 
     ca = ca or TestCA()
     server = _uvicorn_server(emulator, host, port, ca)

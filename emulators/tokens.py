@@ -1,8 +1,9 @@
-"""Opaque bearer tokens for the emulated identity providers (Entra ID for Dataverse, IMS for Campaign).
+"""Bearer tokens for the emulated identity providers (Entra ID for Dataverse, IMS for Campaign).
 
 A token stands for one registered client (an application user). Its client id is the "user" that
 service-protection limits count against, as in Dataverse where each app user has its own budget.
-Tokens are random and opaque: clients must not parse them, and nothing here ever prints one or a secret.
+With a ``JwtSigner`` (Entra ID) a token is a signed JWT with the claims Microsoft puts in an app-only token;
+without one (IMS) it is random and opaque. Nothing here ever prints a token or a secret.
 """
 
 from __future__ import annotations
@@ -12,9 +13,13 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-__all__ = ["ClientCheck", "TokenIssuer"]
+if TYPE_CHECKING:
+    from mapsync.emulators.jwt_signer import JwtSigner
+
+__all__ = ["ClientCheck", "TokenCheck", "TokenIssuer"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +27,15 @@ class _Grant:
     client_id: str
     scope: str
     expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCheck:
+    """What a presented token is: ``client_id`` when valid, else ``problem`` (``missing``, ``expired``,
+    ``invalid``) so a service can answer with the matching challenge."""
+
+    client_id: str | None = None
+    problem: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,18 +56,23 @@ class TokenIssuer:
     ``clock`` returns seconds (``time.time`` by default) so tests can move time forward.
     """
 
-    def __init__(self, lifetime_seconds: int = 3599, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, lifetime_seconds: int = 3599, *, clock: Callable[[], float] = time.time,
+                 signer: JwtSigner | None = None) -> None:
         self.lifetime_seconds = lifetime_seconds
         self._clock = clock
+        self.signer = signer
+        self._roles: dict[str, tuple[str, ...]] = {}
         self._lock = threading.Lock()
         self._grants: dict[str, _Grant] = {}
         # tenant (Entra) or organization (IMS) -> client id -> secret
         self._clients: dict[str, dict[str, str]] = {}
 
     # -- client registry -------------------------------------------------------------------------
-    def register_client(self, tenant_or_org: str, client_id: str, secret: str) -> None:
+    def register_client(self, tenant_or_org: str, client_id: str, secret: str, *, roles: tuple[str, ...] = ()) -> None:
+        """``roles``: application roles granted to the client (they appear in its tokens' ``roles`` claim)."""
         with self._lock:
             self._clients.setdefault(tenant_or_org, {})[client_id] = secret
+            self._roles[client_id] = roles
 
     def has_tenant(self, tenant_or_org: str) -> bool:
         return tenant_or_org in self._clients
@@ -72,24 +91,40 @@ class TokenIssuer:
 
     # -- tokens ----------------------------------------------------------------------------------
     def issue(self, client_id: str, scope: str) -> tuple[str, int]:
-        token = secrets.token_urlsafe(48)
+        now = self._clock()
+        expires_at = now + self.lifetime_seconds
+        if self.signer is None:
+            token = secrets.token_urlsafe(48)
+        else:
+            tenant = next((t for t, clients in self._clients.items() if client_id in clients), "common")
+            token = self.signer.access_token(tenant=tenant, client_id=client_id, scope=scope, issued_at=now,
+                                             expires_at=expires_at, roles=self._roles.get(client_id, ()))
         with self._lock:
-            self._grants[token] = _Grant(client_id, scope, self._clock() + self.lifetime_seconds)
+            self._grants[token] = _Grant(client_id, scope, expires_at)
             if len(self._grants) > 10_000:
                 self._purge_expired()
         return token, self.lifetime_seconds
 
     def validate(self, token: str) -> str | None:
         """The client id the token was issued to, or None when unknown or expired."""
+        return self.check(token).client_id
+
+    def check(self, token: str) -> TokenCheck:
+        """Whether ``token`` is valid now, and if not, why."""
+        if not token:
+            return TokenCheck(problem="missing")
         grant = self._grants.get(token)
-        if grant is None or grant.expires_at <= self._clock():
-            return None
-        return grant.client_id
+        if grant is None:
+            return TokenCheck(problem="invalid")
+        if grant.expires_at <= self._clock():
+            return TokenCheck(problem="expired")
+        return TokenCheck(client_id=grant.client_id)
 
     def expire_all(self) -> None:
-        """Invalidate every issued token (fault injection: the next call gets a 401 and must refresh)."""
+        """Every issued token expires now (fault injection: the next call gets a 401 and must refresh)."""
+        now = self._clock()
         with self._lock:
-            self._grants.clear()
+            self._grants = {t: replace(g, expires_at=min(g.expires_at, now)) for t, g in self._grants.items()}
 
     def _purge_expired(self) -> None:
         now = self._clock()

@@ -13,10 +13,12 @@ import os
 import sys
 from collections.abc import Sequence
 
-from dsl.errors import MapsyncError
+from mapsync import __version__
+from mapsync.dsl.errors import MapsyncError
 
 # The order here is the order `mapsync --help` lists them in.
 COMMANDS: tuple[str, ...] = (
+    "init",
     "validate",
     "fmt",
     "test",
@@ -44,11 +46,12 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mapsync", description="Declarative sync between Dynamics 365 and Adobe Campaign.")
+    parser.add_argument("--version", action="version", version=f"mapsync {__version__}")
     parser.add_argument("--config", default="mapsync.yaml", help="configuration file (default: ./mapsync.yaml)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
     for name in COMMANDS:
-        module = importlib.import_module(f"engine.commands.{name}")
+        module = importlib.import_module(f"mapsync.engine.commands.{name}")
         module.add_parser(subparsers)
     return parser
 
@@ -59,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except MapsyncError as exc:
-        from engine.errors import ConfigError
+        from mapsync.engine.errors import ConfigError
 
         print(f"mapsync: error: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FINDINGS

@@ -21,7 +21,9 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import yaml
 
-from engine.errors import ConfigError
+from mapsync import resources
+from mapsync.dsl.schema import DEFAULT_ROOT, project_snapshot_root
+from mapsync.engine.errors import ConfigError
 
 __all__ = [
     "CampaignSettings",
@@ -35,7 +37,7 @@ __all__ = [
 ]
 
 CONFIG_VERSION = 1
-_SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.json"
+_SCHEMA_PATH = resources.config_schema()
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _WHOLE_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
@@ -135,6 +137,9 @@ class Config:
     path: Path
     mappings: Path
     environments: dict[str, Environment]
+    # The schema snapshots the mappings are checked against: `snapshots:` in the file, else the project's
+    # own schemas/snapshots, else the built-in ones.
+    snapshots: Path = DEFAULT_ROOT
 
     def environment(self, name: str) -> Environment:
         """The environment called ``name``; an unknown name is a ``ConfigError`` listing the known ones."""
@@ -151,19 +156,53 @@ class Config:
 # Loading
 
 
-def load_config(path: Path, *, environ: Mapping[str, str] = os.environ) -> Config:
-    """Read ``mapsync.yaml`` at ``path`` into a ``Config``; any problem a user can fix is a ``ConfigError``."""
+def load_config(path: Path, *, environ: Mapping[str, str] = os.environ, only: str | None = None) -> Config:
+    """Read ``mapsync.yaml`` at ``path`` into a ``Config``; any problem a user can fix is a ``ConfigError``.
+
+    ``only`` keeps one environment: a runner for ``stage`` is not asked for ``prod``'s secrets."""
     path = Path(path)
     raw = _read_yaml(path)
     problems = _schema_problems(raw)
     if problems:
         raise _problems_error(path, problems)
+    if only is not None:
+        raw = {**raw, "environments": {only: _one_environment(path, raw["environments"], only)}}
     resolved = _resolve_references(path, raw, environ)
     # A ${VAR} may have stood in for a URL: check the values the variables brought in against the schema too.
     problems = _schema_problems(resolved)
     if problems:
         raise _problems_error(path, problems)
     return _build(path, raw, resolved, environ)
+
+
+def _one_environment(path: Path, environments: dict[str, Any], name: str) -> Any:
+    if name not in environments:
+        known = ", ".join(sorted(environments)) or "(none)"
+        raise ConfigError(f"{path}: no such environment {name!r}; known environments: {known}",
+                          setting="environments")
+    return environments[name]
+
+
+def snapshot_root(path: Path) -> Path:
+    """The snapshots of the project whose configuration file is ``path``, for the commands that need no
+    environment (validate, test, compile, schema pull): they must work in CI without the secrets
+    ``load_config`` resolves, so only the ``snapshots`` setting is read here, and a file that is missing or
+    does not parse leaves the project's own ``schemas/snapshots`` (or the built-in ones)."""
+    path = Path(path)
+    folder = Path(os.path.abspath(path)).parent
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        raw = None
+    setting = raw.get("snapshots") if isinstance(raw, dict) else None
+    if isinstance(setting, str) and setting:
+        problems: list[_Problem] = []
+        chosen = _inside(folder, setting, "snapshots", problems)
+        if problems or chosen is None or not chosen.is_dir():
+            raise ConfigError(f"{path}: snapshots: {setting!r} is not a folder of schema snapshots inside the "
+                              "project", setting="snapshots")
+        return chosen
+    return project_snapshot_root(folder)
 
 
 def _read_yaml(path: Path) -> Any:
@@ -365,6 +404,11 @@ def _build(path: Path, raw: dict[str, Any], doc: dict[str, Any], environ: Mappin
     root = Path(os.path.abspath(path)).parent
     problems: list[_Problem] = []
     mappings = _inside(root, doc.get("mappings", "mappings"), "mappings", problems)
+    snapshots = project_snapshot_root(root)
+    if "snapshots" in doc:
+        snapshots = _inside(root, doc["snapshots"], "snapshots", problems) or snapshots
+        if not snapshots.is_dir():
+            problems.append(_Problem("snapshots", f"{str(snapshots)!r} is not a folder of schema snapshots"))
     environments: dict[str, Environment] = {}
     for name, env in doc["environments"].items():
         raw_env = raw["environments"][name]
@@ -387,7 +431,8 @@ def _build(path: Path, raw: dict[str, Any], doc: dict[str, Any], environ: Mappin
         )
     if problems:
         raise _problems_error(path, sorted(problems))
-    return Config(path=Path(os.path.abspath(path)), mappings=mappings or root, environments=environments)
+    return Config(path=Path(os.path.abspath(path)), mappings=mappings or root, environments=environments,
+                  snapshots=snapshots)
 
 
 def _inside(root: Path, value: str, setting: str, problems: list[_Problem]) -> Path | None:

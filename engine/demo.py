@@ -20,11 +20,12 @@ from typing import Any
 
 import httpx
 
-from dsl.runtime import Filtered, Mapped
-from emulators.server import Emulator, start_in_thread, write_config
-from engine.progress import RunDisplay, console, optout_line, summary_table
-from engine.runner import Job, RunReport, load_job, run_job
-from engine.state.base import open_store
+from mapsync.dsl.runtime import Filtered, Mapped
+from mapsync.dsl.schema import project_snapshot_root
+from mapsync.emulators.server import Emulator, start_in_thread, write_config
+from mapsync.engine.progress import RunDisplay, console, optout_line, summary_table
+from mapsync.engine.runner import Job, RunReport, load_job, run_job
+from mapsync.engine.state.base import open_store
 
 __all__ = ["DemoResult", "run_demo", "verify"]
 
@@ -43,11 +44,13 @@ def run_demo(project: Path, *, contacts: int = 500, seed: int = 42, faults: str 
     workdir = project / ".mapsync" / "demo"
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    emulator = Emulator(seed=seed, contacts=contacts, faults=faults)
+    snapshots = project_snapshot_root(project)  # the project's own, else the built-in ones
+    emulator = Emulator(seed=seed, contacts=contacts, faults=faults, snapshots=snapshots)
     served = start_in_thread(emulator)
     try:
         config = write_config(workdir / "mapsync.yaml", base_url=served.base_url, ca_file=served.ca_file,
-                              state="sqlite:///demo.sqlite", mappings=str((project / "mappings").resolve()))
+                              state="sqlite:///demo.sqlite", mappings=str((project / "mappings").resolve()),
+                              snapshots=str(snapshots))
         console.print(f"[bold]mapsync demo[/bold]: emulators on {served.base_url} ({contacts:,} seeded contacts, "
                       f"faults: {faults}); configuration {config}")
         job = load_job(config, "emulator")

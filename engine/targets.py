@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from dsl.schema import TableSchema
-from engine.connectors.base import WriteOp, WriteOutcome
-from engine.errors import ConfigError, ConnectorError
+from mapsync.dsl.schema import TableSchema
+from mapsync.engine.connectors.base import WriteOp, WriteOutcome
+from mapsync.engine.errors import ConfigError, ConnectorError
 
 __all__ = ["CampaignTarget", "D365Target", "Target", "target_for"]
 
@@ -71,7 +71,8 @@ class D365Target:
         field = self.schema.fields.get(path) if self.schema else None
         targets = field.targets if field is not None else ()
         if self.schema is not None and self.schema.is_activity and path == "regardingobjectid":
-            # Activities bind the regarding lookup per target table (PROTOCOLS.md §2).
+            # Activities bind the regarding lookup per target table: Dataverse names the navigation property
+            # regardingobjectid_<target>_<activity> (as in the batch examples' regardingobjectid_account_task).
             name = f"regardingobjectid_{ref_table}_{self.table}"
         elif len(targets) > 1:
             name = f"{path}_{ref_table}"

@@ -1,4 +1,4 @@
-"""The Campaign Standard REST API under ``/{ORGANIZATION}/campaign/`` (PROTOCOLS.md §4).
+"""The Campaign Standard REST API under ``/{ORGANIZATION}/campaign/`` (see docs/emulators.md).
 
 Paths served (``<res>`` = ``profileAndServices/profile``, ``profileAndServicesExt/profile``,
 ``profileAndServicesExt/cus<Name>``)::
@@ -12,6 +12,9 @@ Paths served (``<res>`` = ``profileAndServices/profile``, ``profileAndServicesEx
     DELETE <res>/<PKey>                                                200, empty body
     GET    profileAndServices[Ext]/resourceType/<name>                 field metadata from the snapshot
     GET    profileAndServices[Ext]/resourceType/<PKey>/filters         the resource's filters
+    GET    workflow/execution/<workflowID>                             a workflow and its signal activities
+    POST   workflow/execution/<PKey>/activities/activity/<PKey>/trigger   fire an External signal
+    POST   workflow/execution/<workflowID>/commands                    start, pause, resume, stop
 
 Every request first passes the Adobe I/O gateway check (bearer token + X-Api-Key), then a configurable
 rate limit (429 + Retry-After); faults are injected by the server's middleware. ``next.href`` is absent
@@ -32,17 +35,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from emulators.campaign.errors import (
+from mapsync.emulators.campaign.errors import (
     BIG_TABLE_THRESHOLD,
     LINE_COUNT_DEFAULT,
     CampaignApiError,
     error_response,
 )
-from emulators.campaign.resources import FieldSpec, ResourceSpec
-from emulators.campaign.store import CampaignStore, Condition
-from emulators.ims import gateway_client
-from emulators.limits import ServiceProtection
-from emulators.tokens import TokenIssuer
+from mapsync.emulators.campaign.resources import FieldSpec, ResourceSpec
+from mapsync.emulators.campaign.store import CampaignStore, Condition
+from mapsync.emulators.campaign.workflows import Workflows
+from mapsync.emulators.ims import gateway_client
+from mapsync.emulators.limits import ServiceProtection
+from mapsync.emulators.tokens import TokenIssuer
 
 __all__ = ["Limiter", "campaign_routes", "render"]
 
@@ -120,13 +124,23 @@ def campaign_routes(
     organization: str,
     limiter: Limiter | None = None,
     big_table_threshold: int = BIG_TABLE_THRESHOLD,
+    workflows: Workflows | None = None,
 ) -> list[Route]:
-    by_path: dict[str, tuple[ResourceSpec, bool]] = {}
-    for spec in store.resources.values():
-        if spec.path:
-            by_path[spec.path] = (spec, spec.path.startswith("profileAndServicesExt/"))
-        if spec.ext_path:
-            by_path[spec.ext_path] = (spec, True)
+    paths: dict[int, dict[str, tuple[ResourceSpec, bool]]] = {}
+
+    def by_path() -> dict[str, tuple[ResourceSpec, bool]]:
+        """The resources by REST path, as the store serves them now (a reload may add or change some)."""
+        found = paths.get(store.generation)
+        if found is None:
+            found = {}
+            for spec in store.resources.values():
+                if spec.path:
+                    found[spec.path] = (spec, spec.path.startswith("profileAndServicesExt/"))
+                if spec.ext_path:
+                    found[spec.ext_path] = (spec, True)
+            paths.clear()
+            paths[store.generation] = found
+        return found
 
     def link_exists(target: str, pkey: str) -> bool:
         return target in store.resources and store.exists(target, pkey)
@@ -159,6 +173,8 @@ def campaign_routes(
     async def dispatch(request: Request) -> Response:
         parts = [p for p in request.path_params["rest"].split("/") if p]
         org_base = f"{str(request.base_url).rstrip('/')}/{organization}/campaign"
+        if parts[:2] == ["workflow", "execution"] and len(parts) >= 3 and workflows is not None:
+            return await workflow(request, parts[2:], org_base)
         if len(parts) < 2 or parts[0] not in NAMESPACES:
             raise CampaignApiError("unknown_resource", "/".join(parts))
         if parts[1] == "resourceType" and request.method == "GET":
@@ -166,7 +182,7 @@ def campaign_routes(
                 return metadata(parts[0], parts[2], org_base)
             if len(parts) == 4 and parts[3] == "filters":
                 return filter_list(parts[0], parts[2])
-        found = by_path.get(f"{parts[0]}/{parts[1]}")
+        found = by_path().get(f"{parts[0]}/{parts[1]}")
         if found is None:
             raise CampaignApiError("unknown_resource", "/".join(parts[:2]))
         spec, ext = found
@@ -207,6 +223,17 @@ def campaign_routes(
                 return Response(status_code=200)
         raise CampaignApiError("unknown_resource", "/".join(parts))
 
+    async def workflow(request: Request, rest: list[str], org_base: str) -> Response:
+        assert workflows is not None
+        key, method = rest[0], request.method
+        if len(rest) == 1 and method == "GET":
+            return JSONResponse(workflows.resource(key, org_base))
+        if rest[1:] == ["commands"] and method == "POST":
+            return JSONResponse(workflows.command(key, await _json(request)))
+        if len(rest) == 5 and rest[1:3] == ["activities", "activity"] and rest[4] == "trigger" and method == "POST":
+            return JSONResponse(workflows.trigger(key, rest[3], await _json(request)))
+        raise CampaignApiError("unknown_resource", "workflow/execution/" + "/".join(rest))
+
     def condition(request: Request, spec: ResourceSpec, name: str) -> Condition:
         flt = spec.filters[name]
         value = next((request.query_params[p] for p in flt.params if p in request.query_params), None)
@@ -231,7 +258,8 @@ def campaign_routes(
         big = store.count(spec.name) > big_table_threshold
         if more and (force or not big):
             next_params = {**params, "_lineCount": str(line_count), "_lineStart": _line_start(rows[-1][0])}
-            body["next"] = {"href": f"{base}/{path}?{urlencode(next_params)}"}
+            # Adobe's examples show the token raw ("_lineStart=@Qy2M..."): "@" is not percent-encoded.
+            body["next"] = {"href": f"{base}/{path}?{urlencode(next_params, safe='@')}"}
         return JSONResponse(body)
 
     async def create(request: Request, spec: ResourceSpec, ext: bool, base: str) -> Response:

@@ -1,6 +1,6 @@
 """Error replies of the Adobe I/O gateway and of Campaign Standard, and every assumption about them.
 
-Facts (Adobe's public docs, gateway shared by all ``*.adobe.io`` APIs, see PROTOCOLS.md §4):
+Facts (Adobe's public docs; the gateway is shared by all ``*.adobe.io`` APIs):
 
     403 {"error_code": "403010", "message": "Oauth token is missing."}   no Authorization header
     401 {"error_code": "401013", "message": "Oauth token is not valid"}  bad or expired bearer token
@@ -9,7 +9,7 @@ Facts (Adobe's public docs, gateway shared by all ``*.adobe.io`` APIs, see PROTO
 
 Everything else here is an *assumption* (no public source fixed the exact code strings); they are
 kept in this one table so that a capture from a real tenant can correct them in one place. The body
-shape ``{"error_code", "message"}`` is the one PROTOCOLS.md §4 prescribes.
+shape ``{"error_code", "message"}`` is the gateway's, used for Campaign's own errors as well (assumed).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from starlette.responses import JSONResponse
 
-from dsl.errors import MapsyncError
+from mapsync.dsl.errors import MapsyncError
 
 __all__ = [
     "ASSUMED",
@@ -44,7 +44,7 @@ GATEWAY: dict[str, ErrorSpec] = {
     "api_key_invalid": ErrorSpec(403, "403003", "Api Key is invalid"),
 }
 
-# Assumed Campaign errors: the status codes follow PROTOCOLS.md, the code strings are ours.
+# Assumed Campaign errors: the statuses are the HTTP meanings of each case, the code strings are ours.
 ASSUMED: dict[str, ErrorSpec] = {
     "too_many_requests": ErrorSpec(429, "429050", "Too many requests"),
     "not_found": ErrorSpec(404, "404", "The requested resource was not found"),
@@ -59,6 +59,7 @@ ASSUMED: dict[str, ErrorSpec] = {
     "bad_link": ErrorSpec(400, "400", "Link target does not exist"),
     "bad_parameter": ErrorSpec(400, "400", "Invalid parameter"),
     "method_not_allowed": ErrorSpec(405, "405", "Method not allowed"),
+    "signal_rejected": ErrorSpec(400, "400", "The signal was not triggered"),
     "server_error": ErrorSpec(500, "500", "Internal server error"),
     "unavailable": ErrorSpec(503, "503", "Service unavailable"),
 }

@@ -17,11 +17,12 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from emulators.campaign.errors import CampaignApiError
+from mapsync import resources
+from mapsync.emulators.campaign.errors import CampaignApiError
 
 __all__ = ["SNAPSHOT_DIR", "FieldSpec", "FilterSpec", "ResourceSpec", "load_resources"]
 
-SNAPSHOT_DIR = Path(__file__).resolve().parents[2] / "schemas" / "snapshots" / "campaign"
+SNAPSHOT_DIR = resources.snapshots_dir() / "campaign"
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:?\d{2})?$")
 # Fields Campaign computes itself; never taken from a request.
@@ -40,7 +41,7 @@ COMPUTED = frozenset({"PKey", "href", "created", "lastModified", "createdBy", "l
 # - a nested element (profile.location) as "type": "item" with its own "content", like the resource;
 # - "length" (string length), "mandatory" and "readOnly" on every field;
 # - "values" of an enumeration as the list of its API values (the labels are not needed here);
-# - a custom filter's "data" naming its parameters "<name>_parameter" (how they are called, PROTOCOLS §4).
+# - a custom filter's "data" naming its parameters "<name>_parameter" (how Adobe's custom-resource docs call them).
 _WIRE_TYPES = {
     "string": ("string", "string"), "memo": ("string", "memo"), "integer": ("number", "long"),
     "bigint": ("number", "int64"), "double": ("number", "double"), "decimal": ("number", "decimal"),
@@ -271,7 +272,7 @@ def _filters(raw: Mapping[str, list[str]], fields: Mapping[str, FieldSpec]) -> d
 
     ``byText`` searches email, first and last name. Any other filter compares one field: the one its
     parameter names (``"byExternalId": ["cusExternalId"]``), else the one its name names. Custom filters
-    are called with ``<param>_parameter=`` (PROTOCOLS.md §4); the bare ``<param>=`` is accepted as well.
+    are called with ``<param>_parameter=`` (as Adobe documents custom filters); the bare ``<param>=`` is accepted as well.
     """
     lowered = {k.lower(): k for k in fields}
     out: dict[str, FilterSpec] = {}

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from emulators.campaign.resources import ResourceSpec, campaign_datetime
+from mapsync.emulators.campaign.resources import ResourceSpec, campaign_datetime
 
 __all__ = ["CampaignStore", "Condition", "Row"]
 
@@ -56,6 +56,7 @@ class CampaignStore:
         self._tags = {name: i + 1 for i, name in enumerate(sorted(self.resources))}
         self._by_tag = {tag: name for name, tag in self._tags.items()}
         self._counts: dict[str, int] = {}
+        self.generation = 0  # bumped when the served resources change (reload_resources)
         self._db = self._open()
 
     # ---- schema -------------------------------------------------------------------------------
@@ -65,12 +66,40 @@ class CampaignStore:
         db.execute("PRAGMA synchronous=OFF")
         db.execute("PRAGMA cache_size=-32768")  # 32 MB of page cache, the rest stays on disk
         for name, spec in self.resources.items():
-            cols = "".join(f", {_col(f)} TEXT COLLATE NOCASE" for f in spec.index_fields)
-            db.execute(f'CREATE TABLE "{name}" (id INTEGER PRIMARY KEY, data TEXT NOT NULL{cols})')
-            for f in spec.index_fields:
-                db.execute(f'CREATE INDEX "ix_{name}_{f}" ON "{name}" ({_col(f)})')
-            self._counts[name] = 0
+            self._create_table(db, name, spec)
         return db
+
+    def _create_table(self, db: sqlite3.Connection, name: str, spec: ResourceSpec) -> None:
+        cols = "".join(f", {_col(f)} TEXT COLLATE NOCASE" for f in spec.index_fields)
+        db.execute(f'CREATE TABLE "{name}" (id INTEGER PRIMARY KEY, data TEXT NOT NULL{cols})')
+        for f in spec.index_fields:
+            db.execute(f'CREATE INDEX "ix_{name}_{f}" ON "{name}" ({_col(f)})')
+        self._counts[name] = 0
+
+    def reload_resources(self, resources: Mapping[str, ResourceSpec]) -> dict[str, list[str]]:
+        """Serve new or changed resources without a restart: a new one starts empty (a PKey tag of its own,
+        the existing ones keep theirs); a changed one keeps its rows and ids, re-indexed for its filters. A
+        resource no longer in the snapshots is kept as it is."""
+        added = sorted(n for n in resources if n not in self.resources)
+        changed = sorted(n for n in resources if n in self.resources and resources[n] != self.resources[n])
+        with self._lock:
+            for name in added:
+                self.resources[name] = resources[name]
+                self._tags[name] = max(self._tags.values(), default=0) + 1
+                self._by_tag[self._tags[name]] = name
+                self._create_table(self._db, name, resources[name])
+            for name in changed:
+                rows = self._db.execute(f'SELECT id, data FROM "{name}" ORDER BY id').fetchall()
+                self._db.execute(f'DROP TABLE "{name}"')
+                self.resources[name] = spec = resources[name]
+                self._create_table(self._db, name, spec)
+                names = "".join(f", {_col(f)}" for f in spec.index_fields)
+                marks = "".join(", ?" for _ in spec.index_fields)
+                self._db.executemany(f'INSERT INTO "{name}" (id, data{names}) VALUES (?, ?{marks})',
+                                     [(rid, data, *self._index_values(spec, json.loads(data))) for rid, data in rows])
+                self._counts[name] = len(rows)
+            self.generation += 1
+        return {"added": added, "changed": changed}
 
     def reset(self) -> None:
         with self._lock:

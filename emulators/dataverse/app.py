@@ -1,6 +1,6 @@
 """The Dataverse Web API (``/api/data/v9.2``) over a ``DataverseStore``: queries with paging and change
 tracking, writes with upsert semantics, ``$batch``, metadata, auth (Entra tokens), service-protection
-limits and fault injection. Wire behaviour follows PROTOCOLS.md §2; error codes live in ``errors.py``.
+limits and fault injection. Wire behaviour is described in docs/emulators.md; error codes live in ``errors.py``.
 """
 
 from __future__ import annotations
@@ -21,10 +21,25 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, request_response
 
-from emulators.dataverse.batch import BatchRequest, ChangeSet, PartResponse, parse_batch, render_batch
-from emulators.dataverse.errors import DataverseError, error_body
-from emulators.dataverse.metadata import TableDef, csdl, definitions_reply
-from emulators.dataverse.odata import (
+from mapsync.emulators.dataverse.annotations import (
+    ASSOCIATED_NAVIGATION,
+    FORMATTED_VALUE,
+    LOOKUP_LOGICAL_NAME,
+    AnnotationFilter,
+    formatted_value,
+)
+from mapsync.emulators.dataverse.batch import BatchRequest, ChangeSet, PartResponse, parse_batch, render_batch
+from mapsync.emulators.dataverse.errors import DataverseError, error_body
+from mapsync.emulators.dataverse.messages import MESSAGE_SETS, message_reply
+from mapsync.emulators.dataverse.metadata import (
+    TableDef,
+    csdl,
+    definitions_list,
+    definitions_reply,
+    entity_metadata,
+    navigation_name,
+)
+from mapsync.emulators.dataverse.odata import (
     FilterSyntaxError,
     FilterTypeError,
     compile_filter,
@@ -32,11 +47,11 @@ from emulators.dataverse.odata import (
     parse_filter,
     parse_orderby,
 )
-from emulators.dataverse.store import DataverseStore
-from emulators.entra import entra_routes
-from emulators.faults import FaultInjector, FaultMiddleware
-from emulators.limits import ServiceProtection
-from emulators.tokens import TokenIssuer
+from mapsync.emulators.dataverse.store import DataverseStore
+from mapsync.emulators.entra import entra_routes
+from mapsync.emulators.faults import FaultInjector, FaultMiddleware
+from mapsync.emulators.limits import ServiceProtection
+from mapsync.emulators.tokens import TokenIssuer
 
 __all__ = ["DataverseApi", "build_dataverse_app", "dataverse_fault_body", "dataverse_routes"]
 
@@ -48,7 +63,8 @@ JSON_TYPE = "application/json; odata.metadata=minimal"
 _KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\((.*)\)$", re.S)
 _KEY_PAIR = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*('(?:[^']|'')*'|[^,]+)\s*(?:,|$)")
 _TOTAL_COUNT = re.compile(r"^RetrieveTotalRecordCount\(EntityNames=(\[.*\]|@\w+)\)$", re.S)
-_DEF = re.compile(r"^EntityDefinitions\(LogicalName='([^']+)'\)(?:/(Attributes|Keys)(?:/Microsoft\.Dynamics\.CRM\.(\w+))?)?$")
+_DEF = re.compile(r"^EntityDefinitions(?:\((?:LogicalName=)?'?([^')]+)'?\))?"
+                  r"(?:/(\w+)(?:\(LogicalName='([^']+)'\))?(?:/Microsoft\.Dynamics\.CRM\.(\w+))?)?$")
 
 
 def dataverse_fault_body(status: int, retry_after: int) -> dict[str, Any]:
@@ -78,10 +94,14 @@ class _Prefer:
     continue_on_error: bool = False
     annotations: str | None = None
 
+    @property
+    def annotation_filter(self) -> AnnotationFilter | None:
+        return AnnotationFilter.parse(self.annotations) if self.annotations else None
+
     @classmethod
     def parse(cls, header: str) -> _Prefer:
         values: dict[str, Any] = {}
-        for item in header.split(","):
+        for item in re.findall(r'(?:[^,"]|"[^"]*")+', header):  # a quoted value may hold commas
             name, _sep, value = item.strip().partition("=")
             name = name.strip().lower()
             if name == "odata.maxpagesize" and value.strip().isdigit():
@@ -127,8 +147,10 @@ class DataverseApi:
     """Handles Web API requests; ``handle`` is transport-free so ``$batch`` parts reuse it."""
 
     def __init__(self, store: DataverseStore, issuer: TokenIssuer, protection: ServiceProtection | None,
-                 base: str = "/api/data/v9.2", *, authority: str = "https://login.microsoftonline.com/common") -> None:
+                 base: str = "/api/data/v9.2", *, authority: str = "https://login.microsoftonline.com/common",
+                 tenant: str | None = None) -> None:
         self.store = store
+        self.tenant = tenant  # when set, challenges name this tenant on the emulator's own Entra ID
         self.issuer = issuer
         self.protection = protection
         self.base = base.rstrip("/")
@@ -138,12 +160,11 @@ class DataverseApi:
     async def endpoint(self, request: Request) -> Response:
         root = f"{request.url.scheme}://{request.url.netloc}"
         auth = request.headers.get("authorization", "")
-        user = self.issuer.validate(auth[7:].strip()) if auth.lower().startswith("bearer ") else None
+        check = self.issuer.check(auth[7:].strip() if auth.lower().startswith("bearer ") else "")
+        user = check.client_id
         if user is None:
-            # Dataverse answers a missing or expired token with an empty 401 and a WWW-Authenticate
-            # challenge naming the authority (body empty: assumed from observed replies).
-            challenge = f"Bearer authorization_uri={self.authority}/oauth2/authorize, resource_id={root}/"
-            return Response(b"", 401, headers={"WWW-Authenticate": challenge, "REQ_ID": str(uuid.uuid4())})
+            return Response(b"", 401, headers={"WWW-Authenticate": self._challenge(root, check.problem),
+                                               "REQ_ID": str(uuid.uuid4())})
         if self.protection is not None:
             throttle = self.protection.begin(user)
             if throttle is not None:
@@ -165,6 +186,16 @@ class DataverseApi:
             if exec_left is not None:
                 inner.headers.append(("x-ms-ratelimit-time-remaining-xrm-requests", f"{exec_left:.2f}"))
         return self._response(inner)
+
+    def _challenge(self, root: str, problem: str | None) -> str:
+        """The ``WWW-Authenticate`` of a 401. Without a token Dataverse names the tenant's authority and
+        itself (clients read the tenant from it); a token it refuses adds RFC 6750's ``error=invalid_token``.
+        The body is empty and the description's wording is Dataverse's as seen in replies (assumed)."""
+        authority = f"{root}/{self.tenant}" if self.tenant else self.authority
+        where = f"authorization_uri={authority}/oauth2/authorize, resource_id={root}/"
+        if problem == "missing":
+            return f"Bearer {where}"
+        return f'Bearer error=invalid_token, error_description="Error during token validation!", {where}'
 
     @staticmethod
     def _response(inner: Inner) -> Response:
@@ -226,7 +257,14 @@ class DataverseApi:
         m = _DEF.match(path)
         if m:
             self._only(method, "GET", f"{api}/{path}")
-            return self._definitions(m.group(1), m.group(2), m.group(3), params, api)
+            if m.group(1) is None:
+                if m.group(2) is not None:
+                    raise DataverseError("segment_not_found", segment=m.group(2))
+                return _json(200, definitions_list(self.store.tables, params, api))
+            return self._definitions(m.group(1), m.group(2), m.group(3), m.group(4), params, api)
+        if path in MESSAGE_SETS:
+            self._only(method, "GET", f"{api}/{path}")
+            return _json(200, message_reply(path, params, self.store.tables, api))
         if "/" in path:
             raise DataverseError("segment_not_found", segment=path.split("/", 1)[1].split("(")[0])
         km = _KEY.match(path)
@@ -242,7 +280,7 @@ class DataverseApi:
             raise DataverseError("method_not_allowed", method=method)
         rid, key_values = self._parse_key(table, km.group(2))
         if method == "GET":
-            return self._get_one(table, rid, key_values, params, api)
+            return self._get_one(table, rid, key_values, params, prefer, api)
         if method == "PATCH":
             return self._upsert(table, rid, key_values, headers, body, prefer, api, in_batch)
         if method == "DELETE":
@@ -306,35 +344,65 @@ class DataverseApi:
         return [(n, index[n][0]) for n in shown], names if raw else []
 
     def _render_row(self, table: TableDef, row: tuple[Any, ...], names: list[tuple[str, int]],
-                    annotations: bool) -> dict[str, Any]:
+                    annotations: AnnotationFilter | None) -> dict[str, Any]:
         out: dict[str, Any] = {"@odata.etag": f'W/"{row[self._ver_index(table)]}"'}
         for name, i in names:
+            if annotations is not None and row[i] is not None:
+                out.update(self._annotations(table, row, name, row[i], annotations))
             out[name] = row[i]
-            if annotations and name.startswith("_") and name.endswith("_value") and row[i] is not None:
-                out[f"{name}@Microsoft.Dynamics.CRM.lookuplogicalname"] = self.store.lookup_target(table.name, row, name)
         return out
+
+    def _annotations(self, table: TableDef, row: tuple[Any, ...], name: str, value: Any,
+                     wanted: AnnotationFilter) -> dict[str, Any]:
+        """The annotations of one property, written before it as Dataverse does."""
+        col = table.column(name)
+        if col is None:
+            return {}
+        out: dict[str, Any] = {}
+        if col.type != "lookup":
+            if wanted.wants(FORMATTED_VALUE) and (text := formatted_value(col, value)) is not None:
+                out[f"{name}@{FORMATTED_VALUE}"] = text
+            return out
+        target = self.store.lookup_target(table.name, row, name)
+        if wanted.wants(FORMATTED_VALUE) and target is not None and (label := self._primary_name(target, value)):
+            out[f"{name}@{FORMATTED_VALUE}"] = label
+        if wanted.wants(ASSOCIATED_NAVIGATION) and target is not None:
+            out[f"{name}@{ASSOCIATED_NAVIGATION}"] = navigation_name(table, col, target)
+        if wanted.wants(LOOKUP_LOGICAL_NAME):
+            out[f"{name}@{LOOKUP_LOGICAL_NAME}"] = target
+        return out
+
+    def _primary_name(self, table_name: str, rid: str) -> str | None:
+        target = self.store.tables.get(table_name)
+        if target is None or target.primary_name is None:
+            return None
+        row = self.store.row(table_name, rid)
+        return None if row is None else row[self.store.column_index(table_name)[target.primary_name][0]]
 
     def _ver_index(self, table: TableDef) -> int:
         return self.store.column_index(table.name)["versionnumber"][0]
 
     def _get_one(self, table: TableDef, rid: str | None, key_values: dict[str, Any] | None,
-                 params: dict[str, str], api: str) -> Inner:
+                 params: dict[str, str], prefer: _Prefer, api: str) -> Inner:
         found = self._resolve(table, rid, key_values)
         if found is None:
             raise self._not_found(table, rid, key_values)
         names, _ = self._select(table, params)
         row = self.store.row(table.name, found)
         assert row is not None
+        annotations = prefer.annotation_filter
         body = {"@odata.context": f"{api}/$metadata#{table.entity_set}/$entity",
-                **self._render_row(table, row, names, False)}
-        return _json(200, body)
+                **self._render_row(table, row, names, annotations)}
+        return _json(200, body, [("Preference-Applied", annotations.applied)] if annotations else [])
 
     def _query(self, table: TableDef, params: dict[str, str], headers: Mapping[str, str], prefer: _Prefer,
                api: str) -> Inner:
         names, selected = self._select(table, params)
-        annotations = bool(prefer.annotations)
+        annotations = prefer.annotation_filter
         page_size = min(prefer.max_page_size or MAX_PAGE_SIZE, MAX_PAGE_SIZE) or MAX_PAGE_SIZE
         applied = [f"odata.maxpagesize={page_size}"] if prefer.max_page_size else []
+        if annotations is not None:
+            applied.append(annotations.applied)
         if "$skip" in params:
             raise DataverseError("query_syntax", detail="The query parameter $skip is not supported.")
         if "$expand" in params and not (prefer.track_changes or "$deltatoken" in params):
@@ -347,28 +415,29 @@ class DataverseApi:
             for option in ("$filter", "$orderby", "$expand", "$top"):
                 if option in params:
                     raise DataverseError("track_changes_option", option=option)
-            applied.append("odata.track-changes")
+            if "$deltatoken" not in params:  # the documented delta-link reply echoes no preference
+                applied.append("odata.track-changes")
         state = _uncookie(params["$skiptoken"]) if "$skiptoken" in params else None
         page = state["p"] if state else 1
         base_params = {k: v for k, v in params.items() if k not in ("$skiptoken",)}
 
         def link(extra: dict[str, str]) -> str:
             merged = {**base_params, **extra}
-            return f"{api}/{table.entity_set}?" + "&".join(f"{k}={quote(str(v), safe=',()')}" for k, v in merged.items())
+            # "=" stays raw, as in Microsoft's nextLink examples ("%3Ccookie%20pagenumber=%222%22...").
+            return f"{api}/{table.entity_set}?" + "&".join(f"{k}={quote(str(v), safe=',()=')}" for k, v in merged.items())
 
         body: dict[str, Any] = {}
         if "$deltatoken" in params:
             since = self.store.parse_delta_token(table.name, params["$deltatoken"])
             upto = state["upto"] if state else self.store.version
-            after = state["after"] if state else since
-            changes, resume = self.store.changes(table.name, after, upto, page_size)
+            changes, resume = self._delta_page(table, since, upto, state, page_size)
             deleted_ctx = f"{api}/$metadata#{table.entity_set}/$deletedEntity"
             value = [self._render_row(table, item, names, annotations) if kind == "row"
                      else {"@odata.context": deleted_ctx, "id": item, "reason": "deleted"}
                      for kind, item in changes]
             body = {"@odata.context": f"{api}/$metadata#{table.entity_set}{context_cols}/$delta", "value": value}
             if resume is not None:
-                body["@odata.nextLink"] = link({"$skiptoken": _cookie({"p": page + 1, "upto": upto, "after": resume})})
+                body["@odata.nextLink"] = link({"$skiptoken": _cookie({"p": page + 1, "upto": upto, **resume})})
             else:
                 body["@odata.deltaLink"] = self._delta_link(table, params, api, upto)
         else:
@@ -380,7 +449,8 @@ class DataverseApi:
             if "$top" in params:
                 if not params["$top"].isdigit():
                     raise DataverseError("query_syntax", detail=f"Invalid value '{params['$top']}' for $top query option found.")
-                top = min(int(params["$top"]), MAX_PAGE_SIZE)
+                # Documented ("Page results"): with Prefer: odata.maxpagesize, $top is ignored.
+                top = None if prefer.max_page_size else min(int(params["$top"]), MAX_PAGE_SIZE)
             if "$orderby" in params:
                 rows, next_state = self._sorted_page(table, predicate, params["$orderby"], state,
                                                      top if top is not None else page_size,
@@ -392,7 +462,8 @@ class DataverseApi:
             if top is not None:
                 next_state = None
             value = [self._render_row(table, r, names, annotations) for r in rows]
-            context = f"{api}/$metadata#{table.entity_set}{context_cols}" + ("/$delta" if tracking else "")
+            # The initial tracked read is a plain collection (Microsoft's example has no "/$delta" there).
+            context = f"{api}/$metadata#{table.entity_set}{context_cols}"
             body = {"@odata.context": context}
             if params.get("$count") == "true":
                 body["@odata.count"] = min(MAX_PAGE_SIZE, sum(1 for r in self.store.all_rows(table.name)
@@ -408,6 +479,24 @@ class DataverseApi:
                 body["@odata.deltaLink"] = self._delta_link(table, params, api, upto)
         headers_out = [("Preference-Applied", ",".join(applied))] if applied else []
         return _json(200, body, headers_out)
+
+    def _delta_page(self, table: TableDef, since: int, upto: int, state: dict[str, Any] | None,
+                    page_size: int) -> tuple[list[tuple[str, Any]], dict[str, Any] | None]:
+        """One page of a delta reply in Dataverse's documented order: every new or updated row (by version)
+        first, then the deleted ones. The cookie carries the phase and the version to resume after."""
+        phase = state.get("phase", "row") if state else "row"
+        after = state["after"] if state else since
+        out: list[tuple[str, Any]] = []
+        if phase == "row":
+            out, resume = self.store.changes(table.name, after, upto, page_size, "row")
+            if resume is not None:
+                return out, {"phase": "row", "after": resume}
+            phase, after = "deleted", since
+        if len(out) >= page_size:
+            return out, {"phase": "deleted", "after": after}
+        deleted, resume = self.store.changes(table.name, after, upto, page_size - len(out), "deleted")
+        out += deleted
+        return out, None if resume is None else {"phase": "deleted", "after": resume}
 
     def _delta_link(self, table: TableDef, params: dict[str, str], api: str, version: int) -> str:
         token = self.store.delta_token(table.name)
@@ -434,14 +523,17 @@ class DataverseApi:
                                                filter_text, after, limit)
         return rows, (None if cursor is None else {"k": cursor[0], "id": cursor[1]})
 
-    def _definitions(self, logical: str, segment: str | None, cast: str | None, params: dict[str, str],
-                     api: str) -> Inner:
-        table = self.store.tables.get(logical)
+    def _definitions(self, key: str, segment: str | None, attribute: str | None, cast: str | None,
+                     params: dict[str, str], api: str) -> Inner:
+        """``EntityDefinitions(LogicalName='x')`` or ``EntityDefinitions(<MetadataId>)`` and its collections."""
+        tables = self.store.tables
+        table = tables.get(key) or next((t for t in tables.values()
+                                         if entity_metadata(t)["MetadataId"] == key.lower()), None)
         if table is None:
-            raise DataverseError("not_found", table="EntityMetadata", id=logical)
-        if cast is not None and segment != "Attributes":
-            raise DataverseError("segment_not_found", segment=f"Microsoft.Dynamics.CRM.{cast}")
-        return _json(200, definitions_reply(table, segment, cast, params, api))
+            raise DataverseError("not_found", table="EntityMetadata", id=key)
+        if (cast is not None or attribute is not None) and segment != "Attributes":
+            raise DataverseError("segment_not_found", segment=f"Microsoft.Dynamics.CRM.{cast}" if cast else segment)
+        return _json(200, definitions_reply(tables, table, segment, cast, params, api, attribute=attribute))
 
     # -- writes -----------------------------------------------------------------------------------------
     def _payload(self, table: TableDef, body: bytes) -> dict[str, Any]:
@@ -464,7 +556,7 @@ class DataverseApi:
         if prefer.return_representation:
             names, _ = self._select(table, {})
             body_out = {"@odata.context": f"{api}/$metadata#{table.entity_set}/$entity",
-                        **self._render_row(table, row, names, False)}
+                        **self._render_row(table, row, names, None)}
             inner = _json(201, body_out, [("OData-EntityId", url), ("Preference-Applied", "return=representation")])
         else:
             inner = Inner(204, self._entity_headers(url, in_batch))
@@ -499,7 +591,7 @@ class DataverseApi:
         if prefer.return_representation:
             names, _ = self._select(table, {})
             body_out = {"@odata.context": f"{api}/$metadata#{table.entity_set}/$entity",
-                        **self._render_row(table, row, names, False)}
+                        **self._render_row(table, row, names, None)}
             inner = _json(status, body_out, [("OData-EntityId", url), ("Preference-Applied", "return=representation")])
         else:
             inner = Inner(204, self._entity_headers(url, in_batch))
@@ -562,7 +654,7 @@ class DataverseApi:
             with self.store.transaction():
                 for req in cs.requests:
                     if req.method == "GET":
-                        err = _error(DataverseError("get_in_changeset"))
+                        err = _as_batch_part(req.method, _error(DataverseError("get_in_changeset")))
                         failure = PartResponse(err.status, err.headers, err.body, req.content_id)
                         raise _Abort
                     inner = self._part(req, root, refs)
@@ -582,7 +674,7 @@ class DataverseApi:
         if url.startswith("$"):
             ref, _sep, rest = url.partition("/")
             if ref not in refs:
-                return _error(DataverseError("content_id", ref=ref))
+                return _as_batch_part(req.method, _error(DataverseError("content_id", ref=ref)))
             url = refs[ref] + (f"/{rest}" if rest else "")
         parts = urlsplit(url)
         path = unquote(parts.path)
@@ -598,19 +690,35 @@ class DataverseApi:
                 for k, v in payload.items():
                     if isinstance(v, str) and v.startswith("$"):
                         if v not in refs:
-                            return _error(DataverseError("content_id", ref=v))
+                            return _as_batch_part(req.method, _error(DataverseError("content_id", ref=v)))
                         payload[k] = refs[v]
                 body = json.dumps(payload).encode()
         inner = self.handle(req.method, path, parts.query, req.headers, body, root, in_batch=True)
-        if not any(k.lower() == "odata-version" for k, _v in inner.headers):
-            inner.headers.insert(0, ("OData-Version", "4.0"))
-        return inner
+        return _as_batch_part(req.method, inner)
+
+
+def _as_batch_part(method: str, inner: Inner) -> Inner:
+    """Headers of one reply inside a ``$batch`` answer, as Microsoft's examples show them: a failed part
+    starts with its own ``REQ_ID``; a GET's JSON says ``odata.streaming=true``; every part has OData-Version."""
+    headers = []
+    for k, v in inner.headers:
+        if k.lower() == "content-type" and method == "GET" and inner.status < 400 and v == JSON_TYPE:
+            v = f"{JSON_TYPE}; odata.streaming=true"
+        headers.append((k, v))
+    if not any(k.lower() == "odata-version" for k, _v in headers):
+        position = next((i + 1 for i, (k, _v) in enumerate(headers) if k.lower() == "content-type"), 0)
+        headers.insert(position, ("OData-Version", "4.0"))
+    if inner.status >= 400:
+        headers.insert(0, ("REQ_ID", str(uuid.uuid4())))
+    inner.headers = headers
+    return inner
 
 
 def dataverse_routes(store: DataverseStore, issuer: TokenIssuer, protection: ServiceProtection | None,
-                     faults: FaultInjector | None = None, base: str = "/api/data/v9.2") -> list[BaseRoute]:
+                     faults: FaultInjector | None = None, base: str = "/api/data/v9.2", *,
+                     tenant: str | None = None) -> list[BaseRoute]:
     """The Web API routes under ``base``; with ``faults``, each request first draws its injected fault."""
-    api = DataverseApi(store, issuer, protection, base)
+    api = DataverseApi(store, issuer, protection, base, tenant=tenant)
     app = FaultMiddleware(request_response(api.endpoint), faults, dataverse_fault_body,
                           on_token_expiry=issuer.expire_all)
     methods = ["GET", "POST", "PATCH", "DELETE", "PUT"]

@@ -1,7 +1,7 @@
 """Every error the Dataverse emulator returns, in ONE place: HTTP status, Dataverse error code and message.
 
 Codes and messages come from Microsoft's documentation and from client code that matches on them
-(see PROTOCOLS.md §2). Entries marked ``assumed=True`` have no public source that fixes their exact
+(quoted in the comments below). Entries marked ``assumed=True`` have no public source that fixes their exact
 code, status or wording; correct them here and nowhere else.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dsl.errors import MapsyncError
+from mapsync.dsl.errors import MapsyncError
 
 __all__ = ["ERRORS", "DataverseError", "ErrorSpec", "error_body"]
 
@@ -69,8 +69,10 @@ ERRORS: dict[str, ErrorSpec] = {
         400, "0x80044352", "Version stamp associated with the client has expired. Please perform a full sync.",
         assumed=True,
     ),
+    # "Use change tracking to synchronize data": the message is documented, status and code assumed.
     "track_changes_option": ErrorSpec(
-        400, "0x80060888", "The query option '{option}' is not supported in a change tracking request.", assumed=True
+        400, "0x80060888", 'The "{option}" query parameter isn\'t supported when Change Tracking is enabled.',
+        assumed=True,
     ),
     "track_changes_disabled": ErrorSpec(
         400, "0x80040203", "Entity '{table}' is not enabled for change tracking.", assumed=True

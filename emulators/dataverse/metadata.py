@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
-from emulators.dataverse.errors import DataverseError
+from mapsync import resources
+from mapsync.emulators.dataverse.errors import DataverseError
+from mapsync.emulators.dataverse.records import query_records
 
-__all__ = ["ColumnDef", "TableDef", "attributes_metadata", "csdl", "definitions_reply", "entity_metadata", "load_tables"]
+__all__ = ["ColumnDef", "TableDef", "attributes_metadata", "column_default", "csdl", "definitions_list", "definitions_reply", "entity_metadata", "load_tables", "navigation_name"]
 
-ROOT = Path(__file__).resolve().parents[2]
-SNAPSHOT_DIR = ROOT / "schemas" / "snapshots" / "d365"
+SNAPSHOT_DIR = resources.snapshots_dir() / "d365"
 
 EDM_TYPES = {
     "string": "Edm.String", "memo": "Edm.String", "integer": "Edm.Int32", "bigint": "Edm.Int64",
@@ -155,7 +156,7 @@ def _snapshot_dicts(source: Any) -> list[Mapping[str, Any]]:
     if isinstance(source, Mapping):
         return [source]
     if callable(getattr(source, "tables", None)):  # dsl.schema.Catalog
-        from dsl.schema import dump_table
+        from mapsync.dsl.schema import dump_table
 
         return [dump_table(t) for t in source.tables("d365")]
     if isinstance(source, Iterable):
@@ -197,6 +198,27 @@ def delete_behaviour(table: TableDef, col: ColumnDef) -> str | None:
     return None
 
 
+# Boolean columns whose documented DefaultValue is true; every other boolean defaults to false.
+_TRUE_BY_DEFAULT = frozenset({("contact", "followemail"), ("account", "followemail")})
+
+
+def column_default(table: TableDef, col: ColumnDef) -> Any:
+    """The value Dataverse gives a column that a create leaves out (None: no default).
+
+    Documented in the table reference: a new row is Active (``statecode`` 0) with the default status
+    reason of that state (``statuscode`` 1 on every table the snapshots carry), and a boolean column takes
+    its ``DefaultValue`` (0 for the ``donot*`` columns, 1 for ``followemail``). Choice columns other than
+    state and status stay null, as Dataverse leaves them when the form default is not sent.
+    """
+    if col.name == "statecode" and col.type == "choice":
+        return 0
+    if col.name == "statuscode" and col.type == "choice":
+        return 1
+    if col.type == "boolean" and col.published:
+        return (table.name, col.name) in _TRUE_BY_DEFAULT
+    return None
+
+
 def _is_custom(name: str) -> bool:
     # Custom columns carry their publisher's prefix (new_, acs_, ...); system columns have no underscore prefix.
     prefix, sep, _rest = name.partition("_")
@@ -213,6 +235,11 @@ def _nav_properties(table: TableDef, col: ColumnDef) -> list[tuple[str, str]]:
     if len(col.targets) > 1:
         return [(f"{col.name}_{t}", t) for t in col.targets]
     return [(col.name, t) for t in col.targets]
+
+
+def navigation_name(table: TableDef, col: ColumnDef, target: str) -> str:
+    """The single-valued navigation property of lookup ``col`` for a row of ``target``."""
+    return next((nav for nav, t in _nav_properties(table, col) if t == target), col.name)
 
 
 def nav_properties(table: TableDef) -> dict[str, tuple[ColumnDef, str]]:
@@ -367,6 +394,62 @@ def keys_metadata(table: TableDef) -> list[dict[str, Any]]:
             for name, columns in table.alternate_keys]
 
 
+_CASCADE_NAMES = {"cascade": "Cascade", "remove_link": "RemoveLink", None: "NoCascade"}
+
+
+def _referenced_key(tables: Mapping[str, TableDef], name: str) -> str:
+    # A table outside the snapshots (systemuser, team) keys on "<name>id", as every Dataverse table does.
+    table = tables.get(name)
+    return table.primary_key if table is not None else f"{name}id"
+
+
+def relationships(tables: Mapping[str, TableDef]) -> list[dict[str, Any]]:
+    """OneToManyRelationshipMetadata of every lookup in the snapshots (one per lookup and target table).
+
+    The lookup and its targets are facts of the snapshots; the schema names follow the pattern Dataverse
+    gives relationships made in the maker portal (``<referencing table>_<lookup>_<referenced table>``; the
+    real names of system relationships differ) and the Delete cascade is ``delete_behaviour``'s. Both are
+    assumptions, stated in docs/emulators.md."""
+    out = []
+    for table in tables.values():
+        for col in table.columns:
+            if col.type != "lookup":
+                continue
+            delete = _CASCADE_NAMES[delete_behaviour(table, col)]
+            for nav, target in _nav_properties(table, col):
+                schema = f"{table.name}_{col.name}_{target}"
+                out.append({
+                    "@odata.type": "#Microsoft.Dynamics.CRM.OneToManyRelationshipMetadata",
+                    "MetadataId": str(uuid.uuid5(_NS, f"relationship:{schema}")),
+                    "SchemaName": schema,
+                    "RelationshipType": "OneToManyRelationship",
+                    "IsCustomRelationship": _is_custom(col.name),
+                    "IsValidForAdvancedFind": True,
+                    "SecurityTypes": "ParentChild" if delete == "Cascade" else "None",
+                    "ReferencedAttribute": _referenced_key(tables, target),
+                    "ReferencedEntity": target,
+                    "ReferencingAttribute": col.name,
+                    "ReferencingEntity": table.name,
+                    "ReferencedEntityNavigationPropertyName": schema,
+                    "ReferencingEntityNavigationPropertyName": nav,
+                    "IsHierarchical": target == table.name,
+                    "CascadeConfiguration": {"Assign": "NoCascade", "Delete": delete, "Merge": "NoCascade",
+                                             "Reparent": "NoCascade", "Share": "NoCascade",
+                                             "Unshare": "NoCascade", "RollupView": "NoCascade"},
+                })
+    return out
+
+
+def relationships_of(tables: Mapping[str, TableDef], table: TableDef, segment: str) -> list[dict[str, Any]]:
+    """The relationships an ``EntityDefinitions(...)/<segment>`` collection holds for ``table``: one-to-many
+    where it is referenced, many-to-one where it holds the lookup; many-to-many: none (no snapshot has one)."""
+    if segment == "OneToManyRelationships":
+        return [r for r in relationships(tables) if r["ReferencedEntity"] == table.name]
+    if segment == "ManyToOneRelationships":
+        return [r for r in relationships(tables) if r["ReferencingEntity"] == table.name]
+    return []
+
+
 def entity_metadata(table: TableDef) -> dict[str, Any]:
     """The EntityMetadata properties of a table (without its Attributes and Keys collections)."""
     return {
@@ -379,6 +462,7 @@ def entity_metadata(table: TableDef) -> dict[str, Any]:
         "Description": _label(None),
         "PrimaryIdAttribute": table.primary_key,
         "PrimaryNameAttribute": table.primary_name,
+        "PrimaryImageAttribute": None,  # no snapshot has an image column
         "IsActivity": table.is_activity,
         "ChangeTrackingEnabled": table.change_tracking,
         "IsCustomEntity": "_" in table.name,  # custom tables carry their publisher's prefix
@@ -420,27 +504,57 @@ def _selected(record: dict[str, Any], select: str | None, always: tuple[str, ...
     return {k: v for k, v in record.items() if k in keep}
 
 
-def definitions_reply(table: TableDef, segment: str | None, cast: str | None, params: Mapping[str, str],
-                      api: str) -> dict[str, Any]:
-    """The body of ``GET EntityDefinitions(LogicalName='x')[/Attributes[/<cast>]|/Keys]`` with its query options."""
-    expand = _expansions(params.get("$expand", ""))
-    if segment == "Keys":
-        keys = [_selected(k, params.get("$select"), ("MetadataId",)) for k in keys_metadata(table)]
-        return {"@odata.context": f"{api}/$metadata#EntityDefinitions('{table.name}')/Keys", "value": keys}
+RELATIONSHIP_SEGMENTS = ("OneToManyRelationships", "ManyToOneRelationships", "ManyToManyRelationships")
+COLLECTIONS = ("Attributes", "Keys", *RELATIONSHIP_SEGMENTS)
+
+
+def _collection(tables: Mapping[str, TableDef], table: TableDef, segment: str, cast: str | None,
+                options: Mapping[str, str], filter_params: Mapping[str, str]) -> list[dict[str, Any]]:
+    """One of an entity's metadata collections with its query options (``$select``, ``$filter``, ``$expand``)."""
     if segment == "Attributes":
-        attrs = _attributes(table, cast, params.get("$select"), "OptionSet" in expand or "GlobalOptionSet" in expand)
+        inner = _expansions(options.get("$expand", ""))
+        records = attributes_metadata(table, cast, expand_optionset="OptionSet" in inner or "GlobalOptionSet" in inner)
+        always: tuple[str, ...] = ("@odata.type", "MetadataId", "OptionSet")
+    elif segment == "Keys":
+        records, always = keys_metadata(table), ("MetadataId",)
+    else:
+        records, always = relationships_of(tables, table, segment), ("@odata.type", "MetadataId")
+    picked = query_records(records, {k: v for k, v in options.items() if k in ("$filter", "$orderby", "$top")},
+                           filter_params=filter_params)
+    return [_selected(r, options.get("$select"), always) for r in picked]
+
+
+def definitions_reply(tables: Mapping[str, TableDef], table: TableDef, segment: str | None, cast: str | None,
+                      params: Mapping[str, str], api: str, *, attribute: str | None = None) -> dict[str, Any]:
+    """The body of ``GET EntityDefinitions(LogicalName='x')[/<collection>[(LogicalName='a')][/<cast>]]``."""
+    expand = _expansions(params.get("$expand", ""))
+    if segment is not None and segment not in COLLECTIONS:
+        raise DataverseError("segment_not_found", segment=segment)
+    if segment is not None:
         suffix = f"/Microsoft.Dynamics.CRM.{cast}" if cast else ""
-        return {"@odata.context": f"{api}/$metadata#EntityDefinitions('{table.name}')/Attributes{suffix}",
-                "value": attrs}
+        context = f"{api}/$metadata#EntityDefinitions('{table.name}')/{segment}{suffix}"
+        if attribute is not None:
+            found = [a for a in _collection(tables, table, segment, cast, params, params) if a["LogicalName"] == attribute]
+            if not found:
+                raise DataverseError("not_found", table="AttributeMetadata", id=attribute)
+            return {"@odata.context": f"{context}/$entity", **found[0]}
+        return {"@odata.context": context, "value": _collection(tables, table, segment, cast, params, params)}
     body: dict[str, Any] = {"@odata.context": f"{api}/$metadata#EntityDefinitions/$entity"}
     body.update(_selected(entity_metadata(table), params.get("$select"), ("MetadataId",)))
-    if "Attributes" in expand:
-        opts = expand["Attributes"]
-        inner = _expansions(opts.get("$expand", ""))
-        body["Attributes"] = _attributes(table, None, opts.get("$select"), "OptionSet" in inner)
-    if "Keys" in expand:
-        body["Keys"] = [_selected(k, expand["Keys"].get("$select"), ("MetadataId",)) for k in keys_metadata(table)]
+    for name, options in expand.items():
+        if name not in COLLECTIONS:
+            raise DataverseError("no_property", name=name, table="EntityMetadata")
+        body[name] = _collection(tables, table, name, None, options, params)
     return body
+
+
+def definitions_list(tables: Mapping[str, TableDef], params: Mapping[str, str], api: str) -> dict[str, Any]:
+    """``GET EntityDefinitions`` with ``$select``/``$filter`` (e.g. ``ChangeTrackingEnabled eq true``)."""
+    records = query_records([entity_metadata(t) for t in tables.values()], params)
+    select = params.get("$select")
+    columns = f"({select})" if select else ""
+    return {"@odata.context": f"{api}/$metadata#EntityDefinitions{columns}",
+            "value": [_selected(r, select, ("MetadataId",)) for r in records]}
 
 
 def _attributes(table: TableDef, cast: str | None, select: str | None, optionset: bool) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ row's sort key (keyset paging), patching the list with the rows written since in
 
 from __future__ import annotations
 
+import itertools
 import marshal
 import re
 import uuid
@@ -29,9 +30,16 @@ from decimal import Decimal
 from itertools import islice
 from typing import Any
 
-from emulators.dataverse.errors import DataverseError
-from emulators.dataverse.metadata import ColumnDef, TableDef, delete_behaviour, load_tables, nav_properties
-from emulators.dataverse.odata import format_datetime, is_guid
+from mapsync.emulators.dataverse.errors import DataverseError
+from mapsync.emulators.dataverse.metadata import (
+    ColumnDef,
+    TableDef,
+    column_default,
+    delete_behaviour,
+    load_tables,
+    nav_properties,
+)
+from mapsync.emulators.dataverse.odata import format_datetime, is_guid
 
 __all__ = ["DELTA_RETENTION", "DataverseStore", "OrderKey"]
 
@@ -184,6 +192,40 @@ class DataverseStore:
         self.reset()
 
     # -- public API -------------------------------------------------------------------------------
+    def ids(self, table: str, *, limit: int) -> list[str]:
+        """Up to ``limit`` ids of ``table``'s rows, oldest first (what a generated lookup may point at)."""
+        return list(itertools.islice(self._table(table).rows, limit))
+
+    def reload_tables(self, tables: dict[str, TableDef]) -> dict[str, list[str]]:
+        """Serve new or changed table definitions without a restart: a new table starts empty; a changed one
+        keeps its rows (by column name; a column gone from the snapshot is dropped, a new one is empty) and
+        its deletions, so change tracking goes on. A table no longer in the snapshots is kept as it is."""
+        added = sorted(n for n in tables if n not in self.tables)
+        changed = sorted(n for n in tables if n in self.tables and tables[n] != self.tables[n])
+        for name in added:
+            self.tables[name] = tables[name]
+            self._t[name] = _Table(tables[name], self._stamps, self._stamp_seconds)
+            self._t[name].min_valid_version = self._version
+        for name in changed:
+            self.tables[name] = tables[name]
+            self._t[name] = self._carried_over(self._t[name], tables[name])
+        self.by_entity_set = {t.entity_set: t for t in self.tables.values()}
+        self._sorted.clear()
+        return {"added": added, "changed": changed}
+
+    def _carried_over(self, old: _Table, defn: TableDef) -> _Table:
+        new = _Table(defn, self._stamps, self._stamp_seconds)
+        rows = [old.decode(packed, rid) for rid, packed in old.rows.items()]
+        rows.sort(key=lambda row: row[old.ver_idx])  # the version log stays ordered
+        for row in rows:
+            values = dict(zip(old.cols, row, strict=True))
+            carried = [values.get(name) for name in new.cols]
+            carried[new.pos_idx] = len(new.order)
+            self._apply(new, row[old.pk_idx], new.encode(tuple(carried)), tuple(carried))
+        new.tombstones.update(old.tombstones)
+        new.min_valid_version = old.min_valid_version
+        return new
+
     def reset(self) -> None:
         """Drop every row and tombstone; delta tokens issued before become expired."""
         self._t = {name: _Table(d, self._stamps, self._stamp_seconds) for name, d in self.tables.items()}
@@ -301,6 +343,13 @@ class DataverseStore:
         elif rid in t.rows:
             raise DataverseError("exists")
         values[pk] = rid
+        # Web API creates get the platform's defaults; seeds and the control API (trusted) stand for rows
+        # already in the org and are stored exactly as given.
+        for col in () if trusted else t.defn.columns:
+            if col.wire_name not in values:
+                default = column_default(t.defn, col)
+                if default is not None:
+                    values[col.wire_name] = default
         self._computed(t, values, None)
         stamp = self._stamp()
         values["createdon"] = values["modifiedon"] = stamp
@@ -468,9 +517,11 @@ class DataverseStore:
             raise DataverseError("delta_expired")
         return version
 
-    def changes(self, table: str, since: int, upto: int, limit: int) -> tuple[list[tuple[str, Any]], int | None]:
-        """Changes with ``since < version <= upto`` in version order: ("row", tuple) or ("deleted", id).
-        Returns up to ``limit`` of them and the version to resume after (None when done)."""
+    def changes(self, table: str, since: int, upto: int, limit: int,
+                kind: str | None = None) -> tuple[list[tuple[str, Any]], int | None]:
+        """Changes with ``since < version <= upto`` in version order: ("row", tuple) or ("deleted", id),
+        only those of ``kind`` when given. Returns up to ``limit`` of them and the version to resume after
+        (None when done)."""
         t = self._table(table)
         versions, ids = t.vlog_versions, t.vlog_ids
         i = bisect_right(versions, since)
@@ -482,8 +533,9 @@ class DataverseStore:
             packed = t.rows.get(rid)
             row = None if packed is None else t.decode(packed, rid)
             if row is not None and row[t.ver_idx] == v:
-                out.append(("row", row))
-            elif row is None and t.tombstones.get(rid) == v:
+                if kind in (None, "row"):
+                    out.append(("row", row))
+            elif row is None and t.tombstones.get(rid) == v and kind in (None, "deleted"):
                 out.append(("deleted", rid))
         # Resume after the last version looked at; stale entries in between are skipped again cheaply.
         return out, (versions[i - 1] if i < end else None)

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.commands._common import add_command
-from engine.errors import ConfigError
+from mapsync.engine.commands._common import add_command, project_snapshots, require_emulators
+from mapsync.engine.errors import ConfigError
 
 __all__ = ["add_parser", "run"]
 
@@ -24,12 +24,27 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="fault-injection profile (default: none)")
     parser.add_argument("--write-config", metavar="PATH", type=Path,
                         help="write a mapsync.yaml with an `emulator` environment pointing here")
+    parser.add_argument("--rows", action="append", default=[], metavar="TABLE=N",
+                        help="also fill a Dataverse table of the snapshots with N generated rows "
+                             "(e.g. new_membership=500); repeatable")
     return parser
 
 
+def _rows(specs: list[str]) -> list[tuple[str, int]]:
+    out = []
+    for spec in specs:
+        table, sep, count = spec.partition("=")
+        if not sep or not table or not count.isdigit() or int(count) > 1_000_000:
+            raise ConfigError(f"--rows {spec}: expected TABLE=N with N from 0 to 1,000,000 (e.g. new_membership=500)",
+                              setting="--rows")
+        out.append((table, int(count)))
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
-    from emulators.server import Emulator, serve, write_config
-    from emulators.tls import TestCA
+    require_emulators("emulate")
+    from mapsync.emulators.server import Emulator, serve, write_config
+    from mapsync.emulators.tls import TestCA
 
     if args.contacts < 0:
         raise ConfigError("--contacts must be 0 or more", setting="--contacts")
@@ -37,8 +52,17 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--port must be between 1 and 65535", setting="--port")
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print("mapsync: warning: the emulator has no real security; listening beyond loopback", file=sys.stderr)
+    rows = _rows(args.rows)
+    snapshots = project_snapshots(args)
     print(f"mapsync: seeding {args.contacts} contacts (seed {args.seed})...", file=sys.stderr)
-    emulator = Emulator(seed=args.seed, contacts=args.contacts, faults=args.faults)
+    emulator = Emulator(seed=args.seed, contacts=args.contacts, faults=args.faults, snapshots=snapshots)
+    for table, count in rows:
+        if table not in emulator.dataverse.store.tables:
+            known = ", ".join(sorted(emulator.dataverse.store.tables))
+            raise ConfigError(f"--rows {table}={count}: no such Dataverse table in {snapshots} (known: {known})",
+                              setting="--rows")
+        emulator.dataverse.generate(table, count, seed=args.seed)
+        print(f"mapsync: generated {count} {table} rows", file=sys.stderr)
     # With --write-config the CA must outlive this process (the config names its file): keep it beside it.
     ca_dir = args.write_config.parent / ".mapsync" / "emulator-ca" if args.write_config is not None else None
     ca = TestCA(ca_dir)

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
-from engine.commands._common import add_command
+from mapsync.engine.commands._common import add_command
 
 __all__ = ["add_parser", "run"]
 
 EXIT_USAGE = 2
+DEFAULT_CONFIG = "mapsync.yaml"  # not given: each mapping folder uses the nearest mapsync.yaml at or above it
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -25,12 +27,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from engine.lsp.server import main
+        from mapsync.engine.lsp.server import main
     except ImportError as exc:
         if exc.name not in ("pygls", "lsprotocol") and not str(exc.name or "").startswith(("pygls.", "lsprotocol.")):
             raise
         print("mapsync lsp: the language server needs pygls; install it with: pip install 'mapsync[lsp]'",
               file=sys.stderr)
         return EXIT_USAGE
-    main()
+    config = getattr(args, "config", DEFAULT_CONFIG)
+    main(None if config == DEFAULT_CONFIG else Path(config))
     return 0

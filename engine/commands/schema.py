@@ -1,6 +1,6 @@
 """``mapsync schema pull --env E``: fresh schema snapshots from the live services, for the tables the mappings use.
 
-The files are written in the exact text ``dsl.schema.render_table`` gives, so a pull against an unchanged
+The files are written in the exact text ``mapsync.dsl.schema.render_table`` gives, so a pull against an unchanged
 service leaves git clean, and a changed column shows up as a reviewable diff. Where a snapshot file is
 already there, its field order is kept (new fields go last): services list columns in an order of their
 own, and a reordering is not a change worth reviewing. Event feeds (``campaign.events.*``) are not
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -21,11 +22,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from engine.commands._common import add_command
-from engine.errors import ConfigError
+from mapsync.engine.commands._common import add_command, project_snapshots
+from mapsync.engine.errors import ConfigError
 
 if TYPE_CHECKING:  # imported lazily at run time: every `mapsync` start imports this module
-    from dsl.schema import Catalog, FieldSchema, TableSchema
+    from mapsync.dsl.schema import Catalog, FieldSchema, TableSchema
 
 __all__ = ["EVENT_FEED_NOTE", "add_parser", "fetch", "live_catalog", "pull", "run", "tables_used_by_mappings"]
 
@@ -39,10 +40,12 @@ def add_parser(subparsers: Any) -> None:
     actions.required = True
     pull_parser = add_command(actions, "pull", "write fresh snapshots of the tables the mappings use", run, env=True)
     pull_parser.add_argument("--out", default=None, metavar="DIR",
-                             help="snapshot folder (default: schemas/snapshots of the project)")
-    pull_parser.add_argument("--table", action="append", default=[], metavar="SYSTEM.NAME",
-                             help="pull this table (e.g. d365.contact, campaign.profile); repeatable; "
-                                  "default: every table the mappings use")
+                             help="snapshot folder (default: the project's schemas/snapshots, or its `snapshots:`)")
+    pull_parser.add_argument("--table", action="append", default=[], metavar="[SYSTEM.]NAME",
+                             help="pull this table (e.g. new_membership or d365.contact, campaign.profile); "
+                                  "repeatable; default: every table the mappings use")
+    pull_parser.add_argument("--resource", action="append", default=[], metavar="NAME",
+                             help="pull this Campaign resource (e.g. cusMembership, profile); repeatable")
 
 
 def tables_used_by_mappings(paths: Iterable[Path], *, strict: bool = True) -> list[str]:
@@ -50,9 +53,9 @@ def tables_used_by_mappings(paths: Iterable[Path], *, strict: bool = True) -> li
 
     A file that does not parse raises ``SyncError``, or is passed over with ``strict=False`` (``validate``
     reports it itself)."""
-    from dsl import ast
-    from dsl.parser import parse_file
-    from engine.errors import SyncError
+    from mapsync.dsl import ast
+    from mapsync.dsl.parser import parse_file
+    from mapsync.engine.errors import SyncError
 
     found: set[str] = set()
     for path in paths:
@@ -102,7 +105,7 @@ async def fetch(env: Any, tables: Sequence[str], *, skip_missing: bool = False, 
     """The live schema of ``tables`` (``system.name``; event feeds are passed over) of ``env``, in memory.
 
     A table the service does not have raises ``TerminalError``, or is left out with ``skip_missing``."""
-    from engine.connectors import build_connectors
+    from mapsync.engine.connectors import build_connectors
 
     d365_names, campaign_names = _split(tables)
     connectors = build_connectors(env, transport=transport, msal_http_client=msal_http_client)
@@ -131,7 +134,7 @@ async def pull(env: Any, tables: Sequence[str], out: Path | None, *, transport: 
 
 async def _pull(env: Any, tables: Sequence[str], out: Path | None, *, transport: Any = None,
                 msal_http_client: Any = None) -> list[tuple[Path, bool]]:
-    from dsl.schema import DEFAULT_ROOT, render_table, snapshot_path
+    from mapsync.dsl.schema import DEFAULT_ROOT, render_table, snapshot_path
 
     root = out or DEFAULT_ROOT
     written = []
@@ -179,9 +182,9 @@ def _reorder(fields: Mapping[str, FieldSchema], old: Mapping[str, Any]) -> Mappi
 
 
 def _environment(config_path: Path, name: str) -> tuple[Any, Any]:
-    from engine.config import load_config
+    from mapsync.engine.config import load_config
 
-    config = load_config(config_path)
+    config = load_config(config_path, only=name)
     env = config.environments.get(name)
     if env is None:
         known = ", ".join(sorted(config.environments)) or "none"
@@ -191,9 +194,13 @@ def _environment(config_path: Path, name: str) -> tuple[Any, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mapsync.dsl.schema import DEFAULT_ROOT, PROJECT_SNAPSHOTS
+
     config, env = _environment(Path(args.config), args.env)
-    tables = list(args.table) or tables_used_by_mappings(_map_files([Path(config.mappings)]))
-    out = Path(args.out) if args.out else None
+    asked = [t if "." in t else f"d365.{t}" for t in args.table] + [f"campaign.{r}" for r in args.resource]
+    tables = asked or tables_used_by_mappings(_map_files([Path(config.mappings)]))
+    _split(tables)  # a malformed name is refused before anything is created
+    out = Path(args.out) if args.out else _project_folder(config, DEFAULT_ROOT, PROJECT_SNAPSHOTS)
     for path, changed in asyncio.run(_pull(env, tables, out)):
         print(f"{'wrote' if changed else 'unchanged'} {path}", file=sys.stdout)
     for dotted in tables:
@@ -202,18 +209,31 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _project_folder(config: Any, built_in: Path, relative: Path) -> Path:
+    """Where a pull writes by default: the project's own snapshots, never the built-in ones (inside an installed
+    mapsync). A project without a folder of its own gets one, started from the built-in snapshots: the
+    checker reads that folder instead of the built-in one, so it must hold every table, not only those pulled."""
+    if config.snapshots != built_in:
+        return Path(config.snapshots)
+    folder = config.path.parent / relative
+    if not folder.exists():
+        shutil.copytree(built_in, folder)
+        print(f"created {folder} from mapsync's built-in snapshots", file=sys.stdout)
+    return folder
+
+
 def live_catalog(args: argparse.Namespace) -> Catalog:
     """``mapsync validate --env E``: the live schema of the tables the checked mappings use, pulled in memory
     (nothing written). Event feeds have no live schema: their shipped snapshots stand in. A table the
     service does not have is left out, so the checker reports it as unknown."""
-    from dsl.schema import Catalog, load_catalog
+    from mapsync.dsl.schema import Catalog, load_catalog
 
     # `--config` is a top-level option of `mapsync`; a parser built for validate alone may not have it.
     _config, env = _environment(Path(getattr(args, "config", "mapsync.yaml")), args.env)
     paths = [Path(p) for p in (args.paths or ("mappings/",))]
     tables = tables_used_by_mappings(_map_files(paths), strict=False)
     live = asyncio.run(fetch(env, tables, skip_missing=True))
-    feeds = [t for t in load_catalog().tables("campaign") if _is_feed(t.dotted)]
+    feeds = [t for t in load_catalog(project_snapshots(args)).tables("campaign") if _is_feed(t.dotted)]
     print(f"checking against the live schema of {args.env}: {len(live)} tables pulled, "
           f"{len(feeds)} event feeds from the shipped snapshots ({EVENT_FEED_NOTE.split(';')[0]})", file=sys.stderr)
     return Catalog.from_tables([*feeds, *live])
@@ -221,7 +241,7 @@ def live_catalog(args: argparse.Namespace) -> Catalog:
 
 def _register() -> None:
     # validate.py owns the command; it asks whoever can pull a live schema to register (no import cycle).
-    from engine.commands.validate import set_live_catalog_provider
+    from mapsync.engine.commands.validate import set_live_catalog_provider
 
     set_live_catalog_provider(live_catalog)
 

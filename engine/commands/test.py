@@ -12,11 +12,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dsl.diagnostics import render_text
-from dsl.errors import CheckError
-from dsl.project import ProjectPathError
-from dsl.testing import find_test_files, render, run_tests
-from engine.commands._common import add_command
+from mapsync.dsl.diagnostics import render_text
+from mapsync.dsl.errors import CheckError
+from mapsync.dsl.project import ProjectPathError
+from mapsync.dsl.schema import load_catalog
+from mapsync.dsl.testing import find_test_files, render, run_tests
+from mapsync.engine.commands._common import add_command, project_snapshots
 
 __all__ = ["add_parser", "run"]
 
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"mapsync test: no *.test.yaml under {', '.join(map(str, paths))}", file=sys.stderr)
         return EXIT_FINDINGS
     try:
-        report = run_tests(paths)
+        report = run_tests(paths, catalog=load_catalog(project_snapshots(args)))
     except ProjectPathError as exc:
         print(f"mapsync test: {exc}", file=sys.stderr)
         return EXIT_USAGE

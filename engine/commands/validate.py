@@ -17,12 +17,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from dsl import check, load_project
-from dsl.diagnostics import Diagnostic, Severity, render_json, render_text
-from dsl.project import ProjectPathError
-from dsl.schema import Catalog, SchemaError, load_catalog
-from engine.commands._common import add_command
-from engine.errors import ConfigError
+from mapsync.dsl import check, load_project
+from mapsync.dsl.diagnostics import Diagnostic, Severity, render_json, render_text
+from mapsync.dsl.project import ProjectPathError
+from mapsync.dsl.schema import Catalog, SchemaError, load_catalog
+from mapsync.engine.commands._common import add_command, project_snapshots
+from mapsync.engine.errors import ConfigError
 
 __all__ = ["add_parser", "run", "set_live_catalog_provider", "summary", "validate"]
 
@@ -62,6 +62,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"mapsync validate: {exc}", file=sys.stderr)
             return EXIT_USAGE
     paths = [Path(p) for p in (args.paths or DEFAULT_PATHS)]
+    if catalog is None:
+        try:
+            catalog = load_catalog(project_snapshots(args))
+        except (ConfigError, SchemaError) as exc:
+            print(f"mapsync validate: the schema snapshots cannot be read: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     return validate(paths, catalog=catalog, fmt=args.format)
 
 

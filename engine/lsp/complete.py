@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 from lsprotocol import types as lsp
 
-from dsl import ast
-from dsl.checker import CLAUSE_VALUES
-from dsl.functions import FUNCTIONS, function_markdown
-from dsl.schema import FieldSchema, TableSchema
-from engine.lsp.describe import describe_field
-from engine.lsp.workspace import Snapshot
+from mapsync.dsl import ast
+from mapsync.dsl.checker import CLAUSE_VALUES
+from mapsync.dsl.functions import FUNCTIONS, function_markdown
+from mapsync.dsl.schema import Catalog, FieldSchema, TableSchema
+from mapsync.engine.lsp.describe import describe_field
+from mapsync.engine.lsp.workspace import Snapshot
 
 __all__ = ["complete"]
 
@@ -99,7 +99,7 @@ def _field_detail(f: FieldSchema) -> str:
     return out
 
 
-def _fields(table: TableSchema | None, prefix: tuple[str, ...], *, first: set[str] | None = None,
+def _fields(catalog: Catalog, table: TableSchema | None, prefix: tuple[str, ...], *, first: set[str] | None = None,
             skip: set[str] | None = None) -> list[lsp.CompletionItem]:
     if table is None:
         return []
@@ -115,7 +115,7 @@ def _fields(table: TableSchema | None, prefix: tuple[str, ...], *, first: set[st
             continue
         rank = "1" if first is None or dotted not in first else "3"
         out.append(_item(name, lsp.CompletionItemKind.Field, detail=_field_detail(f),
-                         doc=describe_field(f, table, dotted), sort=rank))
+                         doc=describe_field(f, table, dotted, catalog), sort=rank))
     return out
 
 
@@ -173,8 +173,8 @@ def _expression(snap: Snapshot, file: str | None, source: TableSchema | None, li
         return _flows(snap)
     prefix = _dotted_before(line, word)
     if prefix:
-        return _fields(source, prefix) if fields else []
-    out = _fields(source, ()) if fields else []
+        return _fields(snap.catalog, source, prefix) if fields else []
+    out = _fields(snap.catalog, source, ()) if fields else []
     return out + _functions() + _replacements(snap, file) + _keywords(_EXPR_KEYWORDS)
 
 
@@ -243,7 +243,7 @@ def complete(snap: Snapshot, file: str | None, text: str, offset: int) -> list[l
                 return _keywords(CLAUSE_VALUES[clause])
         ref = re.search(r"([A-Za-z_]\w*)\.([A-Za-z_][\w.]*)\.\Z", head)
         if ref:
-            return _fields(snap.catalog.table(ref.group(1), ref.group(2)), ())
+            return _fields(snap.catalog, snap.catalog.table(ref.group(1), ref.group(2)), ())
         return _keywords(_OPTOUT_CLAUSES) if not head.strip() and ctx.openers else []
     source, target = _flow_tables(snap, decl_text)
     inner = next((o[1:] for o in reversed(ctx.openers) if o[0] == "{" or o == "(set"), "")
@@ -252,7 +252,7 @@ def complete(snap: Snapshot, file: str | None, text: str, offset: int) -> list[l
                 and not head.rstrip().endswith(","):
             prefix = _dotted_before(line, word)
             assigned = _assigned(decl_text)
-            return _fields(target, prefix, first=assigned)
+            return _fields(snap.catalog, target, prefix, first=assigned)
         if re.search(r"[\w\")]\s+\Z", head) and not re.search(
                 r"(?:=|\b(?:and|or|not|in|is)|\(|,|&|\?\?|[-+*/<>])\s*\Z", head):
             return _keywords((*_MODIFIERS, *_EXPR_KEYWORDS[:5]))  # after a complete expression
@@ -264,8 +264,8 @@ def complete(snap: Snapshot, file: str | None, text: str, offset: int) -> list[l
     key = re.fullmatch(r"\s*key\s+(.*)", head)
     if key:
         if "->" in key.group(1):
-            return _fields(target, _dotted_before(line, word))
-        return _fields(source, _dotted_before(line, word))
+            return _fields(snap.catalog, target, _dotted_before(line, word))
+        return _fields(snap.catalog, source, _dotted_before(line, word))
     mode = re.fullmatch(r"\s*mode\s+", head)
     if mode:
         return _keywords(CLAUSE_VALUES["mode"])

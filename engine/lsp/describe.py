@@ -3,31 +3,21 @@ replacements from their declarations."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from mapsync.dsl import ast
+from mapsync.dsl.functions import FUNCTIONS, function_markdown
+from mapsync.dsl.schema import Catalog, FieldSchema, TableSchema
+from mapsync.engine.lsp.locate import Occurrence
+from mapsync.engine.lsp.workspace import Snapshot
 
-from dsl import ast
-from dsl.functions import FUNCTIONS, function_markdown
-from dsl.project import display_name
-from dsl.schema import DEFAULT_ROOT, FieldSchema, TableSchema, snapshot_path
-from engine.lsp.locate import Occurrence
-from engine.lsp.workspace import Snapshot
-
-__all__ = ["describe", "describe_field", "field_at", "snapshot_file", "table_of"]
+__all__ = ["describe", "describe_field", "field_at", "table_of"]
 
 
-def snapshot_file(table: TableSchema) -> Path:
-    return snapshot_path(DEFAULT_ROOT, table.system, table.name)
+def _snapshot_line(catalog: Catalog, table: TableSchema) -> list[str]:
+    where = catalog.snapshot_file(table.system, table.name)
+    return ["", f"from the snapshot `{where}`"] if where else ["", "from the live schema"]
 
 
-def _shown(path: Path) -> str:
-    """``schemas/snapshots/d365/contact.json``: relative to the checkout, wherever the server runs."""
-    try:
-        return path.relative_to(DEFAULT_ROOT.parent.parent).as_posix()
-    except ValueError:
-        return display_name(path)
-
-
-def describe_field(f: FieldSchema, table: TableSchema, dotted: str) -> str:
+def describe_field(f: FieldSchema, table: TableSchema, dotted: str, catalog: Catalog) -> str:
     facts = [f"`{f.type}` ({f.value_type})"]
     if f.max_length is not None:
         facts.append(f"max length {f.max_length}")
@@ -42,16 +32,16 @@ def describe_field(f: FieldSchema, table: TableSchema, dotted: str) -> str:
         out += ["", "| value | label |", "| --- | --- |"] + [f"| {v} | {label} |" for v, label in f.options]
     if f.values:
         out += ["", "values: " + ", ".join(f"`{v}`" for v in f.values)]
-    out += ["", f"from the snapshot `{_shown(snapshot_file(table))}`"]
+    out += _snapshot_line(catalog, table)
     return "\n".join(out)
 
 
-def _describe_table(table: TableSchema) -> str:
+def _describe_table(table: TableSchema, catalog: Catalog) -> str:
     out = [f"**{table.dotted}**" + (f" — {table.display_name}" if table.display_name else ""), "",
            f"primary key `{table.primary_key}`, {len(table.fields)} fields"]
     if table.feed:
         out.append("an event feed: read only")
-    out += ["", f"from the snapshot `{_shown(snapshot_file(table))}`"]
+    out += _snapshot_line(catalog, table)
     return "\n".join(out)
 
 
@@ -92,11 +82,11 @@ def describe(snap: Snapshot, occ: Occurrence, offset: int) -> str | None:
     project = snap.project
     if occ.kind in ("source-field", "target-field", "optout-field"):
         found = field_at(snap, occ, offset)
-        return describe_field(found[1], found[0], found[2]) if found else None
+        return describe_field(found[1], found[0], found[2], snap.catalog) if found else None
     if occ.kind == "table":
         assert isinstance(occ.node, ast.TableRef)
         table = snap.catalog.table(occ.node.system, occ.node.name)
-        return _describe_table(table) if table else None
+        return _describe_table(table, snap.catalog) if table else None
     if occ.kind == "function":
         return f"**{occ.name}**\n\n" + function_markdown(FUNCTIONS[occ.name])
     if occ.kind in ("replace", "replace-ref") and occ.name in project.replaces:

@@ -10,14 +10,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from dsl import ast
-from dsl.diagnostics import Diagnostic
-from dsl.formatter import FormatError, format_module
-from dsl.functions import FUNCTIONS
-from dsl.parser import parse
-from engine.commands.fmt import _same_meaning as same_meaning
-from engine.lsp.locate import Occurrence, at, occurrences
-from engine.lsp.workspace import Snapshot
+from mapsync.dsl import ast
+from mapsync.dsl.diagnostics import Diagnostic
+from mapsync.dsl.formatter import FormatError, format_module
+from mapsync.dsl.functions import FUNCTIONS
+from mapsync.dsl.parser import parse
+from mapsync.engine.commands.fmt import _same_meaning as same_meaning
+from mapsync.engine.lsp.locate import Occurrence, at, occurrences
+from mapsync.engine.lsp.workspace import Snapshot
 
 __all__ = ["Edit", "Fix", "RenameError", "definition", "fixes", "format_document", "references", "rename",
            "rename_target"]

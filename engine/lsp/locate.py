@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from dsl import ast
-from dsl.functions import FUNCTIONS
-from dsl.project import Project
+from mapsync.dsl import ast
+from mapsync.dsl.functions import FUNCTIONS
+from mapsync.dsl.project import Project
 
 __all__ = ["Occurrence", "at", "occurrences"]
 

@@ -16,13 +16,14 @@ from pygls.lsp.server import LanguageServer
 from pygls.uris import from_fs_path, to_fs_path
 from pygls.workspace import PositionCodec
 
-from dsl import ast
-from dsl.diagnostics import Diagnostic, Severity
-from engine.lsp import complete as completion
-from engine.lsp import edits
-from engine.lsp.describe import describe
-from engine.lsp.locate import at
-from engine.lsp.workspace import Snapshot, Workspace, offset_of, position_of
+from mapsync import __version__
+from mapsync.dsl import ast
+from mapsync.dsl.diagnostics import Diagnostic, Severity
+from mapsync.engine.lsp import complete as completion
+from mapsync.engine.lsp import edits
+from mapsync.engine.lsp.describe import describe
+from mapsync.engine.lsp.locate import at
+from mapsync.engine.lsp.workspace import Snapshot, Workspace, offset_of, position_of
 
 __all__ = ["build_server", "main"]
 
@@ -30,9 +31,11 @@ SOURCE = "mapsync"
 
 
 class MapsyncServer(LanguageServer):
-    def __init__(self) -> None:
-        super().__init__("mapsync", "0.1.0", text_document_sync_kind=lsp.TextDocumentSyncKind.Incremental)
+    def __init__(self, config: Path | None = None) -> None:
+        super().__init__("mapsync", __version__, text_document_sync_kind=lsp.TextDocumentSyncKind.Incremental)
+        self.config = config
         self._state: Workspace | None = None
+        self._told: set[str] = set()
         self.published: dict[Path, set[str]] = {}  # project folder -> uris given diagnostics last time
 
     @property
@@ -41,8 +44,15 @@ class MapsyncServer(LanguageServer):
             roots = [Path(p) for f in self.workspace.folders.values() if (p := to_fs_path(f.uri))]
             if not roots and self.workspace.root_path:
                 roots = [Path(self.workspace.root_path)]
-            self._state = Workspace(roots)
+            self._state = Workspace(roots, config=self.config)
         return self._state
+
+    def tell_problems(self) -> None:
+        """Configuration problems (a bad `snapshots:` setting), shown once each."""
+        for message in self.state.problems:
+            if message not in self._told:
+                self._told.add(message)
+                self.window_show_message(lsp.ShowMessageParams(type=lsp.MessageType.Warning, message=message))
 
     @property
     def codec(self) -> PositionCodec:
@@ -97,8 +107,8 @@ def to_diagnostic(codec: PositionCodec, text: str, d: Diagnostic) -> lsp.Diagnos
 # ---------------------------------------------------------------------------------------------- server
 
 
-def build_server() -> MapsyncServer:
-    server = MapsyncServer()
+def build_server(config: Path | None = None) -> MapsyncServer:
+    server = MapsyncServer(config)
 
     def path_of(uri: str) -> Path:
         fs = to_fs_path(uri)
@@ -131,6 +141,7 @@ def build_server() -> MapsyncServer:
         for stale in server.published.get(snap.folder, set()) - sent:
             server.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri=stale, diagnostics=[]))
         server.published[snap.folder] = sent
+        server.tell_problems()
 
     def sync(uri: str) -> None:
         doc = server.workspace.get_text_document(uri)
@@ -267,5 +278,7 @@ def build_server() -> MapsyncServer:
     return server
 
 
-def main() -> None:
-    build_server().start_io()
+def main(config: Path | None = None) -> None:
+    """Serve over stdio until the editor says exit. ``config``: the `mapsync.yaml` for every project (default:
+    the nearest one at or above each mapping folder)."""
+    build_server(config).start_io()

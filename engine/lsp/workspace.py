@@ -1,7 +1,9 @@
 """Open buffers over the disk, and the checked state of the project a file belongs to.
 
 A file's project is the folder `mapsync validate FOLDER` would be given: starting at the file's folder,
-go up while the parent folder holds `.map` files too (and stays inside the editor's workspace). Unsaved
+go up while the parent folder holds `.map` files too (and stays inside the editor's workspace). Its schema
+snapshots are those `mapsync validate` would use with the nearest `mapsync.yaml` at or above that folder
+(``snapshots:`` of that file, else the project's own `schemas/snapshots`, else the built-in ones). Unsaved
 buffers stand in for the files on disk (``load_project(overlays=...)``), so diagnostics, completion and
 navigation see what the user is typing. A snapshot is computed once per change and reused by every
 request until the next change.
@@ -13,11 +15,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dsl import ast
-from dsl.checker import Analysis, analyze
-from dsl.diagnostics import Diagnostic
-from dsl.project import Project, load_project
-from dsl.schema import Catalog, load_catalog
+from mapsync.dsl import ast
+from mapsync.dsl.checker import Analysis, analyze
+from mapsync.dsl.diagnostics import Diagnostic
+from mapsync.dsl.errors import MapsyncError
+from mapsync.dsl.project import Project, load_project
+from mapsync.dsl.schema import Catalog, load_catalog
+from mapsync.engine.config import snapshot_root
 
 __all__ = ["Snapshot", "Workspace", "offset_of", "position_of"]
 
@@ -54,17 +58,32 @@ class Snapshot:
 class Workspace:
     """The buffers the editor has open and the snapshots of their projects (recomputed after each change)."""
 
-    def __init__(self, roots: Iterable[Path] = (), catalog: Catalog | None = None) -> None:
+    def __init__(self, roots: Iterable[Path] = (), *, config: Path | None = None) -> None:
         self.roots = tuple(r.resolve() for r in roots)
+        self.config = config  # `mapsync lsp --config FILE`: that file for every project
         self.buffers: dict[Path, str] = {}
-        self._catalog = catalog
         self._snapshots: dict[Path, Snapshot] = {}
+        self.problems: list[str] = []  # configuration problems to tell the user (once each)
 
-    @property
-    def catalog(self) -> Catalog:
-        if self._catalog is None:
-            self._catalog = load_catalog()
-        return self._catalog
+    def catalog_for(self, folder: Path) -> Catalog:
+        """The snapshots `mapsync validate` would check this folder against."""
+        config = self.config or self._nearest_config(folder)
+        try:
+            return load_catalog(snapshot_root(config))
+        except MapsyncError as exc:  # a bad `snapshots:` setting or snapshot file: the built-in ones, and say so
+            message = f"mapsync: {exc}; checking against the built-in snapshots"
+            if message not in self.problems:
+                self.problems.append(message)
+            return load_catalog()
+
+    def _nearest_config(self, folder: Path) -> Path:
+        at = folder
+        while True:
+            if (at / "mapsync.yaml").is_file():
+                return at / "mapsync.yaml"
+            if at.parent == at or not self._inside_roots(at.parent):
+                return Path("mapsync.yaml")  # as `mapsync validate` does: the current folder's, if any
+            at = at.parent
 
     # ---- buffers
     def set_buffer(self, path: Path, text: str) -> None:
@@ -114,10 +133,11 @@ class Workspace:
         overlays = {p: t for p, t in self.buffers.items() if p.is_relative_to(folder)}
         unsaved = [p for p in overlays if not p.exists()]  # a new buffer not saved yet is part of the project
         project, loaded = load_project([folder, *unsaved], root=folder, overlays=overlays)
-        analysis = analyze(project, self.catalog)
+        catalog = self.catalog_for(folder)
+        analysis = analyze(project, catalog)
         cwd = Path.cwd()
         paths = {m.file: (cwd / m.file).resolve() for m in project.modules}
-        return Snapshot(folder, project, self.catalog, analysis, (*loaded, *analysis.diagnostics), paths)
+        return Snapshot(folder, project, catalog, analysis, (*loaded, *analysis.diagnostics), paths)
 
     def module(self, path: Path) -> tuple[Snapshot, ast.Module | None, str]:
         """The snapshot of ``path``'s project, the module parsed from it, and its text."""

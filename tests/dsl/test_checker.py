@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsl.checker import analyze, check
-from dsl.diagnostics import Diagnostic
-from dsl.project import load_project
-from dsl.schema import load_catalog
+from mapsync.dsl.checker import analyze, check
+from mapsync.dsl.diagnostics import Diagnostic
+from mapsync.dsl.project import load_project
+from mapsync.dsl.schema import load_catalog
+from tests.paths import FIXTURE_SNAPSHOTS
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -21,7 +22,7 @@ def run(tmp_path: Path, files: dict[str, str]) -> list[Diagnostic]:
     for name, text in files.items():
         (tmp_path / name).write_text(text, encoding="utf-8")
     project, diags = load_project([tmp_path])
-    return [*diags, *check(project, load_catalog())]
+    return [*diags, *check(project, load_catalog(FIXTURE_SNAPSHOTS))]
 
 
 def contacts(*lines: str, clauses: str = "", extra: str = "", key: str = "contactid -> externalId") -> str:
@@ -42,7 +43,7 @@ def first_map_line(clauses: str = "") -> int:
 def test_shipped_mappings_have_no_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
     project, diags = load_project([Path("mappings")])
-    analysis = analyze(project, load_catalog())
+    analysis = analyze(project, load_catalog(FIXTURE_SNAPSHOTS))
     assert diags == []
     assert analysis.ok, [d.headline() for d in analysis.diagnostics]
     contacts_flow = analysis.flows["contacts"]
@@ -317,7 +318,7 @@ def test_contact_only_in_flows_to_d365(tmp_path: Path) -> None:
 @given(st.data())
 def test_any_generated_module_is_checked_without_an_exception(data: st.DataObject) -> None:
     # Whatever the grammar can say (the formatter's generated trees), the checker answers with diagnostics.
-    formatter = pytest.importorskip("dsl.formatter")
+    formatter = pytest.importorskip("mapsync.dsl.formatter")
     from tests.dsl.strategies import modules
 
     text = formatter.format_module(data.draw(modules()))
@@ -325,6 +326,6 @@ def test_any_generated_module_is_checked_without_an_exception(data: st.DataObjec
         path = Path(tmp) / "a.map"
         path.write_text(text, encoding="utf-8")
         project, diags = load_project([path])
-        analysis = analyze(project, load_catalog())
+        analysis = analyze(project, load_catalog(FIXTURE_SNAPSHOTS))
     assert all(isinstance(d, Diagnostic) for d in (*diags, *analysis.diagnostics))
     assert set(analysis.flows) == set(project.flows)

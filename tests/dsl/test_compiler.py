@@ -15,16 +15,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsl import ast
-from dsl import runtime as rt
-from dsl.compiler import CompiledFlow, compile_flow, compile_project
-from dsl.functions import FUNCTIONS
-from dsl.project import load_project
-from dsl.schema import load_catalog
+from mapsync.dsl import ast
+from mapsync.dsl import runtime as rt
+from mapsync.dsl.compiler import CompiledFlow, compile_flow, compile_project
+from mapsync.dsl.functions import FUNCTIONS
+from mapsync.dsl.project import load_project
+from mapsync.dsl.schema import load_catalog
+from tests.paths import FIXTURE_MAPPINGS, FIXTURE_SNAPSHOTS
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "compile"
-CATALOG = load_catalog()
+CATALOG = load_catalog(FIXTURE_SNAPSHOTS)
 CONTACT = CATALOG.table("d365", "contact")
 PROFILE = CATALOG.table("campaign", "profile")
 assert CONTACT is not None and PROFILE is not None
@@ -310,7 +311,7 @@ _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow
                                                "address1_stateorprovince", *string.ascii_lowercase[:3]]),
                               _JSON, max_size=10))
 def test_no_record_makes_a_shipped_flow_raise(record: dict[str, Any]) -> None:
-    flows = compile_project(load_project([ROOT / "mappings"])[0], CATALOG)
+    flows = compile_project(load_project([FIXTURE_MAPPINGS])[0], CATALOG)
     for name in ("contacts", "vehicles", "email_clicks"):
         out = flows[name].evaluate(record)
         assert isinstance(out, rt.Mapped | rt.Filtered | rt.Rejected)

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from dsl.checker import check
-from dsl.diagnostics import CODES, render_text
-from dsl.project import load_project
-from dsl.schema import load_catalog
+from mapsync.dsl.checker import check
+from mapsync.dsl.diagnostics import CODES, render_text
+from mapsync.dsl.project import load_project
+from mapsync.dsl.schema import load_catalog
+from tests.paths import FIXTURE_SNAPSHOTS
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "errors"
 CASES = sorted(FIXTURES.glob("*.map"))
@@ -21,7 +22,7 @@ CASES = sorted(FIXTURES.glob("*.map"))
 
 def render(case: Path) -> tuple[str, set[str]]:
     project, diagnostics = load_project([Path(case.name)], root=Path("."))
-    diagnostics = [*diagnostics, *check(project, load_catalog())]
+    diagnostics = [*diagnostics, *check(project, load_catalog(FIXTURE_SNAPSHOTS))]
     return render_text(diagnostics, project.sources), {d.code for d in diagnostics}
 
 

@@ -7,15 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from dsl.testing import render, run_tests
-from engine.cli import main
+from mapsync.dsl.schema import load_catalog
+from mapsync.dsl.testing import render, run_tests
+from mapsync.engine.cli import main
+from tests.paths import FIXTURE_MAPPINGS, FIXTURE_SNAPSHOTS
 
 ROOT = Path(__file__).resolve().parents[2]
-MAPPINGS = ROOT / "mappings"
+MAPPINGS = FIXTURE_MAPPINGS
 
 
 def test_shipped_mappings_pass_and_cover_every_line() -> None:
-    report = run_tests([MAPPINGS])
+    report = run_tests([MAPPINGS], catalog=load_catalog(FIXTURE_SNAPSHOTS))
     assert report.ok, render(report)
     assert report.results and not report.uncovered, render(report)
     tested = {r.flow for r in report.results}

@@ -17,15 +17,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsl import ast
-from dsl.checker import check
-from dsl.diagnostics import Diagnostic, render_json, render_text
-from dsl.parser import MAX_DEPTH, parse, parse_file
-from dsl.project import load_project
-from dsl.schema import load_catalog
+from mapsync.dsl import ast
+from mapsync.dsl.checker import check
+from mapsync.dsl.diagnostics import Diagnostic, render_json, render_text
+from mapsync.dsl.parser import MAX_DEPTH, parse, parse_file
+from mapsync.dsl.project import load_project
+from mapsync.dsl.schema import load_catalog
+from tests.paths import FIXTURE_MAPPINGS, FIXTURE_SNAPSHOTS
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-SHIPPED = sorted((ROOT / "mappings").glob("*.map"))
+SHIPPED = sorted(FIXTURE_MAPPINGS.glob("*.map"))
 
 EVERYTHING = r'''# every construct of the language in one file
 import "shared.map"
@@ -361,7 +362,7 @@ def front_end(text: str | bytes, *, extra: dict[str, str] | None = None) -> list
         else:
             path.write_text(text, encoding="utf-8", errors="surrogatepass")
         project, diags = load_project([path])
-        diags = [*diags, *check(project, load_catalog())]
+        diags = [*diags, *check(project, load_catalog(FIXTURE_SNAPSHOTS))]
         render_text(diags, project.sources)
         render_json(diags)
     for d in diags:

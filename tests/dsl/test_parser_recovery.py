@@ -3,11 +3,15 @@ lark's (tree, spans, comments, diagnostics), and a long blank run must not make 
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsl.parser import parse
+from mapsync.dsl.parser import parse
 from tests.dsl.test_fastparse import deep
 from tests.dsl.test_parser import _TOKEN, SHIPPED_TEXT
 
@@ -49,3 +53,11 @@ def test_a_map_line_without_its_equals_names_only_its_own_target() -> None:
     text = "flow c {\n  map {\n    email = lower(x)\n    first = trim(y)\n    phone lower(z)\n  }\n}\n"
     (diag,) = parse(text, "t.map").diagnostics
     assert diag.message == "expected `=` after target field `phone`"
+
+
+def test_a_syntax_error_is_reported_from_any_working_folder(tmp_path: Path) -> None:
+    # The grammar is read from the installed package, not from a `dsl` folder that happens to be in the
+    # current directory (outside the checkout the lark path once failed with an internal GrammarError).
+    code = "from mapsync.dsl.parser import parse; print(parse('mport x', 'x.map').diagnostics[0].code)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "E001\n", "")

@@ -14,13 +14,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsl import ast
-from dsl.compiler import compile_flow
-from dsl.pushdown import split_filter
-from dsl.schema import load_catalog
-from emulators.dataverse import odata
+from mapsync.dsl import ast
+from mapsync.dsl.compiler import compile_flow
+from mapsync.dsl.pushdown import split_filter
+from mapsync.dsl.schema import load_catalog
+from mapsync.emulators.dataverse import odata
+from tests.paths import FIXTURE_SNAPSHOTS
 
-CATALOG = load_catalog()
+CATALOG = load_catalog(FIXTURE_SNAPSHOTS)
 CONTACT = CATALOG.table("d365", "contact")
 PROFILE = CATALOG.table("campaign", "profile")
 assert CONTACT is not None and PROFILE is not None

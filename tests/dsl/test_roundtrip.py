@@ -17,13 +17,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsl import ast
-from dsl.formatter import format_expr, format_module, format_text
-from dsl.parser import parse
+from mapsync.dsl import ast
+from mapsync.dsl.formatter import format_expr, format_module, format_text
+from mapsync.dsl.parser import parse
 from tests.dsl.strategies import expressions, modules
+from tests.paths import FIXTURE_MAPPINGS
 
 ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = sorted((ROOT / "mappings").glob("*.map"))
+SHIPPED = sorted(FIXTURE_MAPPINGS.glob("*.map"))
 SOURCES = {p.name: p.read_text(encoding="utf-8") for p in SHIPPED}
 
 

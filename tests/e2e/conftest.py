@@ -11,15 +11,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from emulators.server import Emulator, Served, start_in_thread, write_config
-from engine.runner import Job, RunReport, load_job, run_job
+from mapsync.emulators.server import Emulator, Served, start_in_thread, write_config
+from mapsync.engine.runner import Job, RunReport, load_job, run_job
+from tests.paths import FIXTURE_MAPPINGS
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    shutil.copytree(ROOT / "mappings", tmp_path / "mappings")
+    shutil.copytree(FIXTURE_MAPPINGS, tmp_path / "mappings")
     return tmp_path
 
 

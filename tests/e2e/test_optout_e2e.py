@@ -16,19 +16,20 @@ from typing import Any
 import httpx
 import pytest
 
-from dsl import ast
-from dsl.parser import parse
-from dsl.schema import load_catalog
-from emulators.server import Emulator
-from engine.auth import ImsTokenProvider
-from engine.config import CampaignSettings, D365Settings, Secret, ServiceLimits
-from engine.connectors import Connectors
-from engine.connectors.base import WriteOp
-from engine.connectors.campaign import CampaignConnector, campaign_headers
-from engine.connectors.d365 import ODATA_HEADERS, D365Connector
-from engine.http import HttpClient
-from engine.optout import OptOutResult, OptOutSync, build_optout_syncs
-from engine.state import DeadLetterStatus, KeyEntry, StateStore, open_store
+from mapsync.dsl import ast
+from mapsync.dsl.parser import parse
+from mapsync.dsl.schema import load_catalog
+from mapsync.emulators.server import Emulator
+from mapsync.engine.auth import ImsTokenProvider
+from mapsync.engine.config import CampaignSettings, D365Settings, Secret, ServiceLimits
+from mapsync.engine.connectors import Connectors
+from mapsync.engine.connectors.base import WriteOp
+from mapsync.engine.connectors.campaign import CampaignConnector, campaign_headers
+from mapsync.engine.connectors.d365 import ODATA_HEADERS, D365Connector
+from mapsync.engine.http import HttpClient
+from mapsync.engine.optout import OptOutResult, OptOutSync, build_optout_syncs
+from mapsync.engine.state import DeadLetterStatus, KeyEntry, StateStore, open_store
+from tests.paths import FIXTURE_MAPPINGS
 
 BASE = "https://emulator.test"
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,7 +75,7 @@ def rule(text: str) -> ast.OptOut:
 
 
 def shipped_rule() -> ast.OptOut:
-    return rule((ROOT / "mappings" / "optout.map").read_text(encoding="utf-8"))
+    return rule((FIXTURE_MAPPINGS / "optout.map").read_text(encoding="utf-8"))
 
 
 def custom_rule(direction: str = "both", conflict: str = "optout-wins") -> ast.OptOut:
@@ -388,7 +389,7 @@ def test_pairs_that_join_or_leave_the_key_map_between_runs(tmp_path: Path) -> No
 
 def test_the_runner_builds_one_sync_per_rule(tmp_path: Path) -> None:
     async def body(rig: Rig) -> None:
-        module = parse((ROOT / "mappings" / "optout.map").read_text(encoding="utf-8"), "mappings/optout.map").module
+        module = parse((FIXTURE_MAPPINGS / "optout.map").read_text(encoding="utf-8"), "mappings/optout.map").module
         [sync] = build_optout_syncs([module], Connectors(rig.d365, rig.campaign, None), rig.store)
         a, = await rig.contacts(1)
         await rig.pair([a])

@@ -1,4 +1,4 @@
-"""Campaign Standard REST contract (PROTOCOLS.md §4): list/paging, filters, CRUD, metadata, validation, 429."""
+"""Campaign Standard REST contract: list/paging, filters, CRUD, metadata, validation, 429."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from emulators.journal import Clock
-from emulators.server import AdobeServices, Credentials, Limits
+from mapsync.emulators.journal import Clock
+from mapsync.emulators.server import AdobeServices, Credentials, Limits
 
 C = Credentials()
 BASE = f"/{C.organization}/campaign"

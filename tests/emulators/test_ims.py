@@ -1,4 +1,4 @@
-"""Adobe IMS token endpoint and the I/O gateway check (PROTOCOLS.md §3, §4 headers)."""
+"""Adobe IMS token endpoint and the I/O gateway check (and the gateway's headers)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import pytest
 from starlette.testclient import TestClient
 
-from emulators.journal import Clock
-from emulators.server import AdobeServices, Credentials
+from mapsync.emulators.journal import Clock
+from mapsync.emulators.server import AdobeServices, Credentials
 
 C = Credentials()
 

@@ -1,4 +1,4 @@
-"""Adobe I/O Events journal contract (PROTOCOLS.md §5) and deliveries that fill it."""
+"""Adobe I/O Events journal contract (as Adobe documents it) and deliveries that fill it."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from emulators.journal import Clock
-from emulators.server import AdobeServices, Credentials
+from mapsync.emulators.journal import Clock
+from mapsync.emulators.server import AdobeServices, Credentials
 
 C = Credentials()
 SNAPSHOTS = Path(__file__).resolve().parents[2] / "schemas" / "snapshots" / "campaign"

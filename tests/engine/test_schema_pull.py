@@ -18,15 +18,16 @@ from typing import Any
 
 import pytest
 
-from dsl.schema import DEFAULT_ROOT, load_catalog, render_table
-from emulators.server import Emulator, Served, start_in_thread, write_config
-from engine.commands.schema import EVENT_FEED_NOTE, live_catalog, pull, tables_used_by_mappings
-from engine.config import load_config
-from engine.connectors import Connectors, build_connectors
-from engine.errors import TerminalError
+from mapsync.dsl.schema import DEFAULT_ROOT, load_catalog, render_table
+from mapsync.emulators.server import Emulator, Served, start_in_thread, write_config
+from mapsync.engine.commands.schema import EVENT_FEED_NOTE, live_catalog, pull, tables_used_by_mappings
+from mapsync.engine.config import load_config
+from mapsync.engine.connectors import Connectors, build_connectors
+from mapsync.engine.errors import TerminalError
+from tests.paths import FIXTURE_MAPPINGS
 
 ROOT = Path(__file__).resolve().parents[2]
-USED = tables_used_by_mappings(sorted((ROOT / "mappings").glob("*.map")))
+USED = tables_used_by_mappings(sorted(FIXTURE_MAPPINGS.glob("*.map")))
 PULLED = [t for t in USED if not t.startswith("campaign.events.")]
 
 
@@ -38,7 +39,7 @@ class Live:
         return load_config(self.config).environments["emulator"]
 
     def mapsync(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "engine.cli", "--config", str(self.config), *args],
+        return subprocess.run([sys.executable, "-m", "mapsync.engine.cli", "--config", str(self.config), *args],
                               cwd=self.config.parent, env={**os.environ, "COLUMNS": "200"},
                               capture_output=True, text=True, timeout=120)
 
@@ -56,7 +57,7 @@ class Live:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     project = tmp_path_factory.mktemp("schema_pull")
-    shutil.copytree(ROOT / "mappings", project / "mappings")
+    shutil.copytree(FIXTURE_MAPPINGS, project / "mappings")
     emulator = Emulator(seed=3, contacts=10)
     served = start_in_thread(emulator)
     config = write_config(project / "mapsync.yaml", base_url=served.base_url, ca_file=served.ca_file,
@@ -124,9 +125,33 @@ def test_unknown_table_is_an_error_without_traceback(live: Live, tmp_path: Path)
     assert "nosuchtable" in out.stderr
     out = live.mapsync("schema", "pull", "--env", "emulator", "--out", str(tmp_path), "--table", "campaign.cusNope")
     assert out.returncode == 1 and "no resource named 'cusNope'" in out.stderr and "Traceback" not in out.stderr
-    out = live.mapsync("schema", "pull", "--env", "emulator", "--table", "contact")
+    out = live.mapsync("schema", "pull", "--env", "emulator", "--table", "sap.contact")
     assert out.returncode == 2 and "expected d365.<table>" in out.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bare_table_name_is_a_dynamics_table_and_resource_a_campaign_one(live: Live, tmp_path: Path) -> None:
+    out = live.mapsync("schema", "pull", "--env", "emulator", "--out", str(tmp_path), "--table", "new_vehicle",
+                       "--resource", "cusVehicle")
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("*/*.json")) == [
+        "campaign/cusVehicle.json", "d365/new_vehicle.json"]
+
+
+def test_pull_writes_into_the_projects_own_snapshots_never_the_built_in_ones(live: Live, tmp_path: Path) -> None:
+    project = Live(live.emulator, live.served, tmp_path / "mapsync.yaml")  # a project of its own: it gets written
+    shutil.copy(live.config, project.config)
+    shutil.copytree(FIXTURE_MAPPINGS, tmp_path / "mappings")
+    out = project.mapsync("schema", "pull", "--env", "emulator", "--table", "new_vehicle")
+    assert out.returncode == 0, out.stderr
+    folder = tmp_path / "schemas" / "snapshots"
+    # The first pull starts the project's folder from the built-in snapshots: it must hold every table.
+    assert f"created {folder} from mapsync's built-in snapshots" in out.stdout
+    assert sorted(p.name for p in folder.glob("*/*.json")) == sorted(p.name for p in DEFAULT_ROOT.glob("*/*.json"))
+    written = folder / "d365" / "new_vehicle.json"
+    assert f"unchanged {written}" in out.stdout, out.stdout
+    assert written.read_text(encoding="utf-8") == shipped("d365.new_vehicle")
+    assert project.mapsync("validate").returncode == 0
 
 
 # -- validate --env -------------------------------------------------------------------------------
@@ -145,7 +170,7 @@ def test_validate_env_is_clean_on_the_shipped_mappings(live: Live) -> None:
 
 def test_validate_env_reports_columns_the_live_service_does_not_have(live: Live, tmp_path: Path) -> None:
     mappings = tmp_path / "mappings"
-    shutil.copytree(ROOT / "mappings", mappings)
+    shutil.copytree(FIXTURE_MAPPINGS, mappings)
     text = (mappings / "contacts.map").read_text(encoding="utf-8")
     text = text.replace("cusJobTitle        = jobtitle", "cusJobTitle        = new_loyaltytier")
     text = text.replace("cusSource          =", "cusLoyaltySource   =")
@@ -160,7 +185,7 @@ def test_validate_env_reports_columns_the_live_service_does_not_have(live: Live,
 def test_live_catalog_holds_the_pulled_tables_and_the_shipped_event_feeds(live: Live) -> None:
     import argparse
 
-    args = argparse.Namespace(config=str(live.config), env="emulator", paths=[str(ROOT / "mappings")])
+    args = argparse.Namespace(config=str(live.config), env="emulator", paths=[str(FIXTURE_MAPPINGS)])
     catalog = live_catalog(args)
     assert sorted(f"{s}.{n}" for s, n in catalog.by_key) == sorted(USED)  # nothing else (no d365.account)
     shipped_catalog = load_catalog()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.commands.validate import validate
+from mapsync.engine.commands.validate import validate
 from tests.lsp.session import Session
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "lsp" / "project"
@@ -54,7 +54,7 @@ def validate_json(root: Path, folder: str = "project", *, cli: bool = False) -> 
     In process by default (the function the command runs); ``cli=True`` runs the command itself.
     """
     if cli:
-        done = subprocess.run([sys.executable, "-m", "engine.cli", "validate", folder, "--format", "json"],
+        done = subprocess.run([sys.executable, "-m", "mapsync.engine.cli", "validate", folder, "--format", "json"],
                               cwd=root, capture_output=True, text=True, timeout=120)
         assert done.returncode in (0, 1), done.stderr
         out = io.StringIO(done.stdout)

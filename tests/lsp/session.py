@@ -1,4 +1,4 @@
-"""A real LSP session for the tests: `python -m engine.cli lsp` as a subprocess, driven by pygls's client.
+"""A real LSP session for the tests: `python -m mapsync.engine.cli lsp` as a subprocess, driven by pygls's client.
 
 The client runs on its own event loop in a background thread; every call here blocks until the answer
 is in. The server handles messages in order and publishes diagnostics while it handles a change, so
@@ -55,12 +55,18 @@ class Session:
         self.versions: dict[str, int] = {}
         self.texts: dict[str, str] = {}  # what the server's buffers hold (the edits applied here too)
 
+        self.messages: list[str] = []  # window/showMessage: pygls reports a handler's exception this way
+
+        @self.client.feature(lsp.WINDOW_SHOW_MESSAGE)
+        def on_message(params: lsp.ShowMessageParams) -> None:
+            self.messages.append(params.message)
+
         @self.client.feature(lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
         def on_diagnostics(params: lsp.PublishDiagnosticsParams) -> None:
             self.diagnostics[params.uri] = list(params.diagnostics)
             self.published.append((time.perf_counter(), params.uri))
 
-        self.run(self.client.start_io(sys.executable, "-m", "engine.cli", "lsp", cwd=str(root)))
+        self.run(self.client.start_io(sys.executable, "-m", "mapsync.engine.cli", "lsp", cwd=str(root)))
         self.run(self.client.initialize_async(lsp.InitializeParams(
             capabilities=lsp.ClientCapabilities(),
             root_uri=root.as_uri(),

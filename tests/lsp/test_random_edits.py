@@ -51,6 +51,7 @@ def test_random_edits_end_with_the_diagnostics_of_validate(session: Session, wor
             session.hover(doc, cursor.line, cursor.character)
         (workspace / doc).write_text(session.text(doc), encoding="utf-8")
         assert as_validate(session) == comparable(validate_json(workspace))
+        assert session.messages == []  # no handler failed (pygls would have said so)
     finally:
         session.close_doc(doc)
         shutil.copy(FIXTURE / name, workspace / doc)

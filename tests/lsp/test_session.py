@@ -1,8 +1,9 @@
-"""End to end over a real LSP session: `python -m engine.cli lsp` in a subprocess, driven by pygls's client,
+"""End to end over a real LSP session: `python -m mapsync.engine.cli lsp` in a subprocess, driven by pygls's client,
 on the fixture project tests/fixtures/lsp/project (people.map imports shared.map; cars.map links to people)."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,8 @@ import pytest
 from lsprotocol import types as lsp
 from pygls.exceptions import JsonRpcException
 
-from dsl.formatter import format_text
+from mapsync.dsl.formatter import format_text
+from mapsync.dsl.schema import load_catalog
 from tests.lsp.conftest import as_validate, comparable, validate_json
 from tests.lsp.session import Session, changes
 
@@ -168,23 +170,29 @@ def test_completion_of_keywords_and_clause_values(fresh: Session) -> None:
 # ------------------------------------------------------------------------------------------- hover
 
 
-def test_hover_on_a_source_field_shows_the_snapshot(fresh: Session) -> None:
+def snapshot(workspace: Path, system: str, name: str) -> str | None:
+    """The snapshot file as the server (running in ``workspace``) names it: the checker's own rule."""
+    with contextlib.chdir(workspace):
+        return load_catalog().snapshot_file(system, name)
+
+
+def test_hover_on_a_source_field_shows_the_snapshot(fresh: Session, workspace: Path) -> None:
     fresh.open(P)
     hover = fresh.hover(P, 13, 30)
     assert hover is not None and hover.contents.value == (  # type: ignore[union-attr]
         "**d365.contact.preferredcontactmethodcode** — Preferred Method of Contact\n\n"
         "`choice` (choice), optional\n\n"
         "| value | label |\n| --- | --- |\n| 1 | Any |\n| 2 | Email |\n| 3 | Phone |\n| 4 | Fax |\n| 5 | Mail |\n\n"
-        "from the snapshot `schemas/snapshots/d365/contact.json`")
+        f"from the snapshot `{snapshot(workspace, 'd365', 'contact')}`")
     assert hover.range == lsp.Range(lsp.Position(13, 27), lsp.Position(13, 53))
 
 
-def test_hover_on_a_target_field_and_a_function(fresh: Session, project_root: Path) -> None:
+def test_hover_on_a_target_field_and_a_function(fresh: Session, workspace: Path, project_root: Path) -> None:
     fresh.open(P)
     email = fresh.hover(P, 10, 5)
     assert email is not None and email.contents.value == (  # type: ignore[union-attr]
         "**campaign.profile.email** — Email\n\n`string` (text), max length 128, optional\n\n"
-        "from the snapshot `schemas/snapshots/campaign/profile.json`")
+        f"from the snapshot `{snapshot(workspace, 'campaign', 'profile')}`")
     trunc = fresh.hover(P, 11, 22)
     docs = (project_root / "docs" / "functions.md").read_text(encoding="utf-8")
     section = docs.split("## truncate\n\n", 1)[1].split("\n\n## ", 1)[0]
@@ -288,7 +296,7 @@ def test_quick_fixes_for_a_missing_conversion_and_missing_cases(fresh: Session) 
 
 def test_without_pygls_the_command_says_what_to_install() -> None:
     code = ("import sys; sys.modules['pygls'] = None; sys.modules['lsprotocol'] = None\n"
-            "from engine.cli import main; raise SystemExit(main(['lsp']))")
+            "from mapsync.engine.cli import main; raise SystemExit(main(['lsp']))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr == ("mapsync lsp: the language server needs pygls; install it with: "
