@@ -268,11 +268,12 @@ def build_server(config: Path | None = None) -> MapsyncServer:
         for d in snap.diagnostics:
             if d.span.file != file or d.span.start > end or d.span.end < start:
                 continue
-            for fix in edits.fixes(snap, d):
+            found = edits.fixes(snap, d)
+            for fix in found:
                 out.append(lsp.CodeAction(
                     title=fix.title, kind=lsp.CodeActionKind.QuickFix,
                     diagnostics=[to_diagnostic(server.codec, text, d)], edit=workspace_edit(snap, list(fix.edits)),
-                    is_preferred=len(edits.fixes(snap, d)) == 1 or None))
+                    is_preferred=len(found) == 1 or None))
         return out
 
     return server
