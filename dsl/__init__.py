@@ -1,7 +1,7 @@
 """The mapping language front end: ``parse`` one text, ``load_project`` files and folders, ``check`` them.
 
     parse(text, file) -> ParseResult(module, diagnostics)
-    load_project(paths, root=None) -> (Project, diagnostics)
+    load_project(paths, root=None, overlays=None) -> (Project, diagnostics)   (overlays: unsaved texts)
     check(project, catalog) -> list[Diagnostic]
     analyze(project, catalog) -> Analysis     (check + resolved tables and fields, for the compiler)
 """

@@ -73,7 +73,13 @@ def _tokenize(text: str) -> tuple[list[Tok], list[Tok]]:
     pos = 0
     kinds = _KINDS
     append = toks.append
-    for m in _TOKEN.finditer(text):
+    # Stop at the line break before the trailing blank lines: from each position of a blank run that no token
+    # follows, the pattern would match the run to its end and fail again (quadratic in the run's length).
+    # Blanked declarations after a syntax error (dsl/parser.py) leave such runs.
+    end = len(text.rstrip(" \t\f\r\n"))
+    line_end = text.find("\n", end)
+    end = len(text) if line_end == -1 else line_end
+    for m in _TOKEN.finditer(text, 0, end):
         if m.start() != pos:  # a character no terminal matches
             raise Bail
         pos = m.end()

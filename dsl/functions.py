@@ -45,6 +45,7 @@ __all__ = [
     "SameAs",
     "examples",
     "from_wire",
+    "function_markdown",
     "render_markdown",
     "to_wire",
 ]
@@ -822,18 +823,23 @@ def render_markdown() -> str:
         null = "yes" if spec.null_propagating else "no"
         out.append(f"| [`{name}({params})`](#{name}) | {_describe_rule(spec)} | {null} | {flag} |")
     for name in sorted(FUNCTIONS):
-        spec = FUNCTIONS[name]
-        out += ["", f"## {name}", "", f"`{spec.signature()}`", "", spec.summary]
-        prose = _prose(spec)
-        if prose:
-            out += ["", prose]
-        if not spec.null_propagating:
-            out += ["", "Nulls do not propagate through this function."]
-        pairs = examples(spec)
-        if pairs:
-            width = max(len(call) for call, _ in pairs)
-            out += ["", "```"] + [f"{call.ljust(width)}  ->  {result}" for call, result in pairs] + ["```"]
+        out += ["", f"## {name}", "", function_markdown(FUNCTIONS[name])]
     return "\n".join(out) + "\n"
+
+
+def function_markdown(spec: FunctionSpec) -> str:
+    """One function's section of ``docs/functions.md`` below its heading (the editor's hover shows it too)."""
+    out = [f"`{spec.signature()}`", "", spec.summary]
+    prose = _prose(spec)
+    if prose:
+        out += ["", prose]
+    if not spec.null_propagating:
+        out += ["", "Nulls do not propagate through this function."]
+    pairs = examples(spec)
+    if pairs:
+        width = max(len(call) for call, _ in pairs)
+        out += ["", "```"] + [f"{call.ljust(width)}  ->  {result}" for call, result in pairs] + ["```"]
+    return "\n".join(out)
 
 
 def main(argv: Sequence[str]) -> int:

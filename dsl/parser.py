@@ -72,7 +72,7 @@ class _MinusAfterOperand(PostLex):
 @functools.cache
 def _lark() -> Lark:
     return Lark.open_from_package(
-        "dsl", "grammar.lark", parser="lalr", lexer="contextual", propagate_positions=True, maybe_placeholders=True,
+        "mapsync.dsl", "grammar.lark", parser="lalr", lexer="contextual", propagate_positions=True, maybe_placeholders=True,
         postlex=_MinusAfterOperand(),
     )
 
@@ -118,8 +118,15 @@ def parse(text: str, file: str = "<text>", *, fast: bool = True) -> ParseResult:
     comments: list[Token] = []
     working = text
     tree: Tree | None = None
-    for _ in range(MAX_SYNTAX_ERRORS + 1):
+    for attempt in range(MAX_SYNTAX_ERRORS + 1):
         comments.clear()
+        if attempt and fast:
+            # The broken declarations are blanked now; when the rest is plain, the fast path builds the same
+            # tree lark would (spans and comments included), without a second lark pass over the whole text.
+            try:
+                return ParseResult(parse_fast(working, file, module_span), tuple(diagnostics))
+            except Bail:
+                pass
         try:
             tree = _parse_collecting(working, comments)
             break
@@ -302,7 +309,8 @@ def _dotted_tail(exc: UnexpectedToken) -> str | None:
         return None
     names: list[str] = []
     for item in reversed(stack):  # NAME (. NAME)*, possibly with its head already reduced to a tree
-        if isinstance(item, Tree) and str(item.data).startswith("__"):  # lark's repetition of `. NAME`
+        if (isinstance(item, Tree) and str(item.data).startswith("__")  # lark's repetition of `. NAME`, not of
+                and all(isinstance(c, Token) or c.data == item.data for c in item.children)):  # whole map lines
             names[:0] = [str(t) for t in item.scan_values(lambda v: isinstance(v, Token) and v.type == "NAME")]
             continue
         if isinstance(item, Tree) and item.data in ("path", "target_path", "target_head"):

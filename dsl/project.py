@@ -5,9 +5,10 @@ Replacements are visible in the file that declares them and in every file that i
 transitive: a shared file may itself import a base file). Every name is unique across the project,
 so a replacement, a flow or an opt-out means the same thing wherever it is written.
 
-    load_project(paths, root=None) -> (Project, diagnostics)
+    load_project(paths, root=None, overlays=None) -> (Project, diagnostics)
 
-Imports resolve relative to the importing file and must stay inside ``root`` (default: the common
+``overlays`` maps a file's resolved path to text that stands in for what is on disk (an editor's unsaved
+buffer); such a file counts as existing even before it is first saved. Imports resolve relative to the importing file and must stay inside ``root`` (default: the common
 folder of the given paths): a mapping cannot read arbitrary files of the machine it is checked on.
 """
 
@@ -23,7 +24,7 @@ from mapsync.dsl import ast
 from mapsync.dsl.diagnostics import Diagnostic, did_you_mean
 from mapsync.dsl.errors import DslError
 from mapsync.dsl.graphs import back_edges
-from mapsync.dsl.parser import parse_file
+from mapsync.dsl.parser import parse, parse_file
 
 __all__ = ["Project", "ProjectPathError", "display_name", "load_project"]
 
@@ -87,13 +88,13 @@ def display_name(path: Path) -> str:
         return resolved.as_posix()
 
 
-def _expand(paths: Sequence[Path]) -> list[Path]:
+def _expand(paths: Sequence[Path], overlays: Mapping[Path, str]) -> list[Path]:
     """Files as given, folders as every ``*.map`` below them (sorted), without duplicates."""
     out: list[Path] = []
     seen: set[Path] = set()
     for raw in paths:
         path = Path(raw)
-        if not path.exists():
+        if not path.exists() and path.resolve() not in overlays:
             raise ProjectPathError(f"{path}: no such file or folder")
         found = sorted(p for p in path.rglob("*.map") if p.is_file()) if path.is_dir() else [path]
         for p in found:
@@ -109,14 +110,17 @@ def _default_root(paths: Sequence[Path]) -> Path:
     return Path(os.path.commonpath(folders)) if folders else Path.cwd().resolve()
 
 
-def load_project(paths: Sequence[Path], *, root: Path | None = None) -> tuple[Project, list[Diagnostic]]:
+def load_project(paths: Sequence[Path], *, root: Path | None = None,
+                 overlays: Mapping[Path, str] | None = None) -> tuple[Project, list[Diagnostic]]:
     """Parse the files (and everything they import) into a ``Project``.
 
     Returns every problem found on the way as diagnostics: syntax errors, imports that are missing
     (E009), circular (E010) or outside ``root`` (E011), names declared twice (E109). Raises
-    ``ProjectPathError`` only when a given path does not exist.
+    ``ProjectPathError`` only when a given path does not exist. ``overlays`` (resolved path -> text) is
+    read instead of the disk for those files.
     """
-    files = _expand(paths)
+    overlays = overlays or {}
+    files = _expand(paths, overlays)
     root_dir = (root or _default_root(paths)).resolve()
     diagnostics: list[Diagnostic] = []
     modules: dict[Path, ast.Module] = {}
@@ -130,7 +134,11 @@ def load_project(paths: Sequence[Path], *, root: Path | None = None) -> tuple[Pr
         if path in modules:
             continue
         name = display_name(path)
-        result, text = parse_file(path, display_name=name)
+        if path in overlays:
+            text = overlays[path]
+            result = parse(text, name)
+        else:
+            result, text = parse_file(path, display_name=name)
         modules[path] = result.module
         sources[name] = text
         diagnostics.extend(result.diagnostics)
@@ -138,7 +146,7 @@ def load_project(paths: Sequence[Path], *, root: Path | None = None) -> tuple[Pr
         for decl in result.module.decls:
             if not isinstance(decl, ast.Import):
                 continue
-            target = _resolve_import(path, decl, root_dir, diagnostics)
+            target = _resolve_import(path, decl, root_dir, diagnostics, overlays)
             if target is None:
                 continue
             edges[path].append((target, decl.span))
@@ -191,7 +199,8 @@ def load_project(paths: Sequence[Path], *, root: Path | None = None) -> tuple[Pr
     return project, diagnostics
 
 
-def _resolve_import(importer: Path, decl: ast.Import, root: Path, out: list[Diagnostic]) -> Path | None:
+def _resolve_import(importer: Path, decl: ast.Import, root: Path, out: list[Diagnostic],
+                    overlays: Mapping[Path, str]) -> Path | None:
     if "\x00" in decl.path or not decl.path.strip():  # no file system takes these as a name
         out.append(Diagnostic.error("E009", f"`{decl.path!r}` is not a file name", decl.span,
                                     'write the path of a .map file, e.g. import "replacements.map"'))
@@ -205,7 +214,7 @@ def _resolve_import(importer: Path, decl: ast.Import, root: Path, out: list[Diag
     if target == importer:
         out.append(Diagnostic.error("E010", "this file imports itself", decl.span, "remove the import"))
         return None
-    if not target.is_file():
+    if not target.is_file() and target not in overlays:
         hint = None
         siblings = sorted(p.name for p in target.parent.glob("*.map")) if target.parent.is_dir() else []
         if siblings:

@@ -31,6 +31,7 @@ COMMANDS: tuple[str, ...] = (
     "schema",
     "emulate",
     "demo",
+    "lsp",
 )
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
