@@ -976,7 +976,7 @@ def _on_delete(flow: ast.Flow, target: TableSchema) -> OnDeletePolicy:
 
 # ---------------------------------------------------------------------------------------------- projects
 
-_CACHE: dict[tuple[str, int, bool], tuple[Any, dict[str, CompiledFlow]]] = {}
+_CACHE: dict[tuple[str, tuple[str, ...], int, bool], tuple[Any, dict[str, CompiledFlow]]] = {}
 
 
 def compile_project(project: Project, catalog: Catalog, *, trace: bool = False) -> dict[str, CompiledFlow]:
@@ -985,7 +985,10 @@ def compile_project(project: Project, catalog: Catalog, *, trace: bool = False) 
     Cached in memory by the project's content hash (``Project.version``) and the catalog: compiling
     the same mappings twice returns the same objects.
     """
-    key = (project.version, id(catalog), trace)
+    # The version ignores where the files are (a mapping's version is its content); the flows name their
+    # files, so the same mappings at another place compile anew.
+    files = tuple(project.flow_file(name) for name in sorted(project.flows))
+    key = (project.version, files, id(catalog), trace)
     cached = _CACHE.get(key)
     if cached is not None and cached[0] is catalog:
         return cached[1]

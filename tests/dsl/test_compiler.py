@@ -7,6 +7,7 @@ name order). Rewrite them after an intended change with MAPSYNC_UPDATE_GOLDEN=1.
 from __future__ import annotations
 
 import os
+import shutil
 import string
 from pathlib import Path
 from typing import Any
@@ -315,3 +316,14 @@ def test_no_record_makes_a_shipped_flow_raise(record: dict[str, Any]) -> None:
     for name in ("contacts", "vehicles", "email_clicks"):
         out = flows[name].evaluate(record)
         assert isinstance(out, rt.Mapped | rt.Filtered | rt.Rejected)
+
+
+def test_the_same_mappings_in_two_places_compile_to_flows_naming_their_own_files(tmp_path: Path) -> None:
+    # The compile cache is keyed by content: a copy elsewhere must not get flows that name the first files.
+    first, second = tmp_path / "a" / "mappings", tmp_path / "b" / "mappings"
+    for folder in (first, second):
+        shutil.copytree(FIXTURE_MAPPINGS, folder)
+    one = compile_project(load_project([first])[0], CATALOG)
+    two = compile_project(load_project([second])[0], CATALOG)
+    assert Path(one["contacts"].file).resolve() == (first / "contacts.map").resolve()
+    assert Path(two["contacts"].file).resolve() == (second / "contacts.map").resolve()
