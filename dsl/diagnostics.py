@@ -42,7 +42,7 @@ CODES: dict[str, str] = {
     "E008": "missing clause",
     "E009": "imported file not found",
     "E010": "import cycle",
-    "E011": "import outside the mapping folder",
+    "E011": "file outside the mapping folder",
     "E101": "unknown system",
     "E102": "unknown table or resource",
     "E103": "unknown source field",

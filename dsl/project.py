@@ -9,6 +9,8 @@ so a replacement, a flow or an opt-out means the same thing wherever it is writt
 
 Imports resolve relative to the importing file and must stay inside ``root`` (default: the common
 folder of the given paths): a mapping cannot read arbitrary files of the machine it is checked on.
+Symbolic links are followed, then held to the same rule: a ``*.map`` link or an import that leads out
+of the root is refused (E011) without being read, so no diagnostic can quote such a file.
 """
 
 from __future__ import annotations
@@ -87,9 +89,13 @@ def display_name(path: Path) -> str:
         return resolved.as_posix()
 
 
-def _expand(paths: Sequence[Path]) -> list[Path]:
-    """Files as given, folders as every ``*.map`` below them (sorted), without duplicates."""
-    out: list[Path] = []
+def _expand(paths: Sequence[Path], root: Path, out: list[Diagnostic]) -> list[Path]:
+    """Files as given, folders as every ``*.map`` below them (sorted), without duplicates, each resolved.
+
+    A file that resolves outside ``root`` (a symbolic link leading out of the mapping folder) is not read:
+    an E011 names the link, never the content of what it points at.
+    """
+    found_files: list[Path] = []
     seen: set[Path] = set()
     for raw in paths:
         path = Path(raw)
@@ -98,14 +104,31 @@ def _expand(paths: Sequence[Path]) -> list[Path]:
         found = sorted(p for p in path.rglob("*.map") if p.is_file()) if path.is_dir() else [path]
         for p in found:
             resolved = p.resolve()
+            if not resolved.is_relative_to(root):
+                shown = _lexical_name(p)
+                out.append(Diagnostic.error(
+                    "E011", f"`{shown}` is a link to a file outside the mapping folder `{display_name(root)}`; "
+                    "it was not read", ast.Span.unknown(shown),
+                    "mapping files must be inside the folder being validated; copy the file in instead of linking"))
+                continue
             if resolved not in seen:
                 seen.add(resolved)
-                out.append(resolved)
-    return out
+                found_files.append(resolved)
+    return found_files
+
+
+def _lexical_name(path: Path) -> str:
+    """``path`` as written (symbolic links not followed), relative to the current folder when below it."""
+    absolute = Path(os.path.abspath(path))
+    try:
+        return absolute.relative_to(Path(os.path.abspath(Path.cwd()))).as_posix()
+    except ValueError:
+        return absolute.as_posix()
 
 
 def _default_root(paths: Sequence[Path]) -> Path:
-    folders = [str(p.resolve() if p.is_dir() else p.resolve().parent) for p in map(Path, paths)]
+    # The folder a file is in, not the folder its link points into: a link cannot widen the root.
+    folders = [str(p.resolve() if p.is_dir() else Path(os.path.abspath(p)).parent.resolve()) for p in map(Path, paths)]
     return Path(os.path.commonpath(folders)) if folders else Path.cwd().resolve()
 
 
@@ -116,9 +139,9 @@ def load_project(paths: Sequence[Path], *, root: Path | None = None) -> tuple[Pr
     (E009), circular (E010) or outside ``root`` (E011), names declared twice (E109). Raises
     ``ProjectPathError`` only when a given path does not exist.
     """
-    files = _expand(paths)
     root_dir = (root or _default_root(paths)).resolve()
     diagnostics: list[Diagnostic] = []
+    files = _expand(paths, root_dir, diagnostics)
     modules: dict[Path, ast.Module] = {}
     sources: dict[str, str] = {}
     # file -> [(imported file, span of the import)]: only imports that resolved to a readable file
@@ -196,14 +219,24 @@ def _resolve_import(importer: Path, decl: ast.Import, root: Path, out: list[Diag
         out.append(Diagnostic.error("E009", f"`{decl.path!r}` is not a file name", decl.span,
                                     'write the path of a .map file, e.g. import "replacements.map"'))
         return None
-    target = (importer.parent / decl.path).resolve()
+    written = Path(os.path.normpath(importer.parent / decl.path))
+    target = written.resolve()
     if not target.is_relative_to(root):
+        how = "leads outside" if written.is_relative_to(root) else "is outside"
         out.append(Diagnostic.error(
-            "E011", f"`{decl.path}` is outside the mapping folder `{display_name(root)}`", decl.span,
+            "E011", f"`{decl.path}` {how} the mapping folder `{display_name(root)}`", decl.span,
             "imports must stay inside the folder being validated; copy the file in or widen the root"))
         return None
     if target == importer:
         out.append(Diagnostic.error("E010", "this file imports itself", decl.span, "remove the import"))
+        return None
+    if target.is_dir():
+        out.append(Diagnostic.error("E009", f"`{decl.path}` is a folder, not a mapping file", decl.span,
+                                    'import one .map file, e.g. import "shared/replacements.map"'))
+        return None
+    if target.exists() and not target.is_file():
+        out.append(Diagnostic.error("E009", f"`{decl.path}` is not a regular file", decl.span,
+                                    "import a .map file"))
         return None
     if not target.is_file():
         hint = None
