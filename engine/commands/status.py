@@ -13,6 +13,7 @@ from engine.commands._common import add_command
 from engine.config import load_config
 from engine.executor import DEFERRED_PREFIX, TRANSIENT_PREFIX
 from engine.progress import console
+from engine.redact import redact_url
 from engine.runner import load_job
 from engine.state.base import open_store
 
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(Path(args.config))
     env = config.environment(args.env)
     job = load_job(Path(args.config), args.env)
-    table = Table(title=f"mapsync status — environment {env.name} ({env.state_url})", title_justify="left",
+    table = Table(title=f"mapsync status — environment {env.name} ({redact_url(env.state_url)})", title_justify="left",
                   show_edge=False, pad_edge=False)
     for col in ("flow", "synced", "cursor", "last run", "outcome", "read", "written", "waiting", "dead letters",
                 "lease"):

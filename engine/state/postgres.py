@@ -15,8 +15,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from engine.errors import StateError
+from engine.redact import redact_url, redact_urls
 from engine.state._sql import SqlStore
-from engine.state.base import Clock, KeyEntry, redact_url, utcnow
+from engine.state.base import Clock, KeyEntry, utcnow
 
 if TYPE_CHECKING:
     from engine.config import Secret
@@ -149,5 +150,5 @@ class PostgresStore(SqlStore):
 
 
 def _first_line(exc: BaseException, secret: str | None) -> str:
-    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    text = redact_urls((str(exc).strip().splitlines() or [type(exc).__name__])[0])
     return text.replace(secret, "***") if secret else text
