@@ -1,0 +1,69 @@
+"""Parsing and checking stay linear in the size of a mapping: large inputs complete, with the right result.
+
+Speed itself is measured in bench/parse.py; these tests only make sure the large cases finish (well inside
+pytest's timeout) and say the right thing.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dsl import check, parse
+from dsl._fastparse import _TOKEN
+from dsl.project import load_project
+from dsl.schema import load_catalog
+
+FLOW = """
+flow contacts {
+  from d365.contact
+  to   campaign.profile
+  key  contactid -> externalId
+  map {
+    %s
+  }
+}
+"""
+
+
+# Not a speed assertion: a bound far above the seconds it takes (quadratic, it took minutes).
+@pytest.mark.timeout(120)
+def test_a_replacement_of_60000_cases_checks_without_error(tmp_path: Path) -> None:
+    cases = "".join(f'  "v{i}" => "r{i}"\n' for i in range(60_000))
+    text = f'replace big {{\n{cases}  else => "other"\n}}\n' + FLOW % "cusJobTitle = big(firstname)"
+    (tmp_path / "big.map").write_text(text, encoding="utf-8")
+    project, diagnostics = load_project([tmp_path / "big.map"])
+    found = [*diagnostics, *check(project, load_catalog())]
+    assert [d for d in found if d.is_error] == []
+    assert len(project.replaces["big"].cases) == 60_000
+
+
+def test_a_huge_expression_nested_too_deeply_is_one_e005_on_both_parsers() -> None:
+    text = FLOW % ("cusJobTitle = text(numberofchildren" + " + 1" * 6_000 + ")")
+    fast, lark = parse(text, "deep.map"), parse(text, "deep.map", fast=False)
+    assert [d.code for d in fast.diagnostics] == [d.code for d in lark.diagnostics] == ["E005"]
+    assert fast.diagnostics[0].span.line == lark.diagnostics[0].span.line == 7
+
+
+def test_a_string_of_megabytes_is_one_literal() -> None:
+    text = FLOW % ('cusJobTitle = "' + "a" * 3_000_000 + '"')
+    result = parse(text, "long.map")
+    assert [d.code for d in result.diagnostics] == []
+    assignment = result.module.decls[0].assignments[0]
+    assert len(assignment.expr.value) == 3_000_000
+
+
+# The string terminal before it was unrolled: the unrolled one must match exactly the same texts.
+_OLD_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
+
+
+@given(st.text(alphabet='ab"\\\n x', max_size=30))
+def test_the_unrolled_string_pattern_matches_what_the_old_one_did(text: str) -> None:
+    old = _OLD_STRING.match(text.lstrip(" \t\f\r\n"))  # the token pattern skips white space first
+    new = _TOKEN.match(text)
+    new_string = new.group(4) if new else None
+    assert (old.group() if old else None) == new_string
