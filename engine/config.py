@@ -2,7 +2,9 @@
 
 ``load_config`` reads the file, checks it against ``schemas/config.schema.json`` (every problem at once,
 each named by its key path), resolves ``${ENV_VAR}`` references (every missing variable at once), resolves
-relative paths against the config file's folder and refuses paths that climb out of it. Secrets are held
+relative paths against the config file's folder and refuses paths that climb out of it, and checks what
+a schema cannot: service URLs (a host, a port from 1 to 65535, no credentials or query), a ``ca_file``
+holding PEM certificates. A state store's password is lifted out of its URL. Secrets are held
 in ``Secret``, whose repr and str never show the value; no message built here ever contains one.
 """
 
