@@ -67,3 +67,44 @@ def test_the_unrolled_string_pattern_matches_what_the_old_one_did(text: str) -> 
     new = _TOKEN.match(text)
     new_string = new.group(4) if new else None
     assert (old.group() if old else None) == new_string
+
+
+class _Counted:
+    """A case value that counts how often it is compared: the work of a union, measured without a clock."""
+
+    comparisons = 0
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __hash__(self) -> int:
+        return hash(self.n)
+
+    def __eq__(self, other: object) -> bool:
+        _Counted.comparisons += 1
+        return isinstance(other, _Counted) and other.n == self.n
+
+
+def test_the_values_of_a_replacement_are_merged_in_linear_work() -> None:
+    from dsl.checker import _union, _Val
+    from dsl.types import ValueType
+
+    n = 3_000
+    values = [_Val(ValueType.TEXT, values=tuple(_Counted(i) for i in range(n))),
+              _Val(ValueType.TEXT, values=tuple(_Counted(i) for i in range(n // 2, n + n // 2)))]
+    _Counted.comparisons = 0
+    merged = _union(values)
+    assert merged is not None and [v.n for v in merged] == list(range(n + n // 2))  # first-seen order kept
+    assert _Counted.comparisons <= 2 * n  # a list's `not in` made n²/2 of them
+
+
+def test_a_huge_too_deep_expression_is_judged_without_the_lark_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    # lark's pass builds the whole tree before it can measure it: minutes for megabytes of operators.
+    import dsl.parser
+
+    def no_lark(text: str, comments: list[object]) -> object:
+        raise AssertionError("the lark pass ran")
+
+    monkeypatch.setattr(dsl.parser, "_parse_collecting", no_lark)
+    text = FLOW % ("cusJobTitle = text(numberofchildren" + " + 1" * 20_000 + ")")
+    assert [d.code for d in parse(text, "deep.map").diagnostics] == ["E005"]
