@@ -9,8 +9,8 @@ functions (lower, trim, truncate, &, ??, a replacement). It prints the best of R
 50,000 lines/s. CPU time is what is compared (the machine may be shared); wall time is shown too.
 
 Then the large inputs that once made the front end quadratic or slow, each validated once: a `replace`
-of 60,000 cases, a 5 MB expression (a chain of operators, nested too deeply: one E005) and a 5 MB string
-literal. Each prints its time and its rate in MB/s, so runs on different machines compare by ratio.
+of 60,000 cases, a 5 MB expression (a chain of operators, nested too deeply: one E005), a 5 MB string
+literal, and 20,000 replacements called by 2,000 flows. Each prints its time and its rate in MB/s, so runs on different machines compare by ratio.
 """
 
 from __future__ import annotations
@@ -90,6 +90,8 @@ def large_inputs() -> dict[str, str]:
         "replace, 60,000 cases": f'replace big {{\n{cases}  else => "other"\n}}\n' + flow % "cusJobTitle = big(firstname)",
         "5 MB expression": flow % ("cusJobTitle = text(numberofchildren" + " + 1" * (size // 4) + ")"),
         "5 MB string literal": flow % ('cusJobTitle = "' + "a" * size + '"'),
+        "20,000 replacements": "".join(f'replace r{i} {{\n  1 => "a"\n  else => "b"\n}}\n' for i in range(20_000))
+        + "".join((flow % f"firstName = r{i}(gendercode)").replace("flow contacts", f"flow f{i}") for i in range(2_000)),
     }
 
 

@@ -20,6 +20,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from dsl import ast
 from dsl.diagnostics import Diagnostic, did_you_mean
@@ -55,6 +56,7 @@ class Project:
     visible: dict[str, tuple[str, ...]] = field(default_factory=dict)
     _flow_files: dict[str, str] = field(default_factory=dict)
     _replace_files: dict[str, str] = field(default_factory=dict)
+    _replaces_by_file: dict[str, Mapping[str, ast.Replace]] = field(default_factory=dict, compare=False, repr=False)
 
     def flow_file(self, name: str) -> str:
         """The display name of the file that declares flow ``name`` (KeyError when there is none)."""
@@ -64,10 +66,18 @@ class Project:
         """The display name of the file that declares replacement ``name`` (KeyError when there is none)."""
         return self._replace_files[name]
 
-    def replaces_for(self, file: str) -> dict[str, ast.Replace]:
-        """The replacements a file may call: its own and those of the files it imports."""
-        files = set(self.visible.get(file, (file,)))
-        return {n: r for n, r in self.replaces.items() if self._replace_files[n] in files}
+    def replaces_for(self, file: str) -> Mapping[str, ast.Replace]:
+        """The replacements a file may call: its own and those of the files it imports (read-only).
+
+        Built once per file: every flow and replacement of a file asks, and building it is a pass over all
+        replacements of the project — per caller, that made checking quadratic in the size of a mapping.
+        """
+        found = self._replaces_by_file.get(file)
+        if found is None:
+            files = set(self.visible.get(file, (file,)))
+            found = MappingProxyType({n: r for n, r in self.replaces.items() if self._replace_files[n] in files})
+            self._replaces_by_file[file] = found
+        return found
 
     def module(self, file: str) -> ast.Module | None:
         for m in self.modules:

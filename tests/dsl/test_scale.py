@@ -108,3 +108,34 @@ def test_a_huge_too_deep_expression_is_judged_without_the_lark_pass(monkeypatch:
     monkeypatch.setattr(dsl.parser, "_parse_collecting", no_lark)
     text = FLOW % ("cusJobTitle = text(numberofchildren" + " + 1" * 20_000 + ")")
     assert [d.code for d in parse(text, "deep.map").diagnostics] == ["E005"]
+
+
+def test_each_file_gives_its_replacements_once_not_once_per_caller(tmp_path: Path) -> None:
+    reps = "".join(f'replace r{i} {{\n  1 => "a"\n  else => "b"\n}}\n' for i in range(2_000))
+    flows = "".join((FLOW % f"firstName = r{i}(gendercode)").replace("flow contacts", f"flow f{i}") for i in range(200))
+    (tmp_path / "many.map").write_text(reps + flows, encoding="utf-8")
+    project, _ = load_project([tmp_path / "many.map"])
+    file = project.files[0]
+    assert project.replaces_for(file) is project.replaces_for(file)  # built once: it is a pass over them all
+    found = check(project, load_catalog())
+    assert [d for d in found if d.is_error] == []
+
+
+class _CountingText(str):
+    splits = 0
+
+    def splitlines(self, keepends: bool = False) -> list[str]:  # type: ignore[override]
+        _CountingText.splits += 1
+        return super().splitlines(keepends)
+
+
+def test_rendering_splits_each_source_once_whatever_the_number_of_diagnostics() -> None:
+    from dsl.ast import Span
+    from dsl.diagnostics import Diagnostic, render_text
+
+    text = _CountingText("".join(f"line {i}\n" for i in range(1_000)))
+    diagnostics = [Diagnostic.warning("W103", "unused", Span("a.map", i, 1, i, 5, 0, 4)) for i in range(1, 1_001)]
+    _CountingText.splits = 0
+    rendered = render_text(diagnostics, {"a.map": text})
+    assert rendered.count("^^^^") == 1_000 and "1000 | line 999" in rendered
+    assert _CountingText.splits == 1
