@@ -18,6 +18,7 @@ import pytest
 
 from emulators.server import Emulator, Served, start_in_thread, write_config
 from engine.runner import Job, RunReport, load_job, run_job
+from tests.postgres_server import PostgresServer, fresh_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,8 +69,6 @@ def state_url(state_kind: str, request: pytest.FixtureRequest, monkeypatch: pyte
     """The `state:` of the test's mapsync.yaml: a SQLite file in the project, or a fresh PostgreSQL schema."""
     if state_kind == "sqlite":
         return "sqlite:///.mapsync/e2e.sqlite"
-    from tests.postgres_server import PostgresServer, fresh_schema
-
     server: PostgresServer = request.getfixturevalue("postgres_server")
     schema = fresh_schema(server)
     # Through the environment, as in production: subprocesses (`mapsync run`) inherit it.
