@@ -17,8 +17,8 @@ import re
 from bisect import bisect_right
 from typing import Any
 
-from dsl import ast
-from dsl.diagnostics import Diagnostic
+from mapsync.dsl import ast
+from mapsync.dsl.diagnostics import Diagnostic
 
 __all__ = ["Bail", "TooDeep", "parse_fast"]
 
@@ -637,18 +637,18 @@ def _levels(expr: ast.Expr) -> int:
 
 
 def _lark_limit() -> int:
-    from dsl.parser import MAX_DEPTH  # the one definition of the limit
+    from mapsync.dsl.parser import MAX_DEPTH  # the one definition of the limit
 
     return MAX_DEPTH
 
 
 def _parse_datetime(raw: str, span: ast.Span, problems: list[Diagnostic]) -> tuple[Any, Any]:
-    from dsl.parser import _parse_datetime as parse_datetime  # the one definition of date literals
+    from mapsync.dsl.parser import _parse_datetime as parse_datetime  # the one definition of date literals
 
     return parse_datetime(raw, span, problems)
 
 
 def _unescape(raw: str, span: ast.Span, problems: list[Diagnostic]) -> str:
-    from dsl.parser import _unescape as unescape  # the one definition of escapes
+    from mapsync.dsl.parser import _unescape as unescape  # the one definition of escapes
 
     return unescape(raw, span, problems)

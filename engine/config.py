@@ -24,8 +24,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import yaml
 
-from engine.errors import ConfigError
-from engine.redact import is_sensitive_parameter, redact_url, redact_urls
+from mapsync.engine.errors import ConfigError
+from mapsync.engine.redact import is_sensitive_parameter, redact_url, redact_urls
 
 __all__ = [
     "CampaignSettings",

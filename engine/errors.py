@@ -16,7 +16,7 @@ request id, and the service name. Secrets never appear in any message.
 
 from __future__ import annotations
 
-from dsl.errors import MapsyncError
+from mapsync.dsl.errors import MapsyncError
 
 __all__ = [
     "ConfigError",

@@ -16,18 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dsl.compiler import CompiledFlow, compile_project
-from dsl.errors import CheckError
-from dsl.project import Project, load_project
-from dsl.schema import Catalog, load_catalog
-from engine.auth import TokenCache
-from engine.config import Config, Environment, load_config
-from engine.connectors import Connectors, build_connectors
-from engine.errors import ConfigError, LeaseHeld, SyncError
-from engine.executor import FlowCounts, FlowResult, FlowRunner
-from engine.sources import source_for
-from engine.state.base import StateStore, open_store
-from engine.targets import target_for
+from mapsync.dsl.compiler import CompiledFlow, compile_project
+from mapsync.dsl.errors import CheckError
+from mapsync.dsl.project import Project, load_project
+from mapsync.dsl.schema import Catalog, load_catalog
+from mapsync.engine.auth import TokenCache
+from mapsync.engine.config import Config, Environment, load_config
+from mapsync.engine.connectors import Connectors, build_connectors
+from mapsync.engine.errors import ConfigError, LeaseHeld, SyncError
+from mapsync.engine.executor import FlowCounts, FlowResult, FlowRunner
+from mapsync.engine.sources import source_for
+from mapsync.engine.state.base import StateStore, open_store
+from mapsync.engine.targets import target_for
 
 __all__ = ["Job", "RunReport", "load_job", "order_flows", "run_job"]
 
@@ -116,7 +116,7 @@ def stages(names: Sequence[str], links: dict[str, frozenset[str]], flows: dict[s
 
 
 def _linked_flows(flow: Any) -> set[str]:
-    from dsl import ast
+    from mapsync.dsl import ast
 
     return {node.args[1].dotted
             for assignment in flow.assignments for node in ast.walk_expr(assignment.expr)
@@ -181,7 +181,7 @@ async def run_job(job: Job, *, only: Sequence[str] | None = None, full: bool = F
 async def _run_optouts(job: Job, connectors: Connectors, store: StateStore, *, dry_run: bool) -> list[Any]:
     if not job.project.optouts:
         return []
-    from engine.optout import OptOutSync
+    from mapsync.engine.optout import OptOutSync
 
     results = []
     for rule in job.project.optouts.values():

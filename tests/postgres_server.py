@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import Secret
+from mapsync.engine.config import Secret
 
 __all__ = ["PG_PASSWORD", "PostgresServer", "fresh_schema", "running_server"]
 

@@ -12,11 +12,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-from engine.commands._common import add_command
-from engine.connectors import build_connectors
-from engine.executor import FlowResult, PlannedWrite
-from engine.progress import configure_logging, console, optout_line, print_notes, summary_table
-from engine.runner import Job, load_job, run_job
+from mapsync.engine.commands._common import add_command
+from mapsync.engine.connectors import build_connectors
+from mapsync.engine.executor import FlowResult, PlannedWrite
+from mapsync.engine.progress import configure_logging, console, optout_line, print_notes, summary_table
+from mapsync.engine.runner import Job, load_job, run_job
 
 SAMPLE = 3
 READ_PAGE = 5000

@@ -10,11 +10,18 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from engine.auth import TokenCache
-from engine.commands._common import add_command
-from engine.errors import ConfigError
-from engine.progress import RunDisplay, configure_logging, console, optout_line, print_notes, summary_table
-from engine.runner import RunReport, load_job, run_job
+from mapsync.engine.auth import TokenCache
+from mapsync.engine.commands._common import add_command
+from mapsync.engine.errors import ConfigError
+from mapsync.engine.progress import (
+    RunDisplay,
+    configure_logging,
+    console,
+    optout_line,
+    print_notes,
+    summary_table,
+)
+from mapsync.engine.runner import RunReport, load_job, run_job
 
 
 def add_parser(subparsers: Any) -> None:

@@ -14,13 +14,13 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from engine.errors import StateError
-from engine.redact import redact_url, redact_urls
-from engine.state._sql import SqlStore
-from engine.state.base import Clock, KeyEntry, utcnow
+from mapsync.engine.errors import StateError
+from mapsync.engine.redact import redact_url, redact_urls
+from mapsync.engine.state._sql import SqlStore
+from mapsync.engine.state.base import Clock, KeyEntry, utcnow
 
 if TYPE_CHECKING:
-    from engine.config import Secret
+    from mapsync.engine.config import Secret
 
 __all__ = ["PostgresStore"]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from dsl.project import load_project
-from engine.cli import main
+from mapsync.dsl.project import load_project
+from mapsync.engine.cli import main
 
 # Text that would be quoted by a syntax error if the file were read.
 OUTSIDE_TEXT = 'PRETTY_NAME="Planted Outside 12"\nroot:x:0:0:root:/root:/bin/bash\n'

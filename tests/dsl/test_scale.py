@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dsl import check, parse
-from dsl._fastparse import _TOKEN
-from dsl.project import load_project
-from dsl.schema import load_catalog
+from mapsync.dsl import check, parse
+from mapsync.dsl._fastparse import _TOKEN
+from mapsync.dsl.project import load_project
+from mapsync.dsl.schema import load_catalog
 
 FLOW = """
 flow contacts {
@@ -86,8 +86,8 @@ class _Counted:
 
 
 def test_the_values_of_a_replacement_are_merged_in_linear_work() -> None:
-    from dsl.checker import _union, _Val
-    from dsl.types import ValueType
+    from mapsync.dsl.checker import _union, _Val
+    from mapsync.dsl.types import ValueType
 
     n = 3_000
     values = [_Val(ValueType.TEXT, values=tuple(_Counted(i) for i in range(n))),
@@ -100,7 +100,7 @@ def test_the_values_of_a_replacement_are_merged_in_linear_work() -> None:
 
 def test_a_huge_too_deep_expression_is_judged_without_the_lark_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     # lark's pass builds the whole tree before it can measure it: minutes for megabytes of operators.
-    import dsl.parser
+    import mapsync.dsl.parser
 
     def no_lark(text: str, comments: list[object]) -> object:
         raise AssertionError("the lark pass ran")
@@ -130,8 +130,8 @@ class _CountingText(str):
 
 
 def test_rendering_splits_each_source_once_whatever_the_number_of_diagnostics() -> None:
-    from dsl.ast import Span
-    from dsl.diagnostics import Diagnostic, render_text
+    from mapsync.dsl.ast import Span
+    from mapsync.dsl.diagnostics import Diagnostic, render_text
 
     text = _CountingText("".join(f"line {i}\n" for i in range(1_000)))
     diagnostics = [Diagnostic.warning("W103", "unused", Span("a.map", i, 1, i, 5, 0, 4)) for i in range(1, 1_001)]

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from emulators.server import Emulator, Served, start_in_thread, write_config
-from engine.runner import Job, RunReport, load_job, run_job
+from mapsync.emulators.server import Emulator, Served, start_in_thread, write_config
+from mapsync.engine.runner import Job, RunReport, load_job, run_job
 from tests.postgres_server import PostgresServer, fresh_schema
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,6 +1,6 @@
 """Every bad input a user can type gives one line naming the setting or argument, exit 2, never a traceback.
 
-Each case runs the real command line (``engine.cli.main``). The services are configured at a loopback port
+Each case runs the real command line (``mapsync.engine.cli.main``). The services are configured at a loopback port
 nothing listens on: a command that sent a request would fail with a connection error instead of the message
 about the input, so each case also shows that the input is refused before any request.
 """
@@ -16,7 +16,7 @@ import pytest
 import trustme
 import yaml
 
-from engine.cli import main
+from mapsync.engine.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 NOWHERE = "https://127.0.0.1:9"  # the discard port: nothing answers there

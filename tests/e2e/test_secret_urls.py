@@ -23,13 +23,13 @@ from urllib.parse import quote
 import pytest
 import yaml
 
-from emulators.server import Emulator, start_in_thread
+from mapsync.emulators.server import Emulator, start_in_thread
 from tests.postgres_server import PostgresServer, fresh_schema
 
 pytestmark = pytest.mark.postgres
 
 ROOT = Path(__file__).resolve().parents[2]
-MAPSYNC = [sys.executable, "-m", "engine.cli"]
+MAPSYNC = [sys.executable, "-m", "mapsync.engine.cli"]
 TIMEOUT_S = 120
 WRONG_PASSWORD = "Zq7-wrong-planted-pw"
 CONTACT = "2f1e3c1a-6b8d-4c1e-9a3e-0d5f7b9c1e2a"

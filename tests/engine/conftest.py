@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from engine.state import StateStore, open_store
+from mapsync.engine.state import StateStore, open_store
 from tests.postgres_server import PostgresServer, fresh_schema
 
 StoreFactory = Callable[..., StateStore]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import load_config
-from engine.errors import ConfigError
+from mapsync.engine.config import load_config
+from mapsync.engine.errors import ConfigError
 
 
 def _load(tmp_path: Path, state: str, environ: dict[str, str] | None = None):  # type: ignore[no-untyped-def]

@@ -1,4 +1,4 @@
-"""engine.redact: the one function that makes a URL printable."""
+"""mapsync.engine.redact: the one function that makes a URL printable."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.redact import redact_url, redact_urls
+from mapsync.engine.redact import redact_url, redact_urls
 
 # A marker keeps a generated secret from being a word the URL holds anyway.
 SECRETS = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs", "Cc"]), min_size=1, max_size=24).map(
