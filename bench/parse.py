@@ -1,12 +1,16 @@
 """Front-end throughput: parse + check of a generated 5,000-line mapping, in lines per second.
 
-    python -m bench.parse [--lines N] [--repeat R]
+    python -m bench.parse [--lines N] [--repeat R] [--no-large]
 
 The mapping is valid and realistic: many flows from d365.contact to campaign.profile, each with a key,
 a mode, a filter and a map block whose lines cycle through real snapshot fields and the usual
 functions (lower, trim, truncate, &, ??, a replacement). It prints the best of R runs for parsing
 (reading the file included), checking, and both, and the ratio of parse + check to the target of
 50,000 lines/s. CPU time is what is compared (the machine may be shared); wall time is shown too.
+
+Then the large inputs that once made the front end quadratic or slow, each validated once: a `replace`
+of 60,000 cases, a 5 MB expression (a chain of operators, nested too deeply: one E005), a 5 MB string
+literal, and 20,000 replacements called by 2,000 flows. Each prints its time and its rate in MB/s, so runs on different machines compare by ratio.
 """
 
 from __future__ import annotations
@@ -76,6 +80,39 @@ def generate(lines: int) -> str:
     return "".join(out)
 
 
+def large_inputs() -> dict[str, str]:
+    """The large cases of the front end: name -> mapping text."""
+    flow = ("\nflow contacts {\n  from d365.contact\n  to   campaign.profile\n  key  contactid -> externalId\n"
+            "  map {\n    %s\n  }\n}\n")
+    cases = "".join(f'  "v{i}" => "r{i}"\n' for i in range(60_000))
+    size = 5_000_000
+    return {
+        "replace, 60,000 cases": f'replace big {{\n{cases}  else => "other"\n}}\n' + flow % "cusJobTitle = big(firstname)",
+        "5 MB expression": flow % ("cusJobTitle = text(numberofchildren" + " + 1" * (size // 4) + ")"),
+        "5 MB string literal": flow % ('cusJobTitle = "' + "a" * size + '"'),
+        "20,000 replacements": "".join(f'replace r{i} {{\n  1 => "a"\n  else => "b"\n}}\n' for i in range(20_000))
+        + "".join((flow % f"firstName = r{i}(gendercode)").replace("flow contacts", f"flow f{i}") for i in range(2_000)),
+    }
+
+
+def bench_large(catalog) -> None:  # type: ignore[no-untyped-def]
+    print("large inputs (validate once: parse + check):")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, text in large_inputs().items():
+            path = Path(tmp) / "large.map"
+            path.write_text(text, encoding="utf-8")
+
+            def validate() -> list:  # type: ignore[type-arg]
+                project, diags = load_project([path])  # noqa: B023 - called at once
+                return [*diags, *check(project, catalog)]
+
+            found, wall, cpu = _timed(validate)
+            codes = sorted({d.code for d in found if d.is_error}) or ["no errors"]
+            mb = len(text.encode()) / 1e6
+            print(f"  {name:<22} {mb:5.1f} MB  {cpu:6.2f} s CPU  {wall:6.2f} s wall  {mb / cpu:6.2f} MB/s CPU"
+                  f"  ({', '.join(codes)})")
+
+
 def _timed(fn):  # type: ignore[no-untyped-def]
     wall, cpu = time.perf_counter(), time.process_time()
     result = fn()
@@ -86,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=5000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--no-large", action="store_true", help="leave out the large inputs")
     args = parser.parse_args(argv)
     text = generate(args.lines)
     n = text.count("\n")
@@ -110,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {key:<14} {n / c:>10,.0f} lines/s CPU   {n / w:>10,.0f} lines/s wall")
     rate = n / best["parse + check"][1]
     print(f"parse + check: {rate:,.0f} lines/s = {rate / TARGET:.2f} x the target of {TARGET:,} lines/s")
+    if not args.no_large:
+        bench_large(catalog)
     return 0
 
 

@@ -20,11 +20,23 @@ from typing import Any
 from mapsync.dsl import ast
 from mapsync.dsl.diagnostics import Diagnostic
 
-__all__ = ["Bail", "parse_fast"]
+__all__ = ["Bail", "TooDeep", "parse_fast"]
 
 
 class Bail(Exception):  # not an error: "let lark do it"
     """Not a case for the fast path; the lark parser decides."""
+
+
+class TooDeep(Exception):  # not an error of ours: the text is valid, one expression nests too deeply
+    """The whole text parsed, but a huge expression is nested deeper than lark's limit: E005 at ``span``.
+
+    Lark would say the same after building the whole tree, which takes minutes for megabytes of operators;
+    only expressions of more than ``_HUGE_TOKENS`` tokens are judged here (smaller ones go to lark as before).
+    """
+
+    def __init__(self, span: ast.Span) -> None:
+        super().__init__(span)
+        self.span = span
 
 
 # Every terminal of grammar.lark, after optional white space; group numbers are token kinds below.
@@ -33,7 +45,7 @@ _TOKEN = re.compile(
     r"(#[^\n]*)"  # 1 comment
     r"|([A-Za-z_][A-Za-z0-9_]*)"  # 2 name
     r"|([0-9]+(?:\.[0-9]+)?)"  # 3 number
-    r'|("(?:[^"\\\n]|\\.)*")'  # 4 string
+    r'|("[^"\\\n]*(?:\\.[^"\\\n]*)*")'  # 4 string (unrolled: linear on megabytes of text)
     r"|(@[0-9]{4}-[0-9]{2}-[0-9]{2}(?:T[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?"
     r"(?:Z|[+-][0-9]{2}:[0-9]{2})?)?)"  # 5 datetime
     r"|(<->|->|=>|==|!=|<=|>=|\?\?|[-+*/<>=(){}.,:&%])"  # 6 operator: its own text is its kind
@@ -53,6 +65,7 @@ _MODIFIERS = frozenset({"required", "keep", "once"})
 _MAX_NESTING = 40
 _SHALLOW_TOKENS = 60
 _MAX_LARK_DEPTH = 150
+_HUGE_TOKENS = 5000
 
 # Token: (kind, text, start, end). Kinds: "N" name, "#" number, "S" string, "@" datetime, "$" end,
 # otherwise the operator itself.
@@ -106,6 +119,8 @@ def parse_fast(text: str, file: str, module_span: ast.Span) -> ast.Module:
         decls = parser.module()
     except RecursionError:
         raise Bail from None
+    if parser.too_deep is not None:
+        raise TooDeep(parser.too_deep)
     return ast.Module(
         span=module_span,
         file=file,
@@ -146,6 +161,7 @@ class _Parser:
         self.text = text
         self.newlines = [m.start() for m in _NEWLINE.finditer(text)]
         self.depth = 0
+        self.too_deep: ast.Span | None = None  # the first huge expression nested deeper than lark allows
         # A parenthesised expression keeps its own span, but its parent spans the parentheses too (lark's
         # "container" positions): id(node) -> span with its outermost parentheses.
         self.wrapped: dict[int, ast.Span] = {}
@@ -494,7 +510,9 @@ class _Parser:
         self.depth -= 1
         # A tree is never deeper than its token count: only long expressions need the real measure.
         if self.depth == 0 and self.i - start > _SHALLOW_TOKENS and _lark_depth(left) > _MAX_LARK_DEPTH:
-            raise Bail
+            if self.i - start <= _HUGE_TOKENS or _levels(left) <= _lark_limit():
+                raise Bail
+            self.too_deep = self.too_deep or self.outer(left)  # certainly too deep for lark too
         return left
 
     def comparison(self, op: Tok, left: ast.Expr) -> ast.Expr:
@@ -605,6 +623,29 @@ def _lark_depth(expr: ast.Expr) -> int:
             stack.append((node.operand, d + 1))
             stack += ((a, d + 2) for a in node.items)
     return best
+
+
+def _levels(expr: ast.Expr) -> int:
+    """A lower bound of the depth lark's tree has for this expression: each operator, call or list is a level."""
+    best, stack = 0, [(expr, 1)]
+    while stack:
+        node, d = stack.pop()
+        best = max(best, d)
+        if isinstance(node, ast.Binary):
+            stack += ((node.left, d + 1), (node.right, d + 1))
+        elif isinstance(node, ast.Unary | ast.IsNull):
+            stack.append((node.operand, d + 1))
+        elif isinstance(node, ast.Call):
+            stack += ((a, d + 1) for a in node.args)
+        elif isinstance(node, ast.InList):
+            stack += ((a, d + 1) for a in (node.operand, *node.items))
+    return best
+
+
+def _lark_limit() -> int:
+    from mapsync.dsl.parser import MAX_DEPTH  # the one definition of the limit
+
+    return MAX_DEPTH
 
 
 def _parse_datetime(raw: str, span: ast.Span, problems: list[Diagnostic]) -> tuple[Any, Any]:

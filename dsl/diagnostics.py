@@ -42,7 +42,7 @@ CODES: dict[str, str] = {
     "E008": "missing clause",
     "E009": "imported file not found",
     "E010": "import cycle",
-    "E011": "import outside the mapping folder",
+    "E011": "file outside the mapping folder",
     "E101": "unknown system",
     "E102": "unknown table or resource",
     "E103": "unknown source field",
@@ -130,11 +130,14 @@ def _sorted(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
 def render_text(diagnostics: Iterable[Diagnostic], sources: Mapping[str, str]) -> str:
     """Human rendering: headline, the source line, a caret run under the span, and the hint."""
     blocks: list[str] = []
+    split: dict[str, list[str]] = {}  # each file's lines, split once: not once per diagnostic
     for diag in _sorted(diagnostics):
         lines = [diag.headline()]
-        text = sources.get(diag.span.file)
-        if text is not None:
-            lines.extend(_excerpt(diag.span, text))
+        file = diag.span.file
+        if file not in split and file in sources:
+            split[file] = sources[file].splitlines()
+        if file in split:
+            lines.extend(_excerpt(diag.span, split[file]))
         if diag.hint:
             pad = " " * (len(str(diag.span.line)) + 1)
             lines.append(f"{pad}= hint: {diag.hint}")
@@ -142,8 +145,7 @@ def render_text(diagnostics: Iterable[Diagnostic], sources: Mapping[str, str]) -
     return "\n".join(blocks) + ("\n" if blocks else "")
 
 
-def _excerpt(span: Span, text: str) -> list[str]:
-    source_lines = text.splitlines()
+def _excerpt(span: Span, source_lines: list[str]) -> list[str]:
     if not 1 <= span.line <= len(source_lines):
         return []
     raw = source_lines[span.line - 1]

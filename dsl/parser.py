@@ -19,7 +19,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedTok
 from lark.lark import PostLex
 
 from mapsync.dsl import ast
-from mapsync.dsl._fastparse import Bail, parse_fast
+from mapsync.dsl._fastparse import Bail, TooDeep, parse_fast
 from mapsync.dsl.diagnostics import Diagnostic
 
 __all__ = ["MAX_DEPTH", "ParseResult", "parse", "parse_file"]
@@ -114,6 +114,8 @@ def parse(text: str, file: str = "<text>", *, fast: bool = True) -> ParseResult:
             return ParseResult(parse_fast(text, file, module_span), ())
         except Bail:
             pass
+        except TooDeep as deep:  # valid text, but a huge expression lark would take minutes to reject
+            return ParseResult(ast.Module(span=module_span, file=file), (_too_deep_diagnostic(deep.span),))
     diagnostics: list[Diagnostic] = []
     comments: list[Token] = []
     working = text
@@ -142,9 +144,7 @@ def parse(text: str, file: str = "<text>", *, fast: bool = True) -> ParseResult:
     depth_problem = _too_deep(tree)
     if depth_problem is not None:
         span = _meta_span(depth_problem, file) if hasattr(depth_problem, "meta") else module_span
-        diagnostics.append(Diagnostic.error(
-            "E005", f"this expression is nested more than {MAX_DEPTH} levels deep",
-            span, "split it into smaller expressions or replacements"))
+        diagnostics.append(_too_deep_diagnostic(span))
         return ParseResult(ast.Module(span=module_span, file=file), tuple(diagnostics))
     try:
         decls = _ToAst(file, diagnostics).transform(tree)
@@ -157,6 +157,11 @@ def parse(text: str, file: str = "<text>", *, fast: bool = True) -> ParseResult:
         comments=tuple(ast.Comment(span=_token_span(c, file), text=str(c)) for c in comments),
     )
     return ParseResult(module, tuple(diagnostics))
+
+
+def _too_deep_diagnostic(span: ast.Span) -> Diagnostic:
+    return Diagnostic.error("E005", f"this expression is nested more than {MAX_DEPTH} levels deep", span,
+                            "split it into smaller expressions or replacements")
 
 
 def _parse_collecting(text: str, comments: list[Token]) -> Tree:

@@ -8,8 +8,12 @@ so a replacement, a flow or an opt-out means the same thing wherever it is writt
     load_project(paths, root=None, overlays=None) -> (Project, diagnostics)
 
 ``overlays`` maps a file's resolved path to text that stands in for what is on disk (an editor's unsaved
-buffer); such a file counts as existing even before it is first saved. Imports resolve relative to the importing file and must stay inside ``root`` (default: the common
+buffer); such a file counts as existing even before it is first saved.
+
+Imports resolve relative to the importing file and must stay inside ``root`` (default: the common
 folder of the given paths): a mapping cannot read arbitrary files of the machine it is checked on.
+Symbolic links are followed, then held to the same rule: a ``*.map`` link or an import that leads out
+of the root is refused (E011) without being read, so no diagnostic can quote such a file.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from mapsync.dsl import ast
 from mapsync.dsl.diagnostics import Diagnostic, did_you_mean
@@ -54,6 +59,7 @@ class Project:
     visible: dict[str, tuple[str, ...]] = field(default_factory=dict)
     _flow_files: dict[str, str] = field(default_factory=dict)
     _replace_files: dict[str, str] = field(default_factory=dict)
+    _replaces_by_file: dict[str, Mapping[str, ast.Replace]] = field(default_factory=dict, compare=False, repr=False)
 
     def flow_file(self, name: str) -> str:
         """The display name of the file that declares flow ``name`` (KeyError when there is none)."""
@@ -63,10 +69,18 @@ class Project:
         """The display name of the file that declares replacement ``name`` (KeyError when there is none)."""
         return self._replace_files[name]
 
-    def replaces_for(self, file: str) -> dict[str, ast.Replace]:
-        """The replacements a file may call: its own and those of the files it imports."""
-        files = set(self.visible.get(file, (file,)))
-        return {n: r for n, r in self.replaces.items() if self._replace_files[n] in files}
+    def replaces_for(self, file: str) -> Mapping[str, ast.Replace]:
+        """The replacements a file may call: its own and those of the files it imports (read-only).
+
+        Built once per file: every flow and replacement of a file asks, and building it is a pass over all
+        replacements of the project — per caller, that made checking quadratic in the size of a mapping.
+        """
+        found = self._replaces_by_file.get(file)
+        if found is None:
+            files = set(self.visible.get(file, (file,)))
+            found = MappingProxyType({n: r for n, r in self.replaces.items() if self._replace_files[n] in files})
+            self._replaces_by_file[file] = found
+        return found
 
     def module(self, file: str) -> ast.Module | None:
         for m in self.modules:
@@ -88,9 +102,13 @@ def display_name(path: Path) -> str:
         return resolved.as_posix()
 
 
-def _expand(paths: Sequence[Path], overlays: Mapping[Path, str]) -> list[Path]:
-    """Files as given, folders as every ``*.map`` below them (sorted), without duplicates."""
-    out: list[Path] = []
+def _expand(paths: Sequence[Path], root: Path, out: list[Diagnostic], overlays: Mapping[Path, str]) -> list[Path]:
+    """Files as given, folders as every ``*.map`` below them (sorted), without duplicates, each resolved.
+
+    A file that resolves outside ``root`` (a symbolic link leading out of the mapping folder) is not read:
+    an E011 names the link, never the content of what it points at.
+    """
+    found_files: list[Path] = []
     seen: set[Path] = set()
     for raw in paths:
         path = Path(raw)
@@ -99,14 +117,31 @@ def _expand(paths: Sequence[Path], overlays: Mapping[Path, str]) -> list[Path]:
         found = sorted(p for p in path.rglob("*.map") if p.is_file()) if path.is_dir() else [path]
         for p in found:
             resolved = p.resolve()
+            if not resolved.is_relative_to(root):
+                shown = _lexical_name(p)
+                out.append(Diagnostic.error(
+                    "E011", f"`{shown}` is a link to a file outside the mapping folder `{display_name(root)}`; "
+                    "it was not read", ast.Span.unknown(shown),
+                    "mapping files must be inside the folder being validated; copy the file in instead of linking"))
+                continue
             if resolved not in seen:
                 seen.add(resolved)
-                out.append(resolved)
-    return out
+                found_files.append(resolved)
+    return found_files
+
+
+def _lexical_name(path: Path) -> str:
+    """``path`` as written (symbolic links not followed), relative to the current folder when below it."""
+    absolute = Path(os.path.abspath(path))
+    try:
+        return absolute.relative_to(Path(os.path.abspath(Path.cwd()))).as_posix()
+    except ValueError:
+        return absolute.as_posix()
 
 
 def _default_root(paths: Sequence[Path]) -> Path:
-    folders = [str(p.resolve() if p.is_dir() else p.resolve().parent) for p in map(Path, paths)]
+    # The folder a file is in, not the folder its link points into: a link cannot widen the root.
+    folders = [str(p.resolve() if p.is_dir() else Path(os.path.abspath(p)).parent.resolve()) for p in map(Path, paths)]
     return Path(os.path.commonpath(folders)) if folders else Path.cwd().resolve()
 
 
@@ -119,10 +154,10 @@ def load_project(paths: Sequence[Path], *, root: Path | None = None,
     ``ProjectPathError`` only when a given path does not exist. ``overlays`` (resolved path -> text) is
     read instead of the disk for those files.
     """
-    overlays = overlays or {}
-    files = _expand(paths, overlays)
     root_dir = (root or _default_root(paths)).resolve()
     diagnostics: list[Diagnostic] = []
+    overlays = overlays or {}
+    files = _expand(paths, root_dir, diagnostics, overlays)
     modules: dict[Path, ast.Module] = {}
     sources: dict[str, str] = {}
     # file -> [(imported file, span of the import)]: only imports that resolved to a readable file
@@ -205,16 +240,28 @@ def _resolve_import(importer: Path, decl: ast.Import, root: Path, out: list[Diag
         out.append(Diagnostic.error("E009", f"`{decl.path!r}` is not a file name", decl.span,
                                     'write the path of a .map file, e.g. import "replacements.map"'))
         return None
-    target = (importer.parent / decl.path).resolve()
+    written = Path(os.path.normpath(importer.parent / decl.path))
+    target = written.resolve()
     if not target.is_relative_to(root):
+        how = "leads outside" if written.is_relative_to(root) else "is outside"
         out.append(Diagnostic.error(
-            "E011", f"`{decl.path}` is outside the mapping folder `{display_name(root)}`", decl.span,
+            "E011", f"`{decl.path}` {how} the mapping folder `{display_name(root)}`", decl.span,
             "imports must stay inside the folder being validated; copy the file in or widen the root"))
         return None
     if target == importer:
         out.append(Diagnostic.error("E010", "this file imports itself", decl.span, "remove the import"))
         return None
-    if not target.is_file() and target not in overlays:
+    if target in overlays:  # an editor's buffer, saved or not
+        return target
+    if target.is_dir():
+        out.append(Diagnostic.error("E009", f"`{decl.path}` is a folder, not a mapping file", decl.span,
+                                    'import one .map file, e.g. import "shared/replacements.map"'))
+        return None
+    if target.exists() and not target.is_file():
+        out.append(Diagnostic.error("E009", f"`{decl.path}` is not a regular file", decl.span,
+                                    "import a .map file"))
+        return None
+    if not target.is_file():
         hint = None
         siblings = sorted(p.name for p in target.parent.glob("*.map")) if target.parent.is_dir() else []
         if siblings:

@@ -2,7 +2,9 @@
 
 ``load_config`` reads the file, checks it against ``schemas/config.schema.json`` (every problem at once,
 each named by its key path), resolves ``${ENV_VAR}`` references (every missing variable at once), resolves
-relative paths against the config file's folder and refuses paths that climb out of it. Secrets are held
+relative paths against the config file's folder and refuses paths that climb out of it, and checks what
+a schema cannot: service URLs (a host, a port from 1 to 65535, no credentials or query), a ``ca_file``
+holding PEM certificates. A state store's password is lifted out of its URL. Secrets are held
 in ``Secret``, whose repr and str never show the value; no message built here ever contains one.
 """
 
@@ -12,6 +14,7 @@ import difflib
 import json
 import os
 import re
+import ssl
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -24,6 +27,7 @@ import yaml
 from mapsync import resources
 from mapsync.dsl.schema import DEFAULT_ROOT, project_snapshot_root
 from mapsync.engine.errors import ConfigError
+from mapsync.engine.redact import is_sensitive_parameter, redact_url, redact_urls
 
 __all__ = [
     "CampaignSettings",
@@ -169,7 +173,7 @@ def load_config(path: Path, *, environ: Mapping[str, str] = os.environ, only: st
         raw = {**raw, "environments": {only: _one_environment(path, raw["environments"], only)}}
     resolved = _resolve_references(path, raw, environ)
     # A ${VAR} may have stood in for a URL: check the values the variables brought in against the schema too.
-    problems = _schema_problems(resolved)
+    problems = _schema_problems(resolved) or _url_problems(resolved)
     if problems:
         raise _problems_error(path, problems)
     return _build(path, raw, resolved, environ)
@@ -332,23 +336,85 @@ def _yaml_type(value: Any) -> str:
 
 
 def _show(value: Any) -> str:
-    """A value for a message: URLs lose their password, long values are cut."""
+    """A value for a message: URLs lose their credentials, long values are cut."""
     if isinstance(value, str):
-        value = _redact_url(value)
+        value = redact_url(value) if "://" in value else value
         return repr(value if len(value) <= 120 else value[:117] + "...")
     return repr(value)
 
 
-def _redact_url(text: str) -> str:
+# --- service URLs ---------------------------------------------------------------------------------------------
+
+# The https URLs of a service block; each is joined with API paths, so it is a bare origin (and path).
+_SERVICE_URLS = {"d365": ("url", "authority_host"), "campaign": ("ims_url", "base_url"), "events": ("journal_url",)}
+
+
+def _url_problems(doc: dict[str, Any]) -> list[_Problem]:
+    """What the schema's pattern cannot see in the service URLs (after ${VAR} resolution): host, port, extras."""
+    problems: list[_Problem] = []
+    for name, env in doc["environments"].items():
+        for service, keys in _SERVICE_URLS.items():
+            block = env.get(service) or {}
+            for key in keys:
+                if key in block:
+                    problem = _url_problem(block[key])
+                    if problem:
+                        problems.append(_Problem(f"environments.{name}.{service}.{key}", problem))
+    return sorted(problems)
+
+
+def _url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be used as a service URL, or None; the message never shows a credential."""
+    import httpx  # imported here: only a config with service URLs needs it
+
     try:
-        parts = urlsplit(text)
+        parts = urlsplit(url)
+    except ValueError as exc:
+        return f"the URL cannot be parsed ({exc}); write it as https://host[:port][/path]"
+    shown = _show(url)
+    if not parts.hostname:
+        return f"{shown} has no host name"
+    try:
+        port = parts.port
     except ValueError:
-        return text
-    if parts.password is None:
-        return text
-    netloc = parts.netloc.rsplit("@", 1)
-    user = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+        given = parts.netloc.rsplit("@", 1)[-1].rpartition(":")[2]
+        return f"{shown} has an invalid port {given[:20]!r}: a port is a number from 1 to 65535"
+    if port == 0:
+        return f"{shown} has port 0: a port is a number from 1 to 65535"
+    if parts.username is not None or parts.password is not None:
+        return f"{shown} holds a user name or password; credentials belong in client_secret, not in a URL"
+    if parts.query or parts.fragment:
+        sensitive = any(is_sensitive_parameter(item.partition("=")[0]) for item in parts.query.split("&"))
+        what = "a credential in its query string" if sensitive else "a query string or fragment"
+        return f"{shown} has {what}; give the service's base URL (https://host[:port][/path]) only"
+    try:
+        _ = httpx.URL(url).host  # the host is decoded (IDNA) only when asked for
+    except (httpx.InvalidURL, ValueError, UnicodeError) as exc:  # idna's errors are UnicodeErrors
+        return f"{shown} is not a valid URL ({redact_urls(str(exc))[:80]})"
+    return None
+
+
+# --- the CA bundle ---------------------------------------------------------------------------------------------
+
+_PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
+
+
+def _ca_problem(file: Path) -> str | None:
+    """Why ``file`` cannot be a CA bundle (PEM certificates), or None; never quotes the file's content."""
+    shown = repr(str(file))
+    if not file.is_file():
+        return f"{shown} does not exist" if not file.exists() else f"{shown} is not a file"
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        return f"{shown} cannot be read: {exc.strerror}"
+    if _PEM_CERTIFICATE not in data:
+        return f"{shown} is not a PEM certificate file (no '-----BEGIN CERTIFICATE-----' block)"
+    try:
+        ssl.create_default_context().load_verify_locations(cadata=data.decode("ascii"))
+    except (UnicodeDecodeError, ssl.SSLError, ValueError):
+        return f"{shown} holds a certificate block that cannot be read; give the CA bundle in PEM form"
+    return None
 
 
 def _problems_error(path: Path, problems: list[_Problem]) -> ConfigError:
@@ -416,8 +482,9 @@ def _build(path: Path, raw: dict[str, Any], doc: dict[str, Any], environ: Mappin
         ca_file = None
         if "ca_file" in env:
             ca_file = _inside(root, env["ca_file"], f"{where}.ca_file", problems)
-            if ca_file is not None and not ca_file.is_file():
-                problems.append(_Problem(f"{where}.ca_file", f"{str(ca_file)!r} does not exist"))
+            problem = _ca_problem(ca_file) if ca_file is not None else None
+            if problem:
+                problems.append(_Problem(f"{where}.ca_file", problem))
         state_raw = raw_env.get("state", f"sqlite:///.mapsync/{name}.sqlite")
         state_url, state_password = _state_url(root, state_raw, environ, where, problems)
         environments[name] = Environment(
@@ -469,18 +536,34 @@ def _state_url(
         file = _inside(root, rest, setting, problems)
         return (f"sqlite:///{file}" if file else resolved), None
     # postgresql: split before substituting (a variable's value may hold '@' or '/'), and lift the password
-    # out so the URL itself can be shown anywhere.
-    parts = urlsplit(raw)
-    if "@" not in parts.netloc:
-        return resolved, None
-    userinfo, host = parts.netloc.rsplit("@", 1)
-    user, _, raw_password = userinfo.partition(":")
-    url = urlunsplit(parts._replace(netloc=f"{sub(user)}@{sub(host)}", path=sub(parts.path), query=sub(parts.query)))
+    # out of the user-info and the query so the URL itself can be shown anywhere.
+    try:
+        parts = urlsplit(raw)
+    except ValueError as exc:
+        problems.append(_Problem(setting, f"the URL cannot be parsed ({exc})"))
+        return "postgresql://", None
+    netloc, raw_password = sub(parts.netloc), ""
+    if "@" in parts.netloc:
+        userinfo, host = parts.netloc.rsplit("@", 1)
+        user, _, raw_password = userinfo.partition(":")
+        netloc = f"{sub(user)}@{sub(host)}"
+    items = parts.query.split("&") if parts.query else []
+    lifted = [item.partition("=")[2] for item in items if _is_password_parameter(item)]
+    kept = [item for item in items if not _is_password_parameter(item)]
+    if len(lifted) + bool(raw_password) > 1:
+        problems.append(_Problem(setting, "gives the password more than once (in the user-info and the query); "
+                                          "give it once"))
+    raw_password = raw_password or (lifted[0] if lifted else "")
+    url = urlunsplit(parts._replace(netloc=netloc, path=sub(parts.path), query=sub("&".join(kept))))
     if not raw_password:
         return url, None
     # Typed into the URL, a password is percent-encoded; brought in by a variable it is taken as it is.
     value = sub(raw_password) if _ENV_REF.search(raw_password) else unquote(raw_password)
     return url, _secret(raw_password, value)
+
+
+def _is_password_parameter(item: str) -> bool:
+    return unquote(item.partition("=")[0]).strip().lower() == "password"
 
 
 def _limits(doc: Mapping[str, Any] | None) -> ServiceLimits:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from tests.postgres_server import PostgresServer, running_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,3 +25,16 @@ def project_root() -> Path:
 def pytest_addoption(parser: pytest.Parser) -> None:
     # Golden files (tests/fixtures/**): `pytest --update-golden` rewrites them from the current output.
     parser.addoption("--update-golden", action="store_true", default=False, help="rewrite golden files")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server for the whole session (skips when the machine has no server binary)."""
+    yield from running_server()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # `pytest -m postgres` must select every test that talks to the server, also one that forgot its mark.
+    for item in items:
+        if "postgres_server" in getattr(item, "fixturenames", ()) and item.get_closest_marker("postgres") is None:
+            item.add_marker(pytest.mark.postgres)

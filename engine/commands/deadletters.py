@@ -31,7 +31,15 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--format", choices=("text", "json"), default="text")
 
 
+# Dead letter ids are the store's 64-bit row ids: anything outside cannot name one.
+MAX_ID = 2**63 - 1
+MAX_LIMIT = 1_000_000  # as many as `retry --all` takes at once
+
+
 def run(args: argparse.Namespace) -> int:
+    _check_ids(args.ids)
+    if not 1 <= args.limit <= MAX_LIMIT:
+        raise ConfigError(f"--limit must be a whole number from 1 to {MAX_LIMIT:,}", setting="--limit")
     env = load_config(Path(args.config), only=args.env).environment(args.env)
     with open_store(env.state_url, password=env.state_password) as store:
         if args.action == "list":
@@ -39,6 +47,14 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "show":
             return _show(store, args)
         return _retry(store, args, env.name)
+
+
+def _check_ids(ids: list[int]) -> None:
+    wrong = [i for i in ids if not 1 <= i <= MAX_ID]
+    if wrong:
+        shown = ", ".join(str(i) if len(str(i)) <= 24 else str(i)[:21] + "..." for i in wrong[:3])
+        raise ConfigError(f"ID: {shown} is not a dead letter id (ids are whole numbers from 1 to {MAX_ID}); "
+                          "see `mapsync deadletters list`", setting="ids")
 
 
 def _list(store: Any, args: argparse.Namespace) -> int:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from mapsync.dsl.runtime import ContactRef, Filtered, LinkRef, Mapped, Rejected
+from mapsync.dsl.types import ValueType as V
 from mapsync.engine.commands._common import add_command
 from mapsync.engine.connectors import build_connectors
+from mapsync.engine.connectors.odata import GUID_RE
 from mapsync.engine.errors import ConfigError
 from mapsync.engine.executor import payload_hash
 from mapsync.engine.link_reasons import LinkReasons
@@ -55,7 +58,38 @@ def run(args: argparse.Namespace) -> int:
     if args.flow not in job.flows:
         raise ConfigError(f"unknown flow {args.flow!r}; the mappings define: {', '.join(sorted(job.flows))}",
                           setting="--flow")
+    _check_key(job, job.flows[args.flow], args.key)
     return asyncio.run(_explain(job, args.flow, args.key))
+
+
+# No key column holds more: Dataverse's longest indexed text column is 4,000 characters (and a URL that
+# carries a longer key is refused before it is sent).
+MAX_KEY_LENGTH = 4000
+
+
+def _check_key(job: Any, flow: Any, key: str) -> None:
+    """Refuse a key its column cannot hold, before any request: a ConfigError naming --key and the type."""
+    table = job.catalog.table(flow.source.system, flow.source.name)
+    field = table.field(flow.key_source) if table is not None else None
+    shown = repr(key if len(key) <= 40 else key[:37] + "...")
+    column = flow.key_source
+
+    def refuse(why: str) -> ConfigError:
+        return ConfigError(f"--key: {why}", setting="--key")
+
+    if not key.strip():
+        raise refuse(f"{column} needs a value; an empty key names no record")
+    if field is not None and field.value_type is V.GUID:
+        if not GUID_RE.fullmatch(key):
+            raise refuse(f"{column} is a GUID; {shown} is not one (e.g. 2f1e3c1a-6b8d-4c1e-9a3e-0d5f7b9c1e2a)")
+        return
+    if field is not None and field.value_type is V.NUMBER:
+        if not re.fullmatch(r"-?[0-9]{1,19}", key):
+            raise refuse(f"{column} is a whole number; {shown} is not one")
+        return
+    limit = min(field.max_length or MAX_KEY_LENGTH, MAX_KEY_LENGTH) if field is not None else MAX_KEY_LENGTH
+    if len(key) > limit:
+        raise refuse(f"{column} holds at most {limit:,} characters; the key given has {len(key):,}")
 
 
 async def _explain(job: Any, name: str, key: str) -> int:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import signal
 from pathlib import Path
 from typing import Any
 
 from mapsync.engine.auth import TokenCache
 from mapsync.engine.commands._common import add_command
+from mapsync.engine.errors import ConfigError
 from mapsync.engine.progress import (
     RunDisplay,
     configure_logging,
@@ -34,10 +36,10 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.watch is not None and not (math.isfinite(args.watch) and args.watch > 0):
+        raise ConfigError(f"--watch needs a finite positive number of seconds, not {args.watch:g}", setting="--watch")
     configure_logging(args.verbose)
     job = load_job(Path(args.config), args.env)
-    if args.watch is not None and args.watch <= 0:
-        raise SystemExit("mapsync: error: --watch needs a positive number of seconds")
     return asyncio.run(_watch(job, args) if args.watch else _once(job, args))
 
 

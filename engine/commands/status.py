@@ -13,6 +13,7 @@ from mapsync.engine.commands._common import add_command
 from mapsync.engine.config import load_config
 from mapsync.engine.dead_letter_kinds import open_letters, tally, tally_line
 from mapsync.engine.progress import console
+from mapsync.engine.redact import redact_url
 from mapsync.engine.runner import load_job
 from mapsync.engine.state.base import DeadLetter, open_store
 
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(Path(args.config), only=args.env)
     env = config.environment(args.env)
     job = load_job(Path(args.config), args.env)
-    table = Table(title=f"mapsync status — environment {env.name} ({env.state_url})", title_justify="left",
+    table = Table(title=f"mapsync status — environment {env.name} ({redact_url(env.state_url)})", title_justify="left",
                   show_edge=False, pad_edge=False)
     for col in ("flow", "synced", "cursor", "last run", "outcome", "read", "written", "pending", "deferred",
                 "failed", "lease"):

@@ -94,6 +94,8 @@ def validate(paths: Sequence[Path], *, catalog: Catalog | None = None, fmt: str 
         print(f"mapsync validate: {exc}", file=err)
         return EXIT_USAGE
     if not project.modules:
+        if diagnostics:  # e.g. the only file given is a link leading out of its folder
+            print(render_text(diagnostics, project.sources), file=err)
         shown = ", ".join(str(p) for p in paths)
         print(f"mapsync validate: no .map files in {shown}", file=err)
         return EXIT_USAGE

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from mapsync.engine.errors import ConfigError, LeaseHeld
+from mapsync.engine.redact import redact_url
 
 if TYPE_CHECKING:
     from mapsync.engine.config import Secret
@@ -316,18 +316,6 @@ def open_store(
         "postgresql://user@host/db",
         setting="state",
     )
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, for messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "(unparsable URL)"
-    if parts.password is None:
-        return url
-    userinfo, host = parts.netloc.rsplit("@", 1)
-    return parts._replace(netloc=f"{userinfo.split(':', 1)[0]}:***@{host}").geturl()
 
 
 def chunked(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

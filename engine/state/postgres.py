@@ -15,8 +15,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mapsync.engine.errors import StateError
+from mapsync.engine.redact import redact_url, redact_urls
 from mapsync.engine.state._sql import SqlStore
-from mapsync.engine.state.base import Clock, KeyEntry, redact_url, utcnow
+from mapsync.engine.state.base import Clock, KeyEntry, utcnow
 
 if TYPE_CHECKING:
     from mapsync.engine.config import Secret
@@ -149,5 +150,5 @@ class PostgresStore(SqlStore):
 
 
 def _first_line(exc: BaseException, secret: str | None) -> str:
-    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    text = redact_urls((str(exc).strip().splitlines() or [type(exc).__name__])[0])
     return text.replace(secret, "***") if secret else text

@@ -1,4 +1,9 @@
-"""Fixtures of the end-to-end tests: a copy of the shipped mappings, and the emulators served over TLS."""
+"""Fixtures of the end-to-end tests: a copy of the shipped mappings, and the emulators served over TLS.
+
+``live`` keeps its state in SQLite; a test parametrised with ``@pytest.mark.parametrize("state_kind",
+BOTH_STATES, indirect=True)`` runs once on SQLite and once on PostgreSQL (a fresh schema on the session's
+throwaway server, its password given through ``${MAPSYNC_E2E_PG_PASSWORD}`` as a real config would).
+"""
 
 from __future__ import annotations
 
@@ -13,10 +18,14 @@ import pytest
 
 from mapsync.emulators.server import Emulator, Served, start_in_thread, write_config
 from mapsync.engine.runner import Job, RunReport, load_job, run_job
-from tests.engine.conftest import postgres_server  # noqa: F401  (one PostgreSQL server for the e2e tests too)
 from tests.paths import FIXTURE_MAPPINGS
+from tests.postgres_server import PostgresServer, fresh_schema
 
 ROOT = Path(__file__).resolve().parents[2]
+
+# The two state stores, for `parametrize("state_kind", BOTH_STATES, indirect=True)`.
+BOTH_STATES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+PG_PASSWORD_VARIABLE = "MAPSYNC_E2E_PG_PASSWORD"
 
 
 @pytest.fixture
@@ -51,11 +60,30 @@ class Live:
 
 
 @pytest.fixture
-def live(project: Path) -> Iterator[Live]:
+def state_kind(request: pytest.FixtureRequest) -> str:
+    """"sqlite" unless a test parametrises it (indirectly) with BOTH_STATES."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def state_url(state_kind: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The `state:` of the test's mapsync.yaml: a SQLite file in the project, or a fresh PostgreSQL schema."""
+    if state_kind == "sqlite":
+        return "sqlite:///.mapsync/e2e.sqlite"
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    schema = fresh_schema(server)
+    # Through the environment, as in production: subprocesses (`mapsync run`) inherit it.
+    monkeypatch.setenv(PG_PASSWORD_VARIABLE, server.password.reveal())
+    return (f"postgresql://{server.user}:${{{PG_PASSWORD_VARIABLE}}}@{server.host}:{server.port}/{server.database}"
+            f"?options=-csearch_path%3D{schema}")
+
+
+@pytest.fixture
+def live(project: Path, state_url: str) -> Iterator[Live]:
     emulator = Emulator(seed=7, contacts=120)
     served = start_in_thread(emulator)
     config = write_config(project / "mapsync.yaml", base_url=served.base_url, ca_file=served.ca_file,
-                          state="sqlite:///.mapsync/e2e.sqlite", mappings="mappings")
+                          state=state_url, mappings="mappings")
     try:
         yield Live(emulator, served, config)
     finally:

@@ -3,12 +3,13 @@ the record no longer needs a write (filtered, deleted, already in the target).""
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from mapsync.emulators.faults import FaultProfile
 from mapsync.engine.executor import DEFERRED_PREFIX, TRANSIENT_PREFIX
 from mapsync.engine.state.base import open_store
-from tests.e2e.conftest import Live, counts
+from tests.e2e.conftest import BOTH_STATES, Live, counts
 
 
 def open_letters(live: Live, flow: str) -> dict[str, object]:
@@ -59,6 +60,7 @@ def test_a_full_read_closes_the_dead_letter_of_a_record_deleted_meanwhile(live: 
     assert not any(v.get("cusExternalId") == key for _, v in live.emulator.adobe.store.rows_where("cusVehicle"))
 
 
+@pytest.mark.parametrize("state_kind", BOTH_STATES, indirect=True)
 def test_a_delete_that_failed_is_retried_by_the_next_run(live: Live) -> None:
     live.run()
     store = live.emulator.dataverse.store

@@ -1,5 +1,7 @@
 """The four use cases end to end: real connectors, real state store, emulators served over TLS on loopback.
 
+The key tests (the crash test among them) run on both state stores, SQLite and PostgreSQL.
+
 Every test ends by comparing both emulated systems with what the mappings imply from the source data
 (``mapsync.engine.demo.verify``): no record lost, none duplicated, nothing left over.
 """
@@ -20,7 +22,7 @@ from mapsync.dsl.runtime import Mapped
 from mapsync.engine.auth import TokenCache
 from mapsync.engine.demo import run_demo, verify
 from mapsync.engine.state.base import open_store
-from tests.e2e.conftest import Live, counts
+from tests.e2e.conftest import BOTH_STATES, Live, counts
 
 
 def test_demo_story_ends_in_the_expected_state(project: Path) -> None:
@@ -55,6 +57,7 @@ def test_runs_sharing_a_token_cache_ask_entra_and_ims_once(live: Live) -> None:
     assert (second["entra"], second["ims"]) == (first["entra"], first["ims"])
 
 
+@pytest.mark.parametrize("state_kind", BOTH_STATES, indirect=True)
 def test_contacts_edits_deletes_and_filter_changes(live: Live) -> None:
     live.run()
     store = live.emulator.dataverse.store
@@ -72,6 +75,7 @@ def test_contacts_edits_deletes_and_filter_changes(live: Live) -> None:
     assert counts(again, "contacts")["read"] == 0
 
 
+@pytest.mark.parametrize("state_kind", BOTH_STATES, indirect=True)
 def test_replay_resyncs_without_duplicates(live: Live) -> None:
     live.run()
     report = live.run(replay=["contacts"])
@@ -92,9 +96,10 @@ def test_events_replay_makes_no_duplicate_activities(live: Live) -> None:
     assert verify(live.job(), live.emulator) == []
 
 
+@pytest.mark.parametrize("state_kind", BOTH_STATES, indirect=True)
 def test_a_second_runner_on_a_flow_is_refused_and_the_rest_runs(live: Live) -> None:
     job = live.job()
-    with open_store(job.env.state_url) as store:
+    with open_store(job.env.state_url, password=job.env.state_password) as store:
         # a live process (this one) holds the contacts lease on this host
         import socket
 
@@ -113,6 +118,7 @@ def test_hostile_faults_lose_and_duplicate_nothing(project: Path) -> None:
     assert result.mismatches == []
 
 
+@pytest.mark.parametrize("state_kind", BOTH_STATES, indirect=True)
 def test_killed_runs_resume_to_the_exact_state(live: Live) -> None:
     """SIGKILL `mapsync run` at 20 seeded points (before a write is sent, after the target acknowledged it but
     before the state store recorded it, after a page was recorded); the CRM keeps changing in between. After one

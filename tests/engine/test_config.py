@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import trustme
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -30,6 +31,8 @@ environments:
     state: "postgresql://mapsync:${PG_PASSWORD}@db.internal:5432/mapsync?sslmode=require"
 """
 
+CA_PEM = trustme.CA().cert_pem.bytes()  # ca_file must hold a real PEM certificate
+
 ENV = {"D365_SECRET": "d365-s3cret-value", "ACS_SECRET": "acs-s3cret-value", "D365_PROD": "prod-s3cret", "PG_PASSWORD": "p@ss/w:rd%"}
 
 
@@ -42,7 +45,7 @@ def write(folder: Path, text: str, name: str = "mapsync.yaml") -> Path:
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     (tmp_path / "certs").mkdir()
-    (tmp_path / "certs" / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    (tmp_path / "certs" / "ca.pem").write_bytes(CA_PEM)  # ca_file must be a real PEM
     return tmp_path
 
 
@@ -206,7 +209,7 @@ def test_absolute_paths_are_allowed_when_given_explicitly(tmp_path: Path) -> Non
     project = tmp_path / "project"
     project.mkdir()
     ca = tmp_path / "ca.pem"
-    ca.write_text("x")
+    ca.write_bytes(CA_PEM)  # ca_file must be a real PEM certificate
     path = write(project, f"""\
         version: 1
         mappings: {tmp_path}/maps
@@ -255,7 +258,7 @@ def test_no_secret_value_in_any_repr_or_message(tmp_path_factory: pytest.TempPat
     folder = tmp_path_factory.mktemp("leak")
     environ = {"D365_SECRET": secret, "ACS_SECRET": secret + "a", "D365_PROD": secret + "b", "PG_PASSWORD": secret + "c"}
     (folder / "certs").mkdir()
-    (folder / "certs" / "ca.pem").write_text("x")
+    (folder / "certs" / "ca.pem").write_bytes(CA_PEM)
     config = load_config(write(folder, FULL), environ=environ)
     shown = [repr(config), str(config)]
     for env in config.environments.values():

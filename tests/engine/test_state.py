@@ -515,6 +515,7 @@ def test_memory_store_for_quick_tries() -> None:
 # --- PostgreSQL only --------------------------------------------------------------------------------------
 
 
+@pytest.mark.postgres
 def test_postgres_wrong_password_is_a_state_error_without_the_password(postgres_server) -> None:
     with pytest.raises(StateError) as info:
         open_store(postgres_server.url(), password=Secret("wrong-pw-Zq7"))
@@ -522,6 +523,7 @@ def test_postgres_wrong_password_is_a_state_error_without_the_password(postgres_
     assert "password authentication failed" in str(info.value)
 
 
+@pytest.mark.postgres
 def test_postgres_unreachable_server() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
