@@ -18,7 +18,7 @@ from mapsync.engine.state.base import open_store
 from tests.e2e.conftest import Live, counts
 from tests.e2e.gateway import Gateway, is_lookup
 from tests.e2e.holdings import duplicates, held
-from tests.engine.conftest import PostgresServer
+from tests.postgres_server import PostgresServer
 
 
 def is_profile_read(method: str, path: str, query: str) -> bool:

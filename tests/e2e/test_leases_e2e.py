@@ -14,7 +14,7 @@ from mapsync.engine.state.base import open_store
 from tests.e2e.conftest import Live, counts
 from tests.e2e.gateway import Gateway
 from tests.e2e.holdings import held
-from tests.engine.conftest import PostgresServer
+from tests.postgres_server import PostgresServer
 
 
 def is_profile_read(method: str, path: str, query: str) -> bool:
