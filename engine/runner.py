@@ -11,7 +11,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,7 +168,7 @@ async def run_job(job: Job, *, only: Sequence[str] | None = None, full: bool = F
         # Flows of one stage share nothing but the services' limits (which the HTTP layer enforces): they
         # run at once, so one flow's reads overlap another's writes.
         for stage in stages(names, links, job.flows):
-            report.flows.extend(await asyncio.gather(*(run_one(name) for name in stage)))
+            report.flows.extend(await _all_or_none(run_one(name) for name in stage))
         if optouts and not only:
             report.optouts = await _run_optouts(job, connectors, store, dry_run=dry_run)
     finally:
@@ -176,6 +176,19 @@ async def run_job(job: Job, *, only: Sequence[str] | None = None, full: bool = F
         if own_store:
             store.close()
     return report
+
+
+async def _all_or_none(coroutines: Iterable[Coroutine[Any, Any, FlowResult]]) -> list[FlowResult]:
+    """Run the flows of a stage at once. When one stops the run (a wrong setting, a service down), the others
+    are cancelled and awaited: each records its outcome and releases its lease before the store closes."""
+    tasks = [asyncio.create_task(c) for c in coroutines]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 async def _run_optouts(job: Job, connectors: Connectors, store: StateStore, *, dry_run: bool) -> list[Any]:

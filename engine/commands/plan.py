@@ -37,7 +37,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _plan(job: Job, args: argparse.Namespace) -> int:
-    report = await run_job(job, only=args.flow, full=args.full, dry_run=True)
+    from engine.commands.run import until_signalled
+
+    report = await until_signalled(run_job(job, only=args.flow, full=args.full, dry_run=True))
+    if isinstance(report, int):
+        return report
     console.print(summary_table(report.flows, title=f"mapsync plan — environment {job.env.name}", planned=True))
     print_notes(report.flows)
     connectors = build_connectors(job.env, catalog=job.catalog)
@@ -48,7 +52,9 @@ async def _plan(job: Job, args: argparse.Namespace) -> int:
         await connectors.aclose()
     for o in report.optouts:
         console.print(optout_line(o))
-    return 0
+    for error in report.errors:
+        console.print(f"[red]error[/red] {error}", highlight=False)
+    return 0 if report.ok else 1  # a flow that could not be planned is a finding, as in `run`
 
 
 async def _describe(job: Job, result: FlowResult, connectors: Any, sample: int) -> None:

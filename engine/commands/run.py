@@ -6,13 +6,16 @@ import argparse
 import asyncio
 import contextlib
 import signal
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from engine.auth import TokenCache
 from engine.commands._common import add_command
 from engine.progress import RunDisplay, configure_logging, console, optout_line, print_notes, summary_table
 from engine.runner import RunReport, load_job, run_job
+
+T = TypeVar("T")
 
 
 def add_parser(subparsers: Any) -> None:
@@ -34,11 +37,42 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_watch(job, args) if args.watch else _once(job, args))
 
 
+# Exit statuses of a run stopped by a signal: 128 + the signal's number, as shells report them.
+SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+async def until_signalled(work: Awaitable[T]) -> T | int:
+    """Await ``work``; SIGINT or SIGTERM cancels it, so every flow records `interrupted` and releases its
+    lease on the way out. Returns the work's result, or the exit status of the signal that stopped it."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+    received: list[signal.Signals] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig)
+        task.cancel()
+
+    for sig in SIGNAL_EXIT:
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        console.print("interrupted: each flow kept what it had acknowledged; the next run resumes from there")
+        return SIGNAL_EXIT[received[0]]
+    finally:
+        for sig in SIGNAL_EXIT:
+            loop.remove_signal_handler(sig)
+
+
 async def _once(job: Any, args: argparse.Namespace) -> int:
     display = RunDisplay()
     with display.live():
-        report = await run_job(job, only=args.flow, full=args.full, replay=args.replay,
-                               on_progress=display.on_progress)
+        report = await until_signalled(run_job(job, only=args.flow, full=args.full, replay=args.replay,
+                                               on_progress=display.on_progress))
+    if isinstance(report, int):
+        return report
     _print(report, job.env.name)
     return 0 if report.ok and report.dead_letters == 0 else 1
 
