@@ -487,6 +487,8 @@ class HttpClient:
         safe = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
         number = next(self._numbers)
         path = self._path_of(url)
+        if not self._client.base_url.host:  # a client without a base URL (the events journal): name its host
+            self.outage.host = httpx.URL(url).netloc.decode("ascii") or self.outage.host
         self.stats.requests += 1
         self.budget.earn()
         token: str | None = None

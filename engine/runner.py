@@ -23,7 +23,7 @@ from dsl.schema import Catalog, load_catalog
 from engine.auth import TokenCache
 from engine.config import Config, Environment, load_config
 from engine.connectors import Connectors, build_connectors
-from engine.errors import ConfigError, LeaseHeld, SyncError
+from engine.errors import ConfigError, LeaseHeld, ServiceDown, SyncError
 from engine.executor import FlowCounts, FlowResult, FlowRunner
 from engine.sources import source_for
 from engine.state.base import StateStore, open_store
@@ -39,10 +39,21 @@ class RunReport:
     flows: list[FlowResult] = field(default_factory=list)
     optouts: list[Any] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    outages: dict[str, ServiceDown] = field(default_factory=dict)  # service -> why it stopped the run
+    waiting: int = 0  # creates sent but unconfirmed when the run stopped: the next run looks them up first
 
     @property
     def ok(self) -> bool:
-        return not self.errors and all(r.outcome == "ok" for r in self.flows)
+        return not self.errors and not self.outages and all(r.outcome == "ok" for r in self.flows)
+
+    def outage_lines(self) -> list[str]:
+        """One line per unreachable service: where, what failed, since when, and what was kept."""
+        stopped = sum(r.outcome == "failed" for r in self.flows)
+        not_started = sum(r.outcome == "skipped" for r in self.flows)
+        kept = (f"kept: {stopped} flow(s) stopped at their last acknowledged page"
+                + (f", {not_started} not started" if not_started else "")
+                + (f", {self.waiting:,} create(s) to confirm" if self.waiting else "") + "; nothing lost")
+        return [f"{down} — {kept}" for down in self.outages.values()]
 
     @property
     def dead_letters(self) -> int:
@@ -157,6 +168,11 @@ async def run_job(job: Job, *, only: Sequence[str] | None = None, full: bool = F
             return await runner.run(full=full, replay=name in replay)
         except ConfigError:
             raise  # a setting is wrong: nothing else will work either
+        except ServiceDown as exc:
+            # Said once per service when the run ends (``RunReport.outage_lines``), not once per flow.
+            report.outages.setdefault(exc.service, exc)
+            runner.result.outcome = "failed"
+            return runner.result
         except SyncError as exc:
             # This flow cannot go on (lease held, service refusing); the others still run.
             report.errors.append(f"flow {name}: {exc}")
@@ -168,9 +184,19 @@ async def run_job(job: Job, *, only: Sequence[str] | None = None, full: bool = F
         # Flows of one stage share nothing but the services' limits (which the HTTP layer enforces): they
         # run at once, so one flow's reads overlap another's writes.
         for stage in stages(names, links, job.flows):
+            if report.outages:
+                # A service is down: the flows after it would wait out the same outage (or another) one by one.
+                report.flows.extend(FlowResult(name, FlowCounts(), 0.0, outcome="skipped") for name in stage)
+                continue
             report.flows.extend(await _all_or_none(run_one(name) for name in stage))
-        if optouts and not only:
-            report.optouts = await _run_optouts(job, connectors, store, dry_run=dry_run)
+        if optouts and not only and not report.outages:
+            try:
+                report.optouts = await _run_optouts(job, connectors, store, dry_run=dry_run)
+            except ServiceDown as exc:
+                report.outages.setdefault(exc.service, exc)
+        if report.outages and not dry_run:
+            report.waiting = await asyncio.to_thread(
+                lambda: sum(len(store.pending_writes(r.flow)) for r in report.flows if r.outcome != "ok"))
     finally:
         await connectors.aclose()
         if own_store:

@@ -12,6 +12,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from engine.commands._common import add_command
 from engine.connectors import build_connectors
 from engine.executor import FlowResult, PlannedWrite
@@ -46,7 +48,7 @@ async def _plan(job: Job, args: argparse.Namespace) -> int:
     print_notes(report.flows)
     connectors = build_connectors(job.env, catalog=job.catalog)
     try:
-        for result in report.flows:
+        for result in report.flows if not report.outages else ():  # nothing to look up in a service that is down
             await _describe(job, result, connectors, args.sample)
     finally:
         await connectors.aclose()
@@ -54,6 +56,8 @@ async def _plan(job: Job, args: argparse.Namespace) -> int:
         console.print(optout_line(o))
     for error in report.errors:
         console.print(f"[red]error[/red] {error}", highlight=False)
+    for line in report.outage_lines():
+        console.print(f"[red]unreachable[/red] {escape(line)}", highlight=False)
     return 0 if report.ok else 1  # a flow that could not be planned is a finding, as in `run`
 
 

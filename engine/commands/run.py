@@ -10,6 +10,8 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from rich.markup import escape
+
 from engine.auth import TokenCache
 from engine.commands._common import add_command
 from engine.progress import RunDisplay, configure_logging, console, optout_line, print_notes, summary_table
@@ -125,5 +127,7 @@ def _print(report: RunReport, env: str) -> None:
         console.print(optout_line(o))
     for error in report.errors:
         console.print(f"[red]error[/red] {error}", highlight=False)
+    for line in report.outage_lines():
+        console.print(f"[red]unreachable[/red] {escape(line)}", highlight=False)
     if report.dead_letters:
         console.print(f"{report.dead_letters} record(s) went to dead letters: see `mapsync deadletters list --env {env}`")
