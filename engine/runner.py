@@ -25,6 +25,7 @@ from engine.config import Config, Environment, load_config
 from engine.connectors import Connectors, build_connectors
 from engine.errors import ConfigError, LeaseHeld, ServiceDown, SyncError
 from engine.executor import FlowCounts, FlowResult, FlowRunner
+from engine.identity import bind, observe
 from engine.sources import source_for
 from engine.state.base import StateStore, open_store
 from engine.targets import target_for
@@ -143,13 +144,18 @@ async def run_job(job: Job, *, only: Sequence[str] | None = None, full: bool = F
                   replay: Sequence[str] = (), dry_run: bool = False,
                   on_progress: Callable[[str, FlowCounts], None] | None = None,
                   transport: Any = None, msal_http_client: Any = None,
-                  store: StateStore | None = None, optouts: bool = True, tokens: TokenCache | None = None) -> RunReport:
+                  store: StateStore | None = None, optouts: bool = True, tokens: TokenCache | None = None,
+                  rebind: bool = False) -> RunReport:
     """Run (or plan) the job's flows once, then its opt-out rules. Runs that share ``tokens`` (``--watch``)
-    reuse the access tokens of the ones before."""
+    reuse the access tokens of the ones before. The services must be the ones the state belongs to
+    (``engine.identity``); ``rebind`` accepts a deliberate move."""
     unknown = [f for f in [*(only or ()), *replay] if f not in job.flows]
     if unknown:
         raise ConfigError(f"unknown flow(s): {', '.join(unknown)}; the mappings define: {', '.join(sorted(job.flows))}",
                           setting="--flow")
+    if rebind and only:
+        raise ConfigError("--rebind re-syncs every flow that reads or writes a moved service: run it without --flow",
+                          setting="--rebind")
     names = [n for n in order_flows(job.flows, job.project) if not only or n in only or n in replay]
     own_store = store is None
     store = store or open_store(job.env.state_url, password=job.env.state_password)
@@ -181,6 +187,19 @@ async def run_job(job: Job, *, only: Sequence[str] | None = None, full: bool = F
             return runner.result
 
     try:
+        try:
+            observed = await observe(job.env, connectors)
+        except ServiceDown as exc:
+            report.outages[exc.service] = exc
+        else:
+            rebound = await bind(store, job.env.name, observed, job.flows, rebind=rebind, dry_run=dry_run)
+            if rebound is not None:
+                replay = [*replay, *(name for name in rebound.replay if name in names)]
+                await _forget_optouts(job, connectors, store)
+                log.warning("state of environment %s rebound to the services it reaches now (%s): flows %s "
+                            "re-synced by key, %s read in full", job.env.name, ", ".join(rebound.services),
+                            ", ".join(rebound.replay) or "none", ", ".join(rebound.reread) or "none",
+                            extra={"event": "run.rebound", "services": rebound.services})
         # Flows of one stage share nothing but the services' limits (which the HTTP layer enforces): they
         # run at once, so one flow's reads overlap another's writes.
         for stage in stages(names, links, job.flows):
@@ -215,6 +234,18 @@ async def _all_or_none(coroutines: Iterable[Coroutine[Any, Any, FlowResult]]) ->
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+
+
+async def _forget_optouts(job: Job, connectors: Connectors, store: StateStore) -> None:
+    """After a rebind the opt-out rules start over: their delta link and per-pair values describe the old
+    services (with no history, an opt-out on either side wins)."""
+    if not job.project.optouts or connectors.d365 is None or connectors.campaign is None:
+        return
+    from engine.optout import OptOutSync
+
+    for rule in job.project.optouts.values():
+        sync = OptOutSync(rule, d365=connectors.d365, campaign=connectors.campaign, store=store, dry_run=False)
+        await asyncio.to_thread(sync.forget)
 
 
 async def _run_optouts(job: Job, connectors: Connectors, store: StateStore, *, dry_run: bool) -> list[Any]:

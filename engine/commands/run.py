@@ -28,6 +28,9 @@ def add_parser(subparsers: Any) -> None:
                    help="forget the flow's cursor and key map and re-sync it from scratch (repeatable)")
     p.add_argument("--watch", type=float, metavar="SECONDS",
                    help="keep running: an incremental run every SECONDS until SIGINT/SIGTERM")
+    p.add_argument("--rebind", action="store_true",
+                   help="accept that the environment's services moved (a sandbox copy, a new URL): record their "
+                        "identity and read the moved side in full once")
     p.add_argument("-v", "--verbose", action="store_true", help="log every retry and decision")
 
 
@@ -72,7 +75,7 @@ async def _once(job: Any, args: argparse.Namespace) -> int:
     display = RunDisplay()
     with display.live():
         report = await until_signalled(run_job(job, only=args.flow, full=args.full, replay=args.replay,
-                                               on_progress=display.on_progress))
+                                               on_progress=display.on_progress, rebind=args.rebind))
     if isinstance(report, int):
         return report
     _print(report, job.env.name)
@@ -100,7 +103,8 @@ async def _watch(job: Any, args: argparse.Namespace) -> int:
     try:
         while not stop.is_set():
             current = asyncio.create_task(run_job(job, only=args.flow, full=args.full and first,
-                                                  replay=args.replay if first else (), tokens=tokens))
+                                                  replay=args.replay if first else (), tokens=tokens,
+                                                  rebind=args.rebind and first))
             try:
                 report = await current
             except asyncio.CancelledError:
