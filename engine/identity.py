@@ -4,8 +4,8 @@ Cursors (Dataverse delta links, journal positions) and key maps (source key -> t
 something in the environment that made them. The state store keeps, per environment, the identity of each
 side the first time a run reaches it:
 
-- ``d365``: the organization URL and the ``OrganizationId`` that ``WhoAmI`` returns (the org's own id, which
-  stays when the URL changes and changes when the URL points at another org);
+- ``d365``: the organization URL with the ``OrganizationId`` and ``EnvironmentId`` that
+  ``RetrieveCurrentOrganization`` returns (``WhoAmI``'s ``OrganizationId`` where that function is missing);
 - ``campaign``: the Campaign base URL and organization (tenant) from the configuration. Campaign Standard's
   API offers a client no call that names the instance it reached, so the configured address is the identity.
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.config import Environment
-from engine.errors import ConfigError
+from engine.errors import ConfigError, TerminalError
 from engine.state.base import StateStore
 
 __all__ = ["EnvironmentMismatch", "Rebound", "bind", "observe"]
@@ -50,11 +50,23 @@ async def observe(env: Environment, connectors: Any) -> dict[str, str]:
     """The identity of each configured side, as the services report it (``WhoAmI`` for Dataverse)."""
     found: dict[str, str] = {}
     if env.d365 is not None and connectors.d365 is not None:
-        reply = (await connectors.d365.http.request("GET", "WhoAmI")).json()
-        found["d365"] = f"{env.d365.url.rstrip('/')} organization {reply.get('OrganizationId')}"
+        found["d365"] = await _dataverse(env.d365.url.rstrip("/"), connectors.d365.http)
     if env.campaign is not None:
         found["campaign"] = f"{env.campaign.base_url.rstrip('/')} organization {env.campaign.organization}"
     return found
+
+
+async def _dataverse(url: str, http: Any) -> str:
+    """The org's id and environment id from ``RetrieveCurrentOrganization``; ``WhoAmI``'s ``OrganizationId`` where
+    the org does not offer that function (it needs no privilege beyond a user's; WhoAmI needs none at all)."""
+    try:
+        reply = (await http.request("GET", "RetrieveCurrentOrganization(AccessType=@p1)",
+                                    params={"@p1": "Microsoft.Dynamics.CRM.EndpointAccessType'Default'"})).json()
+        detail = reply.get("Detail") or {}
+        return f"{url} organization {detail.get('OrganizationId')} environment {detail.get('EnvironmentId')}"
+    except TerminalError:
+        reply = (await http.request("GET", "WhoAmI")).json()
+        return f"{url} organization {reply.get('OrganizationId')}"
 
 
 async def bind(store: StateStore, environment: str, observed: dict[str, str], flows: dict[str, Any], *,

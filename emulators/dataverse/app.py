@@ -32,6 +32,7 @@ from emulators.dataverse.odata import (
     parse_filter,
     parse_orderby,
 )
+from emulators.dataverse.organization import RETRIEVE_CURRENT_ORGANIZATION, access_type, current_organization
 from emulators.dataverse.store import DataverseStore
 from emulators.entra import entra_routes
 from emulators.faults import FaultInjector, FaultMiddleware
@@ -218,6 +219,10 @@ class DataverseApi:
                                "BusinessUnitId": str(uuid.uuid5(uuid.NAMESPACE_URL, "bu")),
                                "UserId": str(uuid.uuid5(uuid.NAMESPACE_URL, "user")),
                                "OrganizationId": str(uuid.uuid5(uuid.NAMESPACE_URL, root))})
+        m = RETRIEVE_CURRENT_ORGANIZATION.match(path)
+        if m and access_type(m.group(1), params) is not None:
+            self._only(method, "GET", f"{api}/{path}")
+            return _json(200, current_organization(api, root))
         m = _TOTAL_COUNT.match(path)
         if m:
             self._only(method, "GET", f"{api}/{path}")
