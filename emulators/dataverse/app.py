@@ -222,7 +222,7 @@ class DataverseApi:
         m = RETRIEVE_CURRENT_ORGANIZATION.match(path)
         if m and access_type(m.group(1), params) is not None:
             self._only(method, "GET", f"{api}/{path}")
-            return _json(200, current_organization(api, root))
+            return _json(200, current_organization(api, root, self.store))
         m = _TOTAL_COUNT.match(path)
         if m:
             self._only(method, "GET", f"{api}/{path}")

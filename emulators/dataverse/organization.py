@@ -4,7 +4,8 @@
 answers a ``RetrieveCurrentOrganizationResponse`` whose ``Detail`` is an ``OrganizationDetail``: ids, names,
 version, state and an ``EndpointCollection`` (``Count``, ``IsReadOnly``, ``Keys``, ``Values``, as the Web API
 serialises collections of key/value pairs). ``OrganizationId`` is the one ``WhoAmI`` answers: both derive it
-from the URL the emulator is reached at, so an emulator on another port is another org (docs/emulators.md).
+from the URL the emulator is reached at, so an emulator on another port is another org; ``EnvironmentId`` is
+new for each emulated store, so a restarted emulator (new data) is another environment (docs/emulators.md).
 ``TenantId``, ``DatacenterId`` and ``Geo`` are not served: the emulated org knows no datacenter, and the
 Dataverse half does not see the Entra ID tenant.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import re
 import uuid
+import weakref
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,8 +26,18 @@ _ENUM = re.compile(r"^(?:Microsoft\.Dynamics\.CRM\.)?EndpointAccessType'(\w+)'$"
 ORGANIZATION_VERSION = "9.2.24101.00000"
 
 
+# One id per emulated environment (its store): a restarted `mapsync emulate` holds new data, so it is a new
+# environment even on the same port, while a server restarted over the same store is the same one.
+_ENVIRONMENTS: weakref.WeakKeyDictionary[object, uuid.UUID] = weakref.WeakKeyDictionary()
+
+
 def organization_id(root: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, root))
+
+
+def environment_id(store: object, root: str) -> str:
+    instance = _ENVIRONMENTS.setdefault(store, uuid.uuid4())
+    return str(uuid.uuid5(instance, root))
 
 
 def access_type(argument: str, params: dict[str, str]) -> str | None:
@@ -35,7 +47,7 @@ def access_type(argument: str, params: dict[str, str]) -> str | None:
     return found.group(1) if found and found.group(1) in ACCESS_TYPES else None
 
 
-def current_organization(api: str, root: str) -> dict[str, Any]:
+def current_organization(api: str, root: str, store: object) -> dict[str, Any]:
     host = urlsplit(root).hostname or "localhost"
     url_name = host.split(".")[0] if not host.replace(".", "").isdigit() else "emulator"
     web = root.rstrip("/") + "/"
@@ -45,7 +57,7 @@ def current_organization(api: str, root: str) -> dict[str, Any]:
             "OrganizationId": organization_id(root),
             "FriendlyName": "mapsync emulator",
             "OrganizationVersion": ORGANIZATION_VERSION,
-            "EnvironmentId": str(uuid.uuid5(uuid.NAMESPACE_URL, "environment:" + root)),
+            "EnvironmentId": environment_id(store, root),
             "UrlName": url_name,
             "UniqueName": f"unq{uuid.uuid5(uuid.NAMESPACE_URL, root).hex[:24]}",
             "Endpoints": {

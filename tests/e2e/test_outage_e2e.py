@@ -192,3 +192,32 @@ def test_a_killed_emulate_process_stops_the_run_within_the_bound_in_few_lines(pr
     assert len(lines) <= 20, output
     assert "unreachable since" in output and "refused" in output, output
     assert "Traceback" not in output
+
+    # Restarted, `mapsync emulate` is a new instance (new data) on the same port: the state is refused, not
+    # followed into records that no longer exist; `--rebind` then ends where a clean run ends.
+    emulate = subprocess.Popen([sys.executable, "-m", "engine.cli", "emulate", "--port", str(port), "--contacts",
+                                "3000", "--write-config", str(config)], cwd=project, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        assert emulate.stdout is not None
+        for line in emulate.stdout:
+            if "Press Ctrl+C" in line:
+                break
+
+        def again(*extra: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "engine.cli", "--config", str(config), "run", "--env",
+                                   "emulator", *extra], cwd=project, capture_output=True, text=True, timeout=600,
+                                  env={**os.environ, "COLUMNS": "200"})
+
+        refused = again()
+        assert refused.returncode == 2 and "--rebind" in refused.stderr, refused.stdout + refused.stderr
+        rebound = again("--rebind")
+        assert rebound.returncode in (0, 1) and "unreachable" not in rebound.stdout, rebound.stdout + rebound.stderr
+        steady = again()
+        assert steady.returncode in (0, 1), steady.stdout + steady.stderr
+        with open_store(f"sqlite:///{state}") as store:
+            assert store.last_run("contacts").counts["created"] == 0  # the rebound run did it all, once
+            assert store.last_run("contacts").outcome == "ok"
+    finally:
+        emulate.kill()
+        emulate.wait()
