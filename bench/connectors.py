@@ -16,12 +16,12 @@ import uuid
 
 import httpx
 
-from dsl.schema import load_catalog
-from emulators.server import Emulator
-from engine.config import D365Settings, Secret, ServiceLimits
-from engine.connectors.base import WriteOp
-from engine.connectors.d365 import ODATA_HEADERS, D365Connector
-from engine.http import HttpClient
+from mapsync.dsl.schema import load_catalog
+from mapsync.emulators.server import Emulator
+from mapsync.engine.config import D365Settings, Secret, ServiceLimits
+from mapsync.engine.connectors.base import WriteOp
+from mapsync.engine.connectors.d365 import ODATA_HEADERS, D365Connector
+from mapsync.engine.http import HttpClient
 
 BASE = "https://dataverse.bench"
 REQUESTS, WINDOW = 6000, 300.0

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from emulators.server import Emulator, start_in_thread
+from mapsync.emulators.server import Emulator, start_in_thread
 
 RSS_TARGET_MB = 2048
 ROWS_PER_S_TARGET = 5000

@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import httpx
 
-from emulators.server import Emulator, Served, start_in_thread
+from mapsync.emulators.server import Emulator, Served, start_in_thread
 
 RSS_TARGET_MB = 2048
 ROWS_PER_S_TARGET = 5000

@@ -22,8 +22,8 @@ if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.parse import generate
-from dsl.formatter import format_module, format_text
-from dsl.parser import parse
+from mapsync.dsl.formatter import format_module, format_text
+from mapsync.dsl.parser import parse
 
 T = TypeVar("T")
 

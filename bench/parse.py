@@ -20,9 +20,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dsl.checker import check
-from dsl.project import load_project
-from dsl.schema import load_catalog
+from mapsync.dsl.checker import check
+from mapsync.dsl.project import load_project
+from mapsync.dsl.schema import load_catalog
 
 TARGET = 50_000  # lines per second, parse + check
 

@@ -15,8 +15,8 @@ How it goes, bounded in time:
    with the real CLI (``mapsync deadletters retry --all``, as an operator would), and the flows run until a
    run writes nothing (at most ``SETTLE_RUNS`` runs);
 3. verify: the expected Campaign profiles and vehicles are computed from the final CRM rows by running the
-   compiled mappings (``dsl.compiler.compile_project``, through ``load_job``), the expected activities from
-   the journal's events, and compared field by field with what the emulators hold (``engine.demo.verify``),
+   compiled mappings (``mapsync.dsl.compiler.compile_project``, through ``load_job``), the expected activities from
+   the journal's events, and compared field by field with what the emulators hold (``mapsync.engine.demo.verify``),
    plus duplicate checks (one target record per source key / event id) and the activities' mapped fields.
 
 Prints records moved, faults injected, retries, then the mismatches; the last line is exactly
@@ -43,10 +43,10 @@ from typing import Any
 
 import httpx
 
-from dsl.runtime import Mapped
-from emulators.server import Emulator, start_in_thread, write_config
-from engine.runner import Job, RunReport, load_job, run_job
-from engine.state.base import open_store
+from mapsync.dsl.runtime import Mapped
+from mapsync.emulators.server import Emulator, start_in_thread, write_config
+from mapsync.engine.runner import Job, RunReport, load_job, run_job
+from mapsync.engine.state.base import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTLE_RUNS = 4
@@ -156,7 +156,7 @@ def _moved(report: RunReport) -> int:
 
 def _start_watch(config: Path, folder: Path) -> subprocess.Popen[bytes]:
     """``mapsync run --watch 1`` as an operator runs it: its own process, its log in files."""
-    cmd = [sys.executable, "-m", "engine.cli", "--config", str(config), "run", "--env", "emulator", "--watch", "1"]
+    cmd = [sys.executable, "-m", "mapsync.engine.cli", "--config", str(config), "run", "--env", "emulator", "--watch", "1"]
     with (folder / "watch.out").open("wb") as out, (folder / "watch.err").open("wb") as err:
         return subprocess.Popen(cmd, cwd=folder, stdout=out, stderr=err)
 
@@ -234,7 +234,7 @@ def _same(have: Any, want: Any) -> bool:
 
 
 def soak(*, seconds: float, contacts: int, seed: int, faults: str = "hostile", log: Any = print) -> int:
-    from engine.demo import verify
+    from mapsync.engine.demo import verify
 
     emulator = Emulator(seed=seed, contacts=contacts, faults=faults)
     served = start_in_thread(emulator)
@@ -269,7 +269,7 @@ def soak(*, seconds: float, contacts: int, seed: int, faults: str = "hostile", l
         emulator.set_faults("none")
         log(f"settle: watch process stopped (exit {exit_code}) after {runs} flow runs ({failed_runs} failed); "
             "faults off; CRM changes: " + ", ".join(f"{k} {v}" for k, v in sorted(mutator.done.items())))
-        retried = subprocess.run([sys.executable, "-m", "engine.cli", "--config", str(config), "deadletters", "retry",
+        retried = subprocess.run([sys.executable, "-m", "mapsync.engine.cli", "--config", str(config), "deadletters", "retry",
                                   "--all", "--env", "emulator"], cwd=folder, capture_output=True, text=True,
                                  timeout=120, check=False)
         log(f"  mapsync deadletters retry --all: exit {retried.returncode}: {retried.stdout.strip()[-300:]}"

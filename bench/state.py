@@ -20,7 +20,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.state.base import KeyEntry, StateStore, open_store
+from mapsync.engine.state.base import KeyEntry, StateStore, open_store
 
 FLOW = "bench-contacts"
 

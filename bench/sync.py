@@ -7,7 +7,7 @@ Three processes, so that each number belongs to one of them:
 
 - the emulator (``bench.sync serve``): every service over TLS on loopback, Campaign limited to
   ``--campaign-rps`` requests per second (a sliding window of ``--window`` seconds);
-- the runner (``bench.sync run``): ``engine.runner.run_job`` for the contacts flow, in its own process, so
+- the runner (``bench.sync run``): ``mapsync.engine.runner.run_job`` for the contacts flow, in its own process, so
   its peak RSS (``ru_maxrss``) is the runner's alone; it reports counts, wall time and RSS as JSON;
 - this driver, which starts both, edits 1% of the contacts through the emulator's control endpoints and
   reads the emulator's request counters around each run.
@@ -44,7 +44,7 @@ from typing import Any
 import httpx
 import yaml
 
-from emulators.seed import contact_id
+from mapsync.emulators.seed import contact_id
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -111,7 +111,7 @@ class EmulatorProcess:
     def write_config(self, folder: Path, *, mappings: Path = ROOT / "mappings",
                      limits: dict[str, dict[str, Any]] | None = None) -> Path:
         """A mapsync.yaml (environment ``emulator``) in ``folder``, state in a SQLite file beside it."""
-        from emulators.server import write_config
+        from mapsync.emulators.server import write_config
 
         path = write_config(folder / "mapsync.yaml", base_url=self.base_url, ca_file=self.ca_file,
                             state=f"sqlite:///{folder / 'state.sqlite'}", mappings=str(mappings.resolve()))
@@ -159,7 +159,7 @@ def _serve(args: argparse.Namespace) -> int:
     """The emulator process: seed, serve over TLS on loopback, write the ready file, wait for SIGTERM."""
     import dataclasses
 
-    from emulators.server import Emulator, Limits, start_in_thread
+    from mapsync.emulators.server import Emulator, Limits, start_in_thread
 
     started = time.perf_counter()
     limits = dataclasses.replace(Limits(), **json.loads(args.limits))
@@ -196,7 +196,7 @@ def run_in_process(config: Path, *, flows: Sequence[str] = ("contacts",), full: 
 
 
 def _run(args: argparse.Namespace) -> int:
-    from engine.runner import load_job, run_job
+    from mapsync.engine.runner import load_job, run_job
 
     job = load_job(Path(args.config), "emulator")
     flows = [f for f in args.flows.split(",") if f]

@@ -168,9 +168,9 @@ def _rate(fn: Callable[[dict[str, Any]], Any], records: Sequence[dict[str, Any]]
 
 
 def compiled_contacts() -> Any:
-    from dsl.compiler import compile_project
-    from dsl.project import load_project
-    from dsl.schema import load_catalog
+    from mapsync.dsl.compiler import compile_project
+    from mapsync.dsl.project import load_project
+    from mapsync.dsl.schema import load_catalog
 
     project, _ = load_project([ROOT / "mappings"])
     return compile_project(project, load_catalog())["contacts"]

@@ -8,9 +8,9 @@
 
 from __future__ import annotations
 
-from dsl.checker import Analysis, FlowInfo, analyze, check
-from dsl.compiler import compile_project
-from dsl.parser import ParseResult, parse
-from dsl.project import Project, load_project
+from mapsync.dsl.checker import Analysis, FlowInfo, analyze, check
+from mapsync.dsl.compiler import compile_project
+from mapsync.dsl.parser import ParseResult, parse
+from mapsync.dsl.project import Project, load_project
 
 __all__ = ["Analysis", "FlowInfo", "ParseResult", "Project", "analyze", "check", "compile_project", "load_project", "parse"]

@@ -17,8 +17,8 @@ import re
 from bisect import bisect_right
 from typing import Any
 
-from dsl import ast
-from dsl.diagnostics import Diagnostic
+from mapsync.dsl import ast
+from mapsync.dsl.diagnostics import Diagnostic
 
 __all__ = ["Bail", "parse_fast"]
 
@@ -602,12 +602,12 @@ def _lark_depth(expr: ast.Expr) -> int:
 
 
 def _parse_datetime(raw: str, span: ast.Span, problems: list[Diagnostic]) -> tuple[Any, Any]:
-    from dsl.parser import _parse_datetime as parse_datetime  # the one definition of date literals
+    from mapsync.dsl.parser import _parse_datetime as parse_datetime  # the one definition of date literals
 
     return parse_datetime(raw, span, problems)
 
 
 def _unescape(raw: str, span: ast.Span, problems: list[Diagnostic]) -> str:
-    from dsl.parser import _unescape as unescape  # the one definition of escapes
+    from mapsync.dsl.parser import _unescape as unescape  # the one definition of escapes
 
     return unescape(raw, span, problems)

@@ -5,7 +5,7 @@
 
 It resolves systems, tables and fields (source paths in expressions, `where` and `key` against the
 flow's source table; assignment targets against its target), types every expression with the value
-types of ``dsl.types`` and the function contracts of ``dsl.functions``, and follows what a value can
+types of ``mapsync.dsl.types`` and the function contracts of ``mapsync.dsl.functions``, and follows what a value can
 be (its longest text, the finite set of values a literal or replacement yields) far enough to warn
 about truncation and uncovered option sets. Nothing here raises on user input: an unresolvable name
 gives a diagnostic and the type ``any``, so one typo does not cascade into a dozen follow-up errors.
@@ -20,13 +20,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from dsl import ast
-from dsl.diagnostics import Diagnostic, did_you_mean
-from dsl.functions import FUNCTIONS, FunctionSpec
-from dsl.graphs import back_edges
-from dsl.project import Project
-from dsl.schema import Catalog, FieldSchema, TableSchema
-from dsl.types import ValueType, arithmetic, assignable, common_type, comparable
+from mapsync.dsl import ast
+from mapsync.dsl.diagnostics import Diagnostic, did_you_mean
+from mapsync.dsl.functions import FUNCTIONS, FunctionSpec
+from mapsync.dsl.graphs import back_edges
+from mapsync.dsl.project import Project
+from mapsync.dsl.schema import Catalog, FieldSchema, TableSchema
+from mapsync.dsl.types import ValueType, arithmetic, assignable, common_type, comparable
 
 __all__ = ["CLAUSE_VALUES", "Analysis", "FlowInfo", "OptOutInfo", "analyze", "check"]
 

@@ -34,18 +34,18 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from dsl import ast
-from dsl import runtime as rt
-from dsl.diagnostics import Diagnostic
-from dsl.errors import CheckError, CompileError
-from dsl.functions import FUNCTIONS, FunctionError
-from dsl.pushdown import split_filter
-from dsl.schema import FieldSchema, TableSchema
-from dsl.types import ValueType
+from mapsync.dsl import ast
+from mapsync.dsl import runtime as rt
+from mapsync.dsl.diagnostics import Diagnostic
+from mapsync.dsl.errors import CheckError, CompileError
+from mapsync.dsl.functions import FUNCTIONS, FunctionError
+from mapsync.dsl.pushdown import split_filter
+from mapsync.dsl.schema import FieldSchema, TableSchema
+from mapsync.dsl.types import ValueType
 
 if TYPE_CHECKING:
-    from dsl.project import Project
-    from dsl.schema import Catalog
+    from mapsync.dsl.project import Project
+    from mapsync.dsl.schema import Catalog
 
 __all__ = ["CompiledFlow", "FilterError", "compile_flow", "compile_project", "expr_text"]
 
@@ -821,7 +821,7 @@ def _literal_value(e: ast.Expr, rep: str) -> Any:
 
 
 def _common_literal_type(values: list[Any]) -> ValueType:
-    from dsl.types import type_of
+    from mapsync.dsl.types import type_of
 
     types = {type_of(v) for v in values if v is not None}
     return types.pop() if len(types) == 1 else V.ANY
@@ -987,7 +987,7 @@ def compile_project(project: Project, catalog: Catalog, *, trace: bool = False) 
     cached = _CACHE.get(key)
     if cached is not None and cached[0] is catalog:
         return cached[1]
-    from dsl.checker import check
+    from mapsync.dsl.checker import check
 
     diagnostics = [d for d in check(project, catalog) if d.is_error]
     if diagnostics:

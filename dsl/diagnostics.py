@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from dsl.ast import Span
+from mapsync.dsl.ast import Span
 
 __all__ = ["CODES", "Diagnostic", "Severity", "did_you_mean", "has_errors", "render_json", "render_text"]
 

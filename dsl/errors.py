@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from dsl.diagnostics import Diagnostic
+    from mapsync.dsl.diagnostics import Diagnostic
 
 __all__ = ["CheckError", "CompileError", "DslError", "DslSyntaxError", "MapsyncError"]
 

@@ -27,9 +27,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from dsl import ast
-from dsl.errors import DslError
-from dsl.parser import parse
+from mapsync.dsl import ast
+from mapsync.dsl.errors import DslError
+from mapsync.dsl.parser import parse
 
 __all__ = ["INDENT", "FormatError", "format_expr", "format_module", "format_text"]
 

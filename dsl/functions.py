@@ -16,7 +16,7 @@ for wrong *values*; wrong *types* are the checker's job, but are reported as ``F
 The impls run on every record (target: >100k records/s for a whole mapping), so they are plain,
 branch on ``type(x) is ...`` first, and never compile a fixed regex per call.
 
-``docs/functions.md`` is generated from the specs: ``python -m dsl.functions --markdown > docs/functions.md``.
+``docs/functions.md`` is generated from the specs: ``python -m mapsync.dsl.functions --markdown > docs/functions.md``.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from dsl.errors import MapsyncError
-from dsl.types import ValueType, common_type, type_of
+from mapsync.dsl.errors import MapsyncError
+from mapsync.dsl.types import ValueType, common_type, type_of
 
 __all__ = [
     "FUNCTIONS",
@@ -804,7 +804,7 @@ def render_markdown() -> str:
     out = [
         "# Function reference",
         "",
-        "<!-- Generated from dsl/functions.py by `python -m dsl.functions --markdown > docs/functions.md`.",
+        "<!-- Generated from dsl/functions.py by `python -m mapsync.dsl.functions --markdown > docs/functions.md`.",
         "     Do not edit by hand: change the docstrings and regenerate (a test fails when they differ). -->",
         "",
         "Functions of the mapping language. **Null rule:** a null argument gives a null result, unless the",
@@ -838,7 +838,7 @@ def render_markdown() -> str:
 
 def main(argv: Sequence[str]) -> int:
     if list(argv) != ["--markdown"]:
-        print("usage: python -m dsl.functions --markdown > docs/functions.md", file=sys.stderr)
+        print("usage: python -m mapsync.dsl.functions --markdown > docs/functions.md", file=sys.stderr)
         return 2
     sys.stdout.write(render_markdown())
     return 0

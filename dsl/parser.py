@@ -18,9 +18,9 @@ from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
 from lark.lark import PostLex
 
-from dsl import ast
-from dsl._fastparse import Bail, parse_fast
-from dsl.diagnostics import Diagnostic
+from mapsync.dsl import ast
+from mapsync.dsl._fastparse import Bail, parse_fast
+from mapsync.dsl.diagnostics import Diagnostic
 
 __all__ = ["MAX_DEPTH", "ParseResult", "parse", "parse_file"]
 

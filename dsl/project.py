@@ -19,11 +19,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dsl import ast
-from dsl.diagnostics import Diagnostic, did_you_mean
-from dsl.errors import DslError
-from dsl.graphs import back_edges
-from dsl.parser import parse_file
+from mapsync.dsl import ast
+from mapsync.dsl.diagnostics import Diagnostic, did_you_mean
+from mapsync.dsl.errors import DslError
+from mapsync.dsl.graphs import back_edges
+from mapsync.dsl.parser import parse_file
 
 __all__ = ["Project", "ProjectPathError", "display_name", "load_project"]
 

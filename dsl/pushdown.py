@@ -28,9 +28,9 @@ import decimal
 import re
 from dataclasses import dataclass
 
-from dsl import ast
-from dsl.schema import FieldSchema, TableSchema
-from dsl.types import ValueType
+from mapsync.dsl import ast
+from mapsync.dsl.schema import FieldSchema, TableSchema
+from mapsync.dsl.types import ValueType
 
 __all__ = ["Split", "odata_literal", "split_filter"]
 

@@ -25,7 +25,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from dsl.errors import MapsyncError
+from mapsync.dsl.errors import MapsyncError
 
 __all__ = [
     "ContactRef",
@@ -185,7 +185,7 @@ def text_of(value: Any) -> str:
         return ""
     if type(value) is str:
         return value
-    from dsl.functions import text
+    from mapsync.dsl.functions import text
 
     return text(value) or ""
 
@@ -206,7 +206,7 @@ def read_date(value: Any) -> dt.date | None:
             return dt.date.fromisoformat(value)
         except ValueError:
             pass
-    from dsl.functions import date
+    from mapsync.dsl.functions import date
 
     return date(value)
 
@@ -220,7 +220,7 @@ def read_datetime(value: Any) -> dt.datetime | None:
             return dt.datetime.fromisoformat(value[:-1]).replace(tzinfo=_UTC)
         except ValueError:
             pass
-    from dsl.functions import datetime
+    from mapsync.dsl.functions import datetime
 
     return datetime(value)
 
@@ -229,7 +229,7 @@ def _as_datetime(value: Any) -> dt.datetime:
     if type(value) is dt.datetime:
         return value if value.tzinfo is _UTC else (value.replace(tzinfo=_UTC) if value.tzinfo is None
                                                     else value.astimezone(_UTC))
-    from dsl.functions import datetime
+    from mapsync.dsl.functions import datetime
 
     moment = datetime(value)
     assert moment is not None
@@ -239,7 +239,7 @@ def _as_datetime(value: Any) -> dt.datetime:
 def _as_date(value: Any) -> dt.date:
     if type(value) is dt.date:
         return value
-    from dsl.functions import date
+    from mapsync.dsl.functions import date
 
     day = date(value)
     assert day is not None

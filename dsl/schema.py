@@ -25,8 +25,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from dsl.errors import MapsyncError
-from dsl.types import ValueType, value_type_for
+from mapsync.dsl.errors import MapsyncError
+from mapsync.dsl.types import ValueType, value_type_for
 
 __all__ = [
     "DEFAULT_ROOT",

@@ -25,12 +25,12 @@ from typing import Any
 
 import yaml
 
-from dsl import ast
-from dsl import runtime as rt
-from dsl.compiler import CompiledFlow, compile_project
-from dsl.project import Project, display_name, load_project
-from dsl.schema import Catalog, TableSchema, load_catalog
-from dsl.types import ValueType
+from mapsync.dsl import ast
+from mapsync.dsl import runtime as rt
+from mapsync.dsl.compiler import CompiledFlow, compile_project
+from mapsync.dsl.project import Project, display_name, load_project
+from mapsync.dsl.schema import Catalog, TableSchema, load_catalog
+from mapsync.dsl.types import ValueType
 
 __all__ = ["CaseResult", "TestReport", "find_test_files", "render", "run_tests", "to_wire_input"]
 

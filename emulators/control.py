@@ -30,11 +30,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from dsl.errors import MapsyncError
-from emulators.campaign.delivery import OPT_OUT_FIELDS, DeliveryRates
+from mapsync.dsl.errors import MapsyncError
+from mapsync.emulators.campaign.delivery import OPT_OUT_FIELDS, DeliveryRates
 
 if TYPE_CHECKING:
-    from emulators.server import Emulator
+    from mapsync.emulators.server import Emulator
 
 __all__ = ["control_routes"]
 
@@ -69,7 +69,7 @@ async def _body(request: Request) -> dict[str, Any]:
 
 
 def control_routes(emu: Emulator) -> list[Route]:
-    from emulators.dataverse.errors import DataverseError
+    from mapsync.emulators.dataverse.errors import DataverseError
 
     dv = emu.dataverse
     adobe = emu.adobe

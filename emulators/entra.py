@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from emulators.tokens import TokenIssuer
+from mapsync.emulators.tokens import TokenIssuer
 
 __all__ = ["aad_error", "entra_routes"]
 

@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from emulators.campaign.errors import CampaignApiError
-from emulators.tokens import TokenIssuer
+from mapsync.emulators.campaign.errors import CampaignApiError
+from mapsync.emulators.tokens import TokenIssuer
 
 __all__ = ["IMS_EXPIRES_IN", "IMS_ORG", "gateway_client", "ims_routes"]
 

@@ -249,8 +249,8 @@ def journal_routes(
 ) -> list[Route]:
     """``GET /events/organizations/{org}/integrations/{int}/{registration}`` behind the I/O gateway check."""
     # Imported here: emulators.campaign imports this module (deliveries write the journal).
-    from emulators.campaign.errors import CampaignApiError, error_response
-    from emulators.ims import gateway_client
+    from mapsync.emulators.campaign.errors import CampaignApiError, error_response
+    from mapsync.emulators.ims import gateway_client
 
     path = f"/events/organizations/{organization}/integrations/{integration}/{registration}"
 

@@ -33,14 +33,14 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
-from emulators.campaign import Campaign, CampaignStore, campaign_routes, load_resources
-from emulators.campaign.errors import ASSUMED, BIG_TABLE_THRESHOLD
-from emulators.faults import FaultInjector, FaultMiddleware, FaultProfile
-from emulators.ims import IMS_EXPIRES_IN, IMS_ORG, ims_routes
-from emulators.journal import Clock, Journal, journal_routes
-from emulators.limits import ServiceProtection
-from emulators.seed import SeedData
-from emulators.tokens import TokenIssuer
+from mapsync.emulators.campaign import Campaign, CampaignStore, campaign_routes, load_resources
+from mapsync.emulators.campaign.errors import ASSUMED, BIG_TABLE_THRESHOLD
+from mapsync.emulators.faults import FaultInjector, FaultMiddleware, FaultProfile
+from mapsync.emulators.ims import IMS_EXPIRES_IN, IMS_ORG, ims_routes
+from mapsync.emulators.journal import Clock, Journal, journal_routes
+from mapsync.emulators.limits import ServiceProtection
+from mapsync.emulators.seed import SeedData
+from mapsync.emulators.tokens import TokenIssuer
 
 __all__ = ["AdobeServices", "Credentials", "DataverseServices", "Emulator", "Limits", "PortInUse", "Served",
            "bind", "config_files", "serve", "start_in_thread", "write_config"]
@@ -148,7 +148,7 @@ class DataverseServices:
 
     def __init__(self, data: SeedData, *, clock: Clock, credentials: Credentials, token_lifetime: int | None,
                  limits: Limits) -> None:
-        from emulators.dataverse.store import DataverseStore
+        from mapsync.emulators.dataverse.store import DataverseStore
 
         self.data = data
         self.clock = clock
@@ -158,8 +158,8 @@ class DataverseServices:
         self.protection = limits.dataverse(clock.time)
 
     def routes(self, faults: FaultInjector | None = None) -> list[BaseRoute]:
-        from emulators.dataverse.app import dataverse_routes
-        from emulators.entra import entra_routes
+        from mapsync.emulators.dataverse.app import dataverse_routes
+        from mapsync.emulators.entra import entra_routes
 
         # The Dataverse routes apply the fault injector themselves, with Dataverse's error body.
         return [*entra_routes(self.issuer), *dataverse_routes(self.store, self.issuer, self.protection, faults)]
@@ -270,7 +270,7 @@ class Emulator:
         extra_routes: Iterable[BaseRoute] = (),
     ) -> None:
         # Imported here so that the Adobe half (AdobeServices) does not need the Dataverse package.
-        from emulators.control import control_routes
+        from mapsync.emulators.control import control_routes
 
         self.seed = seed
         self.data = SeedData(seed=seed, contacts=contacts)
@@ -421,7 +421,7 @@ def start_in_thread(emulator: Emulator, *, host: str = "127.0.0.1", port: int = 
     """Serve over TLS in a background thread (tests, benchmarks). ``port=0`` picks a free port."""
     import socket
 
-    from emulators.tls import TestCA
+    from mapsync.emulators.tls import TestCA
 
     ca = ca or TestCA()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -464,7 +464,7 @@ def bind(host: str, port: int) -> Any:
 def serve(emulator: Emulator, *, host: str = "127.0.0.1", port: int = 8443, ca: Any = None,
           on_ready: Callable[[str, Path], None] | None = None, sock: Any = None) -> None:
     """Serve in the foreground until SIGINT/SIGTERM, then stop cleanly. ``sock``: a socket from ``bind``."""
-    from emulators.tls import TestCA
+    from mapsync.emulators.tls import TestCA
 
     ca = ca or TestCA()
     sock = sock if sock is not None else bind(host, port)

@@ -6,6 +6,6 @@
 
 from __future__ import annotations
 
-from engine.runner import Job, RunReport, load_job, run_job, run_sync
+from mapsync.engine.runner import Job, RunReport, load_job, run_job, run_sync
 
 __all__ = ["Job", "RunReport", "load_job", "run_job", "run_sync"]

@@ -1,6 +1,6 @@
 """Bearer tokens for the services: Entra ID (through MSAL) for Dataverse, Adobe IMS for Campaign and events.
 
-Both providers implement ``engine.http.TokenProvider``: ``await token()`` returns a cached token and renews
+Both providers implement ``mapsync.engine.http.TokenProvider``: ``await token()`` returns a cached token and renews
 it ``REFRESH_MARGIN_SECONDS`` before it expires; ``await token(stale=t)`` is the one forced renewal after a
 401 (several requests may report the same stale token at once: only the first renews).
 
@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from engine.config import CampaignSettings, D365Settings
-from engine.errors import ConfigError, TransientError
+from mapsync.engine.config import CampaignSettings, D365Settings
+from mapsync.engine.errors import ConfigError, TransientError
 
 __all__ = ["REFRESH_MARGIN_SECONDS", "EntraTokenProvider", "ImsTokenProvider", "TokenCache"]
 
@@ -104,7 +104,7 @@ class _RenewingToken:
 
     @property
     def credential_setting(self) -> str:
-        """The setting to check when a service refuses even a freshly renewed token (``engine.http``)."""
+        """The setting to check when a service refuses even a freshly renewed token (``mapsync.engine.http``)."""
         return f"{self._prefix}.client_secret"
 
     async def token(self, *, stale: str | None = None) -> str:

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from dsl.errors import MapsyncError
+from mapsync.dsl.errors import MapsyncError
 
 # The order here is the order `mapsync --help` lists them in.
 COMMANDS: tuple[str, ...] = (
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
     for name in COMMANDS:
-        module = importlib.import_module(f"engine.commands.{name}")
+        module = importlib.import_module(f"mapsync.engine.commands.{name}")
         module.add_parser(subparsers)
     return parser
 
@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except MapsyncError as exc:
-        from engine.errors import ConfigError
+        from mapsync.engine.errors import ConfigError
 
         print(f"mapsync: error: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FINDINGS

@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import yaml
 
-from engine.errors import ConfigError
+from mapsync.engine.errors import ConfigError
 
 __all__ = [
     "CampaignSettings",

@@ -20,11 +20,11 @@ from typing import Any
 
 import httpx
 
-from dsl.runtime import Filtered, Mapped
-from emulators.server import Emulator, start_in_thread, write_config
-from engine.progress import RunDisplay, console, optout_line, summary_table
-from engine.runner import Job, RunReport, load_job, run_job
-from engine.state.base import open_store
+from mapsync.dsl.runtime import Filtered, Mapped
+from mapsync.emulators.server import Emulator, start_in_thread, write_config
+from mapsync.engine.progress import RunDisplay, console, optout_line, summary_table
+from mapsync.engine.runner import Job, RunReport, load_job, run_job
+from mapsync.engine.state.base import open_store
 
 __all__ = ["DemoResult", "run_demo", "verify"]
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from dsl.errors import MapsyncError
+from mapsync.dsl.errors import MapsyncError
 
 __all__ = [
     "AuthRejected",

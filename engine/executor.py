@@ -25,12 +25,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dsl.runtime import ContactRef, Filtered, LinkRef, Mapped, Rejected
-from engine.connectors.base import WriteOp, WriteOutcome
-from engine.errors import LeaseHeld, SyncError
-from engine.sources import Source, SourceBatch
-from engine.state.base import DeadLetter, KeyEntry, PendingWrite, StateStore
-from engine.targets import Target
+from mapsync.dsl.runtime import ContactRef, Filtered, LinkRef, Mapped, Rejected
+from mapsync.engine.connectors.base import WriteOp, WriteOutcome
+from mapsync.engine.errors import LeaseHeld, SyncError
+from mapsync.engine.sources import Source, SourceBatch
+from mapsync.engine.state.base import DeadLetter, KeyEntry, PendingWrite, StateStore
+from mapsync.engine.targets import Target
 
 __all__ = ["DEFERRAL_LIMIT", "FlowCounts", "FlowResult", "FlowRunner", "PlannedWrite", "payload_hash"]
 

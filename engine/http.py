@@ -48,8 +48,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
-from engine.config import ServiceLimits
-from engine.errors import AuthRejected, ConnectorError, ServiceDown, TerminalError, TransientError
+from mapsync.engine.config import ServiceLimits
+from mapsync.engine.errors import AuthRejected, ConnectorError, ServiceDown, TerminalError, TransientError
 
 __all__ = [
     "MAX_TOKEN_REFRESHES",

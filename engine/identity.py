@@ -22,9 +22,9 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from engine.config import Environment
-from engine.errors import ConfigError, TerminalError
-from engine.state.base import StateStore
+from mapsync.engine.config import Environment
+from mapsync.engine.errors import ConfigError, TerminalError
+from mapsync.engine.state.base import StateStore
 
 __all__ = ["EnvironmentMismatch", "Rebound", "bind", "observe"]
 

@@ -52,15 +52,15 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from dsl import ast
-from engine.connectors.base import ChangeTrackingExpired, WriteOp, WriteOutcome
-from engine.errors import ConfigError, SyncError
+from mapsync.dsl import ast
+from mapsync.engine.connectors.base import ChangeTrackingExpired, WriteOp, WriteOutcome
+from mapsync.engine.errors import ConfigError, SyncError
 
 if TYPE_CHECKING:
-    from engine.connectors import Connectors
-    from engine.connectors.campaign import CampaignConnector
-    from engine.connectors.d365 import D365Connector
-    from engine.state import StateStore
+    from mapsync.engine.connectors import Connectors
+    from mapsync.engine.connectors.campaign import CampaignConnector
+    from mapsync.engine.connectors.d365 import D365Connector
+    from mapsync.engine.state import StateStore
 
 __all__ = [
     "CONFLICT_RULES",
@@ -483,7 +483,7 @@ class OptOutSync:
 
     async def _fetch_d365(self, keys: Sequence[str]) -> dict[str, tuple[bool, str | None]]:
         """The current value of pairs new to the key map that change tracking did not report."""
-        from engine.connectors.odata import literal
+        from mapsync.engine.connectors.odata import literal
 
         out: dict[str, tuple[bool, str | None]] = {}
         for start in range(0, len(keys), FETCH_CHUNK):
@@ -584,7 +584,7 @@ class OptOutSync:
 
 
 def _rules(project_or_rules: Any) -> list[tuple[ast.OptOut, str | None]]:
-    """(rule, via) pairs from a ``dsl.project.Project``, a ``dsl.checker.Analysis``, a mapping or a list."""
+    """(rule, via) pairs from a ``mapsync.dsl.project.Project``, a ``mapsync.dsl.checker.Analysis``, a mapping or a list."""
     optouts = getattr(project_or_rules, "optouts", project_or_rules)
     items = optouts.values() if isinstance(optouts, Mapping) else optouts
     out: list[tuple[ast.OptOut, str | None]] = []

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from engine.executor import FlowCounts, FlowResult
+from mapsync.engine.executor import FlowCounts, FlowResult
 
 __all__ = ["RunDisplay", "configure_logging", "console", "format_duration", "remaining_seconds", "summary_table"]
 

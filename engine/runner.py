@@ -16,19 +16,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dsl.compiler import CompiledFlow, compile_project
-from dsl.errors import CheckError
-from dsl.project import Project, load_project
-from dsl.schema import Catalog, load_catalog
-from engine.auth import TokenCache
-from engine.config import Config, Environment, load_config
-from engine.connectors import Connectors, build_connectors
-from engine.errors import ConfigError, LeaseHeld, ServiceDown, SyncError
-from engine.executor import FlowCounts, FlowResult, FlowRunner
-from engine.identity import bind, observe
-from engine.sources import source_for
-from engine.state.base import StateStore, open_store
-from engine.targets import target_for
+from mapsync.dsl.compiler import CompiledFlow, compile_project
+from mapsync.dsl.errors import CheckError
+from mapsync.dsl.project import Project, load_project
+from mapsync.dsl.schema import Catalog, load_catalog
+from mapsync.engine.auth import TokenCache
+from mapsync.engine.config import Config, Environment, load_config
+from mapsync.engine.connectors import Connectors, build_connectors
+from mapsync.engine.errors import ConfigError, LeaseHeld, ServiceDown, SyncError
+from mapsync.engine.executor import FlowCounts, FlowResult, FlowRunner
+from mapsync.engine.identity import bind, observe
+from mapsync.engine.sources import source_for
+from mapsync.engine.state.base import StateStore, open_store
+from mapsync.engine.targets import target_for
 
 __all__ = ["Job", "RunReport", "load_job", "order_flows", "run_job"]
 
@@ -128,7 +128,7 @@ def stages(names: Sequence[str], links: dict[str, frozenset[str]], flows: dict[s
 
 
 def _linked_flows(flow: Any) -> set[str]:
-    from dsl import ast
+    from mapsync.dsl import ast
 
     return {node.args[1].dotted
             for assignment in flow.assignments for node in ast.walk_expr(assignment.expr)
@@ -148,7 +148,7 @@ async def run_job(job: Job, *, only: Sequence[str] | None = None, full: bool = F
                   rebind: bool = False) -> RunReport:
     """Run (or plan) the job's flows once, then its opt-out rules. Runs that share ``tokens`` (``--watch``)
     reuse the access tokens of the ones before. The services must be the ones the state belongs to
-    (``engine.identity``); ``rebind`` accepts a deliberate move."""
+    (``mapsync.engine.identity``); ``rebind`` accepts a deliberate move."""
     unknown = [f for f in [*(only or ()), *replay] if f not in job.flows]
     if unknown:
         raise ConfigError(f"unknown flow(s): {', '.join(unknown)}; the mappings define: {', '.join(sorted(job.flows))}",
@@ -241,7 +241,7 @@ async def _forget_optouts(job: Job, connectors: Connectors, store: StateStore) -
     services (with no history, an opt-out on either side wins)."""
     if not job.project.optouts or connectors.d365 is None or connectors.campaign is None:
         return
-    from engine.optout import OptOutSync
+    from mapsync.engine.optout import OptOutSync
 
     for rule in job.project.optouts.values():
         sync = OptOutSync(rule, d365=connectors.d365, campaign=connectors.campaign, store=store, dry_run=False)
@@ -251,7 +251,7 @@ async def _forget_optouts(job: Job, connectors: Connectors, store: StateStore) -
 async def _run_optouts(job: Job, connectors: Connectors, store: StateStore, *, dry_run: bool) -> list[Any]:
     if not job.project.optouts:
         return []
-    from engine.optout import OptOutSync
+    from mapsync.engine.optout import OptOutSync
 
     results = []
     for rule in job.project.optouts.values():

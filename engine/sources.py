@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from engine.connectors.base import ChangeTrackingExpired
-from engine.connectors.d365 import D365Connector
-from engine.connectors.events import EventsConnector
-from engine.errors import ConfigError
+from mapsync.engine.connectors.base import ChangeTrackingExpired
+from mapsync.engine.connectors.d365 import D365Connector
+from mapsync.engine.connectors.events import EventsConnector
+from mapsync.engine.errors import ConfigError
 
 __all__ = ["D365TableSource", "EventFeedSource", "Source", "SourceBatch", "source_for"]
 
@@ -107,7 +107,7 @@ class D365TableSource:
 
     async def fetch_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The current rows of ``keys`` (the flow's key column), by key; a missing key is not in the table."""
-        from engine.connectors.odata import literal
+        from mapsync.engine.connectors.odata import literal
 
         found: dict[str, dict[str, Any]] = {}
         wanted = list(dict.fromkeys(keys))

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from dsl.schema import TableSchema
-from engine.connectors.base import WriteOp, WriteOutcome
-from engine.errors import ConfigError, ConnectorError
+from mapsync.dsl.schema import TableSchema
+from mapsync.engine.connectors.base import WriteOp, WriteOutcome
+from mapsync.engine.errors import ConfigError, ConnectorError
 
 __all__ = ["CampaignTarget", "D365Target", "Target", "target_for"]
 

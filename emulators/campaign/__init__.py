@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from emulators.campaign.app import campaign_routes
-from emulators.campaign.delivery import Campaign, DeliveryRates, DeliveryResult
-from emulators.campaign.errors import CampaignApiError
-from emulators.campaign.resources import ResourceSpec, load_resources
-from emulators.campaign.store import CampaignStore
+from mapsync.emulators.campaign.app import campaign_routes
+from mapsync.emulators.campaign.delivery import Campaign, DeliveryRates, DeliveryResult
+from mapsync.emulators.campaign.errors import CampaignApiError
+from mapsync.emulators.campaign.resources import ResourceSpec, load_resources
+from mapsync.emulators.campaign.store import CampaignStore
 
 __all__ = [
     "Campaign",

@@ -32,17 +32,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from emulators.campaign.errors import (
+from mapsync.emulators.campaign.errors import (
     BIG_TABLE_THRESHOLD,
     LINE_COUNT_DEFAULT,
     CampaignApiError,
     error_response,
 )
-from emulators.campaign.resources import FieldSpec, ResourceSpec
-from emulators.campaign.store import CampaignStore, Condition
-from emulators.ims import gateway_client
-from emulators.limits import ServiceProtection
-from emulators.tokens import TokenIssuer
+from mapsync.emulators.campaign.resources import FieldSpec, ResourceSpec
+from mapsync.emulators.campaign.store import CampaignStore, Condition
+from mapsync.emulators.ims import gateway_client
+from mapsync.emulators.limits import ServiceProtection
+from mapsync.emulators.tokens import TokenIssuer
 
 __all__ = ["Limiter", "campaign_routes", "render"]
 

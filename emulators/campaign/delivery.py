@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from emulators.campaign.store import CampaignStore
-from emulators.journal import Journal, build_event
+from mapsync.emulators.campaign.store import CampaignStore
+from mapsync.emulators.journal import Journal, build_event
 
 __all__ = ["OPT_OUT_FIELDS", "Campaign", "DeliveryRates", "DeliveryResult"]
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from starlette.responses import JSONResponse
 
-from dsl.errors import MapsyncError
+from mapsync.dsl.errors import MapsyncError
 
 __all__ = [
     "ASSUMED",

@@ -17,7 +17,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from emulators.campaign.errors import CampaignApiError
+from mapsync.emulators.campaign.errors import CampaignApiError
 
 __all__ = ["SNAPSHOT_DIR", "FieldSpec", "FilterSpec", "ResourceSpec", "load_resources"]
 

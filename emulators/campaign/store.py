@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from emulators.campaign.resources import ResourceSpec, campaign_datetime
+from mapsync.emulators.campaign.resources import ResourceSpec, campaign_datetime
 
 __all__ = ["CampaignStore", "Condition", "Row"]
 

@@ -21,10 +21,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, request_response
 
-from emulators.dataverse.batch import BatchRequest, ChangeSet, PartResponse, parse_batch, render_batch
-from emulators.dataverse.errors import DataverseError, error_body
-from emulators.dataverse.metadata import TableDef, csdl, definitions_reply
-from emulators.dataverse.odata import (
+from mapsync.emulators.dataverse.batch import BatchRequest, ChangeSet, PartResponse, parse_batch, render_batch
+from mapsync.emulators.dataverse.errors import DataverseError, error_body
+from mapsync.emulators.dataverse.metadata import TableDef, csdl, definitions_reply
+from mapsync.emulators.dataverse.odata import (
     FilterSyntaxError,
     FilterTypeError,
     compile_filter,
@@ -32,12 +32,16 @@ from emulators.dataverse.odata import (
     parse_filter,
     parse_orderby,
 )
-from emulators.dataverse.organization import RETRIEVE_CURRENT_ORGANIZATION, access_type, current_organization
-from emulators.dataverse.store import DataverseStore
-from emulators.entra import entra_routes
-from emulators.faults import FaultInjector, FaultMiddleware
-from emulators.limits import ServiceProtection
-from emulators.tokens import TokenIssuer
+from mapsync.emulators.dataverse.organization import (
+    RETRIEVE_CURRENT_ORGANIZATION,
+    access_type,
+    current_organization,
+)
+from mapsync.emulators.dataverse.store import DataverseStore
+from mapsync.emulators.entra import entra_routes
+from mapsync.emulators.faults import FaultInjector, FaultMiddleware
+from mapsync.emulators.limits import ServiceProtection
+from mapsync.emulators.tokens import TokenIssuer
 
 __all__ = ["DataverseApi", "build_dataverse_app", "dataverse_fault_body", "dataverse_routes"]
 

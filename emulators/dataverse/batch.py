@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
-from emulators.dataverse.errors import DataverseError
+from mapsync.emulators.dataverse.errors import DataverseError
 
 __all__ = ["BatchRequest", "ChangeSet", "PartResponse", "boundary_of", "parse_batch", "render_batch"]
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
-from emulators.dataverse.errors import DataverseError
+from mapsync.emulators.dataverse.errors import DataverseError
 
 __all__ = ["ColumnDef", "TableDef", "attributes_metadata", "csdl", "definitions_reply", "entity_metadata", "load_tables"]
 
@@ -155,7 +155,7 @@ def _snapshot_dicts(source: Any) -> list[Mapping[str, Any]]:
     if isinstance(source, Mapping):
         return [source]
     if callable(getattr(source, "tables", None)):  # dsl.schema.Catalog
-        from dsl.schema import dump_table
+        from mapsync.dsl.schema import dump_table
 
         return [dump_table(t) for t in source.tables("d365")]
     if isinstance(source, Iterable):

@@ -29,9 +29,15 @@ from decimal import Decimal
 from itertools import islice
 from typing import Any
 
-from emulators.dataverse.errors import DataverseError
-from emulators.dataverse.metadata import ColumnDef, TableDef, delete_behaviour, load_tables, nav_properties
-from emulators.dataverse.odata import format_datetime, is_guid
+from mapsync.emulators.dataverse.errors import DataverseError
+from mapsync.emulators.dataverse.metadata import (
+    ColumnDef,
+    TableDef,
+    delete_behaviour,
+    load_tables,
+    nav_properties,
+)
+from mapsync.emulators.dataverse.odata import format_datetime, is_guid
 
 __all__ = ["DELTA_RETENTION", "DataverseStore", "OrderKey"]
 

@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dsl.compiler import compile_project
-from dsl.diagnostics import did_you_mean, render_text
-from dsl.errors import CheckError
-from dsl.project import ProjectPathError, load_project
-from dsl.schema import load_catalog
-from engine.commands._common import add_command
+from mapsync.dsl.compiler import compile_project
+from mapsync.dsl.diagnostics import did_you_mean, render_text
+from mapsync.dsl.errors import CheckError
+from mapsync.dsl.project import ProjectPathError, load_project
+from mapsync.dsl.schema import load_catalog
+from mapsync.engine.commands._common import add_command
 
 __all__ = ["add_parser", "run"]
 

@@ -9,11 +9,11 @@ from typing import Any
 
 from rich.table import Table
 
-from engine.commands._common import add_command
-from engine.config import load_config
-from engine.errors import ConfigError
-from engine.progress import console
-from engine.state.base import DeadLetterStatus, open_store
+from mapsync.engine.commands._common import add_command
+from mapsync.engine.config import load_config
+from mapsync.engine.errors import ConfigError
+from mapsync.engine.progress import console
+from mapsync.engine.state.base import DeadLetterStatus, open_store
 
 
 def add_parser(subparsers: Any) -> None:

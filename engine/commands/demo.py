@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from engine.commands._common import add_command
-from engine.progress import configure_logging
+from mapsync.engine.commands._common import add_command
+from mapsync.engine.progress import configure_logging
 
 
 def add_parser(subparsers: Any) -> None:
@@ -20,7 +20,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.demo import run_demo
+    from mapsync.engine.demo import run_demo
 
     configure_logging(quiet=True)
     result = run_demo(args.project.resolve(), contacts=args.contacts, seed=args.seed, faults=args.faults)

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.commands._common import add_command
-from engine.errors import ConfigError
+from mapsync.engine.commands._common import add_command
+from mapsync.engine.errors import ConfigError
 
 __all__ = ["add_parser", "run"]
 
@@ -28,8 +28,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from emulators.server import Emulator, PortInUse, bind, config_files, serve, write_config
-    from emulators.tls import TestCA
+    from mapsync.emulators.server import Emulator, PortInUse, bind, config_files, serve, write_config
+    from mapsync.emulators.tls import TestCA
 
     if args.contacts < 0:
         raise ConfigError("--contacts must be 0 or more", setting="--contacts")

@@ -8,15 +8,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dsl.runtime import Filtered, Mapped, Rejected
-from engine.commands._common import add_command
-from engine.connectors import build_connectors
-from engine.errors import ConfigError
-from engine.executor import payload_hash
-from engine.progress import console
-from engine.runner import load_job
-from engine.sources import source_for
-from engine.state.base import open_store
+from mapsync.dsl.runtime import Filtered, Mapped, Rejected
+from mapsync.engine.commands._common import add_command
+from mapsync.engine.connectors import build_connectors
+from mapsync.engine.errors import ConfigError
+from mapsync.engine.executor import payload_hash
+from mapsync.engine.progress import console
+from mapsync.engine.runner import load_job
+from mapsync.engine.sources import source_for
+from mapsync.engine.state.base import open_store
 
 
 def add_parser(subparsers: Any) -> None:

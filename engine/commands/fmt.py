@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from dsl.diagnostics import render_text
-from dsl.formatter import FormatError, format_module
-from dsl.parser import parse, parse_file
-from dsl.project import display_name
-from engine.commands._common import add_command
+from mapsync.dsl.diagnostics import render_text
+from mapsync.dsl.formatter import FormatError, format_module
+from mapsync.dsl.parser import parse, parse_file
+from mapsync.dsl.project import display_name
+from mapsync.engine.commands._common import add_command
 
 __all__ = ["add_parser", "fmt", "run"]
 

@@ -14,11 +14,11 @@ from typing import Any
 
 from rich.markup import escape
 
-from engine.commands._common import add_command
-from engine.connectors import build_connectors
-from engine.executor import FlowResult, PlannedWrite
-from engine.progress import configure_logging, console, optout_line, print_notes, summary_table
-from engine.runner import Job, load_job, run_job
+from mapsync.engine.commands._common import add_command
+from mapsync.engine.connectors import build_connectors
+from mapsync.engine.executor import FlowResult, PlannedWrite
+from mapsync.engine.progress import configure_logging, console, optout_line, print_notes, summary_table
+from mapsync.engine.runner import Job, load_job, run_job
 
 SAMPLE = 3
 READ_PAGE = 5000
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _plan(job: Job, args: argparse.Namespace) -> int:
-    from engine.commands.run import until_signalled
+    from mapsync.engine.commands.run import until_signalled
 
     report = await until_signalled(run_job(job, only=args.flow, full=args.full, dry_run=True))
     if isinstance(report, int):

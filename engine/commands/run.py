@@ -12,10 +12,17 @@ from typing import Any, TypeVar
 
 from rich.markup import escape
 
-from engine.auth import TokenCache
-from engine.commands._common import add_command
-from engine.progress import RunDisplay, configure_logging, console, optout_line, print_notes, summary_table
-from engine.runner import RunReport, load_job, run_job
+from mapsync.engine.auth import TokenCache
+from mapsync.engine.commands._common import add_command
+from mapsync.engine.progress import (
+    RunDisplay,
+    configure_logging,
+    console,
+    optout_line,
+    print_notes,
+    summary_table,
+)
+from mapsync.engine.runner import RunReport, load_job, run_job
 
 T = TypeVar("T")
 

@@ -1,6 +1,6 @@
 """``mapsync schema pull --env E``: fresh schema snapshots from the live services, for the tables the mappings use.
 
-The files are written in the exact text ``dsl.schema.render_table`` gives, so a pull against an unchanged
+The files are written in the exact text ``mapsync.dsl.schema.render_table`` gives, so a pull against an unchanged
 service leaves git clean, and a changed column shows up as a reviewable diff. Where a snapshot file is
 already there, its field order is kept (new fields go last): services list columns in an order of their
 own, and a reordering is not a change worth reviewing. Event feeds (``campaign.events.*``) are not
@@ -21,11 +21,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from engine.commands._common import add_command
-from engine.errors import ConfigError
+from mapsync.engine.commands._common import add_command
+from mapsync.engine.errors import ConfigError
 
 if TYPE_CHECKING:  # imported lazily at run time: every `mapsync` start imports this module
-    from dsl.schema import Catalog, FieldSchema, TableSchema
+    from mapsync.dsl.schema import Catalog, FieldSchema, TableSchema
 
 __all__ = ["EVENT_FEED_NOTE", "add_parser", "fetch", "live_catalog", "pull", "run", "tables_used_by_mappings"]
 
@@ -50,9 +50,9 @@ def tables_used_by_mappings(paths: Iterable[Path], *, strict: bool = True) -> li
 
     A file that does not parse raises ``SyncError``, or is passed over with ``strict=False`` (``validate``
     reports it itself)."""
-    from dsl import ast
-    from dsl.parser import parse_file
-    from engine.errors import SyncError
+    from mapsync.dsl import ast
+    from mapsync.dsl.parser import parse_file
+    from mapsync.engine.errors import SyncError
 
     found: set[str] = set()
     for path in paths:
@@ -102,7 +102,7 @@ async def fetch(env: Any, tables: Sequence[str], *, skip_missing: bool = False, 
     """The live schema of ``tables`` (``system.name``; event feeds are passed over) of ``env``, in memory.
 
     A table the service does not have raises ``TerminalError``, or is left out with ``skip_missing``."""
-    from engine.connectors import build_connectors
+    from mapsync.engine.connectors import build_connectors
 
     d365_names, campaign_names = _split(tables)
     connectors = build_connectors(env, transport=transport, msal_http_client=msal_http_client)
@@ -131,7 +131,7 @@ async def pull(env: Any, tables: Sequence[str], out: Path | None, *, transport: 
 
 async def _pull(env: Any, tables: Sequence[str], out: Path | None, *, transport: Any = None,
                 msal_http_client: Any = None) -> list[tuple[Path, bool]]:
-    from dsl.schema import DEFAULT_ROOT, render_table, snapshot_path
+    from mapsync.dsl.schema import DEFAULT_ROOT, render_table, snapshot_path
 
     root = out or DEFAULT_ROOT
     written = []
@@ -179,7 +179,7 @@ def _reorder(fields: Mapping[str, FieldSchema], old: Mapping[str, Any]) -> Mappi
 
 
 def _environment(config_path: Path, name: str) -> tuple[Any, Any]:
-    from engine.config import load_config
+    from mapsync.engine.config import load_config
 
     config = load_config(config_path)
     env = config.environments.get(name)
@@ -206,7 +206,7 @@ def live_catalog(args: argparse.Namespace) -> Catalog:
     """``mapsync validate --env E``: the live schema of the tables the checked mappings use, pulled in memory
     (nothing written). Event feeds have no live schema: their shipped snapshots stand in. A table the
     service does not have is left out, so the checker reports it as unknown."""
-    from dsl.schema import Catalog, load_catalog
+    from mapsync.dsl.schema import Catalog, load_catalog
 
     # `--config` is a top-level option of `mapsync`; a parser built for validate alone may not have it.
     _config, env = _environment(Path(getattr(args, "config", "mapsync.yaml")), args.env)
@@ -221,7 +221,7 @@ def live_catalog(args: argparse.Namespace) -> Catalog:
 
 def _register() -> None:
     # validate.py owns the command; it asks whoever can pull a live schema to register (no import cycle).
-    from engine.commands.validate import set_live_catalog_provider
+    from mapsync.engine.commands.validate import set_live_catalog_provider
 
     set_live_catalog_provider(live_catalog)
 

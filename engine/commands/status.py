@@ -9,12 +9,12 @@ from typing import Any
 
 from rich.table import Table
 
-from engine.commands._common import add_command
-from engine.config import load_config
-from engine.executor import DEFERRED_PREFIX, TRANSIENT_PREFIX
-from engine.progress import console
-from engine.runner import load_job
-from engine.state.base import open_store
+from mapsync.engine.commands._common import add_command
+from mapsync.engine.config import load_config
+from mapsync.engine.executor import DEFERRED_PREFIX, TRANSIENT_PREFIX
+from mapsync.engine.progress import console
+from mapsync.engine.runner import load_job
+from mapsync.engine.state.base import open_store
 
 
 def add_parser(subparsers: Any) -> None:

@@ -12,11 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dsl.diagnostics import render_text
-from dsl.errors import CheckError
-from dsl.project import ProjectPathError
-from dsl.testing import find_test_files, render, run_tests
-from engine.commands._common import add_command
+from mapsync.dsl.diagnostics import render_text
+from mapsync.dsl.errors import CheckError
+from mapsync.dsl.project import ProjectPathError
+from mapsync.dsl.testing import find_test_files, render, run_tests
+from mapsync.engine.commands._common import add_command
 
 __all__ = ["add_parser", "run"]
 

@@ -17,12 +17,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from dsl import check, load_project
-from dsl.diagnostics import Diagnostic, Severity, render_json, render_text
-from dsl.project import ProjectPathError
-from dsl.schema import Catalog, SchemaError, load_catalog
-from engine.commands._common import add_command
-from engine.errors import ConfigError
+from mapsync.dsl import check, load_project
+from mapsync.dsl.diagnostics import Diagnostic, Severity, render_json, render_text
+from mapsync.dsl.project import ProjectPathError
+from mapsync.dsl.schema import Catalog, SchemaError, load_catalog
+from mapsync.engine.commands._common import add_command
+from mapsync.engine.errors import ConfigError
 
 __all__ = ["add_parser", "run", "set_live_catalog_provider", "summary", "validate"]
 

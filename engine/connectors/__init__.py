@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, NamedTuple
 if TYPE_CHECKING:
     import httpx
 
-    from dsl.schema import Catalog
-    from engine.auth import TokenCache
-    from engine.config import Environment
-    from engine.connectors.campaign import CampaignConnector
-    from engine.connectors.d365 import D365Connector
-    from engine.connectors.events import EventsConnector
+    from mapsync.dsl.schema import Catalog
+    from mapsync.engine.auth import TokenCache
+    from mapsync.engine.config import Environment
+    from mapsync.engine.connectors.campaign import CampaignConnector
+    from mapsync.engine.connectors.d365 import D365Connector
+    from mapsync.engine.connectors.events import EventsConnector
 
 __all__ = ["Connectors", "build_connectors"]
 
@@ -43,13 +43,13 @@ def build_connectors(env: Environment, *, catalog: Catalog | None = None,
     ``transport`` (e.g. ``httpx.ASGITransport(app=emulator.app)``) routes every service in-process;
     ``msal_http_client`` does the same for MSAL, which speaks ``requests``.
     """
-    from dsl.schema import load_catalog
-    from engine.auth import EntraTokenProvider, ImsTokenProvider
-    from engine.connectors.campaign import CampaignConnector, campaign_headers
-    from engine.connectors.d365 import ODATA_HEADERS, D365Connector
-    from engine.connectors.events import EventsConnector
-    from engine.errors import ConfigError
-    from engine.http import HttpClient
+    from mapsync.dsl.schema import load_catalog
+    from mapsync.engine.auth import EntraTokenProvider, ImsTokenProvider
+    from mapsync.engine.connectors.campaign import CampaignConnector, campaign_headers
+    from mapsync.engine.connectors.d365 import ODATA_HEADERS, D365Connector
+    from mapsync.engine.connectors.events import EventsConnector
+    from mapsync.engine.errors import ConfigError
+    from mapsync.engine.http import HttpClient
 
     catalog = catalog or load_catalog()
     verify: bool | str = str(env.ca_file) if env.ca_file else True

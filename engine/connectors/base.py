@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from engine.errors import ConnectorError, SyncError
+from mapsync.engine.errors import ConnectorError, SyncError
 
 __all__ = [
     "ChangePage",
@@ -99,7 +99,7 @@ class EventsLost(SyncError):
 
 
 def outcome_from_error(ref: Any, error: ConnectorError, *, target_id: str | None = None) -> WriteOutcome:
-    from engine.errors import TransientError
+    from mapsync.engine.errors import TransientError
 
     return WriteOutcome(ref=ref, ok=False, target_id=target_id, status=error.status, code=error.code,
                         message=str(error), transient=isinstance(error, TransientError))

@@ -13,12 +13,12 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-from dsl.schema import Catalog, FieldSchema, TableSchema
-from dsl.types import value_type_for
-from engine.config import CampaignSettings
-from engine.connectors.base import WriteOp, WriteOutcome, outcome_from_error
-from engine.errors import ConnectorError, TerminalError, TransientError
-from engine.http import HttpClient
+from mapsync.dsl.schema import Catalog, FieldSchema, TableSchema
+from mapsync.dsl.types import value_type_for
+from mapsync.engine.config import CampaignSettings
+from mapsync.engine.connectors.base import WriteOp, WriteOutcome, outcome_from_error
+from mapsync.engine.errors import ConnectorError, TerminalError, TransientError
+from mapsync.engine.http import HttpClient
 
 __all__ = ["CAMPAIGN_HEADERS", "CampaignConnector", "campaign_headers"]
 

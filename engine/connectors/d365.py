@@ -21,19 +21,32 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlencode
 
-from dsl.schema import Catalog, FieldSchema, TableSchema
-from dsl.types import value_type_for
-from engine.config import D365Settings
-from engine.connectors.base import (
+from mapsync.dsl.schema import Catalog, FieldSchema, TableSchema
+from mapsync.dsl.types import value_type_for
+from mapsync.engine.config import D365Settings
+from mapsync.engine.connectors.base import (
     ChangePage,
     ChangeTrackingExpired,
     WriteOp,
     WriteOutcome,
     outcome_from_error,
 )
-from engine.connectors.odata import BatchPart, build_batch, entity_id_from, key_segment, literal, parse_batch
-from engine.errors import ConnectorError, TerminalError, TransientError
-from engine.http import HttpClient, backoff_delay, error_from_status, is_transient_status, parse_retry_after
+from mapsync.engine.connectors.odata import (
+    BatchPart,
+    build_batch,
+    entity_id_from,
+    key_segment,
+    literal,
+    parse_batch,
+)
+from mapsync.engine.errors import ConnectorError, TerminalError, TransientError
+from mapsync.engine.http import (
+    HttpClient,
+    backoff_delay,
+    error_from_status,
+    is_transient_status,
+    parse_retry_after,
+)
 
 __all__ = ["ODATA_HEADERS", "D365Connector"]
 

@@ -16,9 +16,9 @@ from urllib.parse import urlencode
 
 import httpx
 
-from engine.config import EventsSettings
-from engine.connectors.base import EventPage, EventsLost
-from engine.http import HttpClient
+from mapsync.engine.config import EventsSettings
+from mapsync.engine.connectors.base import EventPage, EventsLost
+from mapsync.engine.http import HttpClient
 
 __all__ = ["EventsConnector"]
 

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from engine.state.base import (
+from mapsync.engine.state.base import (
     RUN_COUNTS,
     Cursor,
     DeadLetter,
@@ -21,7 +21,7 @@ from engine.state.base import (
     StateStore,
     open_store,
 )
-from engine.state.migrations import LATEST_VERSION
+from mapsync.engine.state.migrations import LATEST_VERSION
 
 __all__ = [
     "LATEST_VERSION",

@@ -16,8 +16,8 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
-from engine.errors import StateError
-from engine.state.base import (
+from mapsync.engine.errors import StateError
+from mapsync.engine.state.base import (
     Clock,
     Cursor,
     DeadLetter,
@@ -29,7 +29,7 @@ from engine.state.base import (
     Run,
     StateStore,
 )
-from engine.state.migrations import LATEST_VERSION, MIGRATIONS
+from mapsync.engine.state.migrations import LATEST_VERSION, MIGRATIONS
 
 _KEY_COLUMNS = "source_key, target_id, payload_hash, created_by_mapsync, synced_at, deleted"
 _DL_COLUMNS = (

@@ -23,10 +23,10 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from engine.errors import ConfigError, LeaseHeld
+from mapsync.engine.errors import ConfigError, LeaseHeld
 
 if TYPE_CHECKING:
-    from engine.config import Secret
+    from mapsync.engine.config import Secret
 
 __all__ = [
     "RUN_COUNTS",
@@ -314,13 +314,13 @@ def open_store(
     """
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme == "sqlite":
-        from engine.state.sqlite import SqliteStore
+        from mapsync.engine.state.sqlite import SqliteStore
 
         if not url.startswith("sqlite:///") or len(url) == len("sqlite:///"):
             raise ConfigError(f"state URL {url!r} has no file: use sqlite:///path/to/file.sqlite", setting="state")
         return SqliteStore(url[len("sqlite:///") :], clock=clock, busy_timeout=busy_timeout)
     if scheme in {"postgresql", "postgres"}:
-        from engine.state.postgres import PostgresStore
+        from mapsync.engine.state.postgres import PostgresStore
 
         return PostgresStore(url, password=password, clock=clock)
     raise ConfigError(

@@ -14,12 +14,12 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from engine.errors import StateError
-from engine.state._sql import SqlStore
-from engine.state.base import Clock, KeyEntry, redact_url, utcnow
+from mapsync.engine.errors import StateError
+from mapsync.engine.state._sql import SqlStore
+from mapsync.engine.state.base import Clock, KeyEntry, redact_url, utcnow
 
 if TYPE_CHECKING:
-    from engine.config import Secret
+    from mapsync.engine.config import Secret
 
 __all__ = ["PostgresStore"]
 

@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from engine.errors import StateError
-from engine.state._sql import SqlStore
-from engine.state.base import Clock, KeyEntry, utcnow
+from mapsync.engine.errors import StateError
+from mapsync.engine.state._sql import SqlStore
+from mapsync.engine.state.base import Clock, KeyEntry, utcnow
 
 __all__ = ["SqliteStore"]
 

@@ -1,4 +1,4 @@
-"""Hypothesis strategies that generate mapping-language ASTs (``dsl.ast``) in the shapes the parser builds.
+"""Hypothesis strategies that generate mapping-language ASTs (``mapsync.dsl.ast``) in the shapes the parser builds.
 
 Every node carries ``Span.unknown()`` (spans take no part in equality). What is generated is what the
 grammar can say, so ``parse(format_module(tree)).module == tree`` must hold for every example:
@@ -25,7 +25,7 @@ import string
 
 from hypothesis import strategies as st
 
-from dsl import ast
+from mapsync.dsl import ast
 
 __all__ = [
     "KEYWORDS",

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsl.checker import analyze, check
-from dsl.diagnostics import Diagnostic
-from dsl.project import load_project
-from dsl.schema import load_catalog
+from mapsync.dsl.checker import analyze, check
+from mapsync.dsl.diagnostics import Diagnostic
+from mapsync.dsl.project import load_project
+from mapsync.dsl.schema import load_catalog
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -317,7 +317,7 @@ def test_contact_only_in_flows_to_d365(tmp_path: Path) -> None:
 @given(st.data())
 def test_any_generated_module_is_checked_without_an_exception(data: st.DataObject) -> None:
     # Whatever the grammar can say (the formatter's generated trees), the checker answers with diagnostics.
-    formatter = pytest.importorskip("dsl.formatter")
+    formatter = pytest.importorskip("mapsync.dsl.formatter")
     from tests.dsl.strategies import modules
 
     text = formatter.format_module(data.draw(modules()))

@@ -15,12 +15,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsl import ast
-from dsl import runtime as rt
-from dsl.compiler import CompiledFlow, compile_flow, compile_project
-from dsl.functions import FUNCTIONS
-from dsl.project import load_project
-from dsl.schema import load_catalog
+from mapsync.dsl import ast
+from mapsync.dsl import runtime as rt
+from mapsync.dsl.compiler import CompiledFlow, compile_flow, compile_project
+from mapsync.dsl.functions import FUNCTIONS
+from mapsync.dsl.project import load_project
+from mapsync.dsl.schema import load_catalog
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "compile"

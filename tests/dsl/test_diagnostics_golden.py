@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from dsl.checker import check
-from dsl.diagnostics import CODES, render_text
-from dsl.project import load_project
-from dsl.schema import load_catalog
+from mapsync.dsl.checker import check
+from mapsync.dsl.diagnostics import CODES, render_text
+from mapsync.dsl.project import load_project
+from mapsync.dsl.schema import load_catalog
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "errors"
 CASES = sorted(FIXTURES.glob("*.map"))

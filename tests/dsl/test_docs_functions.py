@@ -6,9 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dsl.functions import FUNCTIONS, render_markdown
+from mapsync.dsl.functions import FUNCTIONS, render_markdown
 
-REGENERATE = ".venv/bin/python -m dsl.functions --markdown > docs/functions.md"
+REGENERATE = ".venv/bin/python -m mapsync.dsl.functions --markdown > docs/functions.md"
 
 
 def test_committed_reference_matches_the_docstrings(project_root: Path) -> None:
@@ -23,9 +23,9 @@ def test_reference_documents_every_function() -> None:
 
 
 def test_command_line_prints_the_reference(project_root: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "dsl.functions", "--markdown"], cwd=project_root,
+    done = subprocess.run([sys.executable, "-m", "mapsync.dsl.functions", "--markdown"], cwd=project_root,
                           capture_output=True, text=True, check=True, timeout=60)
     assert done.stdout == render_markdown()
-    usage = subprocess.run([sys.executable, "-m", "dsl.functions"], cwd=project_root,
+    usage = subprocess.run([sys.executable, "-m", "mapsync.dsl.functions"], cwd=project_root,
                            capture_output=True, text=True, timeout=60)
     assert usage.returncode == 2 and "usage:" in usage.stderr

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsl._fastparse import Bail, parse_fast
-from dsl.parser import parse
+from mapsync.dsl._fastparse import Bail, parse_fast
+from mapsync.dsl.parser import parse
 from tests.dsl.test_parser import _TOKEN, EVERYTHING, PRECEDENCE, SHIPPED
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -135,7 +135,7 @@ def test_comments_and_spans_across_lines() -> None:
 @given(st.data())
 def test_generated_modules_agree(data: st.DataObject) -> None:
     # The formatter's generated trees, written out: every construct, nesting and literal the grammar has.
-    formatter = pytest.importorskip("dsl.formatter")
+    formatter = pytest.importorskip("mapsync.dsl.formatter")
     from tests.dsl.strategies import modules
 
     module = data.draw(modules())

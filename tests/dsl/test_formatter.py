@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from dsl import ast
-from dsl.formatter import FormatError, format_expr, format_module, format_text
-from dsl.parser import parse
-from engine.cli import main
+from mapsync.dsl import ast
+from mapsync.dsl.formatter import FormatError, format_expr, format_module, format_text
+from mapsync.dsl.parser import parse
+from mapsync.engine.cli import main
 from tests.dsl.strategies import BINARY_OPS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -239,7 +239,7 @@ def test_fmt_on_a_folder_without_mappings_is_a_usage_error(tmp_path: Path) -> No
 
 def test_shipped_mappings_pass_fmt_check() -> None:
     # The real entry point, as CI and `make lint` run it.
-    result = subprocess.run([sys.executable, "-m", "engine.cli", "fmt", "--check", "mappings/"],
+    result = subprocess.run([sys.executable, "-m", "mapsync.engine.cli", "fmt", "--check", "mappings/"],
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 files would be reformatted" in result.stderr

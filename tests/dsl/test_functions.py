@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsl import functions as fn
-from dsl.errors import MapsyncError
-from dsl.functions import FUNCTIONS, FunctionError, examples, from_wire, to_wire
-from dsl.types import ValueType
+from mapsync.dsl import functions as fn
+from mapsync.dsl.errors import MapsyncError
+from mapsync.dsl.functions import FUNCTIONS, FunctionError, examples, from_wire, to_wire
+from mapsync.dsl.types import ValueType
 
 UTC = dt.UTC
 LANGUAGE_FUNCTIONS = [

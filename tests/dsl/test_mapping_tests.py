@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dsl.testing import render, run_tests
-from engine.cli import main
+from mapsync.dsl.testing import render, run_tests
+from mapsync.engine.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 MAPPINGS = ROOT / "mappings"

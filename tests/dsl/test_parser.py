@@ -17,12 +17,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsl import ast
-from dsl.checker import check
-from dsl.diagnostics import Diagnostic, render_json, render_text
-from dsl.parser import MAX_DEPTH, parse, parse_file
-from dsl.project import load_project
-from dsl.schema import load_catalog
+from mapsync.dsl import ast
+from mapsync.dsl.checker import check
+from mapsync.dsl.diagnostics import Diagnostic, render_json, render_text
+from mapsync.dsl.parser import MAX_DEPTH, parse, parse_file
+from mapsync.dsl.project import load_project
+from mapsync.dsl.schema import load_catalog
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SHIPPED = sorted((ROOT / "mappings").glob("*.map"))

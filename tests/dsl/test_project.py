@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dsl.project import ProjectPathError, load_project
+from mapsync.dsl.project import ProjectPathError, load_project
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 FLOW = """flow {name} {{

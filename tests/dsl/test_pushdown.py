@@ -14,11 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsl import ast
-from dsl.compiler import compile_flow
-from dsl.pushdown import split_filter
-from dsl.schema import load_catalog
-from emulators.dataverse import odata
+from mapsync.dsl import ast
+from mapsync.dsl.compiler import compile_flow
+from mapsync.dsl.pushdown import split_filter
+from mapsync.dsl.schema import load_catalog
+from mapsync.emulators.dataverse import odata
 
 CATALOG = load_catalog()
 CONTACT = CATALOG.table("d365", "contact")

@@ -17,9 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsl import ast
-from dsl.formatter import format_expr, format_module, format_text
-from dsl.parser import parse
+from mapsync.dsl import ast
+from mapsync.dsl.formatter import format_expr, format_module, format_text
+from mapsync.dsl.parser import parse
 from tests.dsl.strategies import expressions, modules
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsl import runtime as rt
-from dsl.functions import FunctionError
+from mapsync.dsl import runtime as rt
+from mapsync.dsl.functions import FunctionError
 
 UTC = dt.UTC
 

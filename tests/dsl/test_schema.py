@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsl.errors import MapsyncError
-from dsl.schema import (
+from mapsync.dsl.errors import MapsyncError
+from mapsync.dsl.schema import (
     DEFAULT_ROOT,
     SNAPSHOT_SCHEMA_PATH,
     Catalog,
@@ -24,7 +24,7 @@ from dsl.schema import (
     render_table,
     write_table,
 )
-from dsl.types import ValueType
+from mapsync.dsl.types import ValueType
 
 SNAPSHOT_FILES = sorted(DEFAULT_ROOT.glob("*/*.json"))
 EXPECTED = {
@@ -284,14 +284,14 @@ def test_any_valid_document_round_trips_through_dump_and_render(doc: dict) -> No
 
 
 def test_every_snapshot_type_has_a_logical_type() -> None:
-    from dsl.types import SNAPSHOT_TYPES
+    from mapsync.dsl.types import SNAPSHOT_TYPES
 
     schema = json.loads(SNAPSHOT_SCHEMA_PATH.read_text())
     assert set(schema["$defs"]["field"]["properties"]["type"]["enum"]) == set(SNAPSHOT_TYPES)
 
 
 def test_assignable_and_comparable() -> None:
-    from dsl.types import assignable, comparable
+    from mapsync.dsl.types import assignable, comparable
 
     v = ValueType
     assert assignable(v.GUID, v.TEXT) and not assignable(v.TEXT, v.GUID)
@@ -307,7 +307,7 @@ def test_assignable_and_comparable() -> None:
 
 
 def test_common_type_and_arithmetic() -> None:
-    from dsl.types import arithmetic, common_type
+    from mapsync.dsl.types import arithmetic, common_type
 
     v = ValueType
     assert common_type(v.NULL, v.TEXT) is v.TEXT and common_type(v.CHOICE, v.NUMBER) is v.NUMBER
@@ -322,7 +322,7 @@ def test_type_of_runtime_values() -> None:
     import datetime as dt
     from decimal import Decimal
 
-    from dsl.types import type_of
+    from mapsync.dsl.types import type_of
 
     cases = {None: ValueType.NULL, True: ValueType.BOOLEAN, 3: ValueType.NUMBER, Decimal("1.5"): ValueType.NUMBER,
              "x": ValueType.TEXT, dt.date(2024, 1, 1): ValueType.DATE,

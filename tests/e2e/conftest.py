@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from emulators.server import Emulator, Served, start_in_thread, write_config
-from engine.runner import Job, RunReport, load_job, run_job
+from mapsync.emulators.server import Emulator, Served, start_in_thread, write_config
+from mapsync.engine.runner import Job, RunReport, load_job, run_job
 
 ROOT = Path(__file__).resolve().parents[2]
 

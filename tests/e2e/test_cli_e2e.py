@@ -12,7 +12,7 @@ from tests.e2e.conftest import Live
 
 def mapsync(live: Live, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "engine.cli", "--config", str(live.config), *args],
+    return subprocess.run([sys.executable, "-m", "mapsync.engine.cli", "--config", str(live.config), *args],
                           cwd=live.config.parent, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -62,7 +62,7 @@ def test_watch_stops_cleanly_on_sigterm(live: Live) -> None:
     import signal
     import time
 
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "--config", str(live.config), "run", "--env",
+    proc = subprocess.Popen([sys.executable, "-m", "mapsync.engine.cli", "--config", str(live.config), "run", "--env",
                              "emulator", "--watch", "1"], cwd=live.config.parent, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     time.sleep(8)
@@ -77,7 +77,7 @@ def test_bad_credentials_unreachable_service_and_broken_state_each_say_what_to_f
     text = live.config.read_text()
     bad_secret = live.config.with_name("bad-secret.yaml")
     bad_secret.write_text(text.replace("emulator-d365-secret", "not-the-secret-4711"))
-    out = subprocess.run([sys.executable, "-m", "engine.cli", "--config", str(bad_secret), "run", "--env", "emulator"],
+    out = subprocess.run([sys.executable, "-m", "mapsync.engine.cli", "--config", str(bad_secret), "run", "--env", "emulator"],
                          cwd=live.config.parent, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert "environments.emulator.d365.client_secret" in out.stderr and "AADSTS7000215" in out.stderr
@@ -86,7 +86,7 @@ def test_bad_credentials_unreachable_service_and_broken_state_each_say_what_to_f
     port = live.served.base_url.rsplit(":", 1)[1]
     unreachable = live.config.with_name("unreachable.yaml")
     unreachable.write_text(text.replace(f":{port}", ":9"))  # the discard port: nothing listens there
-    out = subprocess.run([sys.executable, "-m", "engine.cli", "--config", str(unreachable), "run", "--env",
+    out = subprocess.run([sys.executable, "-m", "mapsync.engine.cli", "--config", str(unreachable), "run", "--env",
                           "emulator"], cwd=live.config.parent, capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and "cannot reach" in out.stderr and "Traceback" not in out.stderr
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import yaml
 
-from emulators.faults import FaultProfile
-from engine.executor import DEFERRED_PREFIX, TRANSIENT_PREFIX
-from engine.state.base import open_store
+from mapsync.emulators.faults import FaultProfile
+from mapsync.engine.executor import DEFERRED_PREFIX, TRANSIENT_PREFIX
+from mapsync.engine.state.base import open_store
 from tests.e2e.conftest import Live, counts
 
 

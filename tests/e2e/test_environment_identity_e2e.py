@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from emulators.server import Emulator, start_in_thread, write_config
-from emulators.tls import TestCA
-from engine.demo import verify
-from engine.identity import EnvironmentMismatch
-from engine.runner import load_job, run_job
-from engine.state.base import open_store
+from mapsync.emulators.server import Emulator, start_in_thread, write_config
+from mapsync.emulators.tls import TestCA
+from mapsync.engine.demo import verify
+from mapsync.engine.identity import EnvironmentMismatch
+from mapsync.engine.runner import load_job, run_job
+from mapsync.engine.state.base import open_store
 from tests.e2e.conftest import ROOT
 
 
@@ -72,7 +72,7 @@ def _free_port() -> int:
 
 
 def _emulate(config: Path, port: int) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "emulate", "--port", str(port), "--contacts", "30",
+    proc = subprocess.Popen([sys.executable, "-m", "mapsync.engine.cli", "emulate", "--port", str(port), "--contacts", "30",
                              "--write-config", str(config)], cwd=config.parent, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
@@ -88,7 +88,7 @@ def test_the_three_command_reproduction_gives_a_clear_refusal(tmp_path: Path) ->
     config = tmp_path / "mapsync.yaml"
 
     def run(*extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "engine.cli", "--config", str(config), "run", "--env",
+        return subprocess.run([sys.executable, "-m", "mapsync.engine.cli", "--config", str(config), "run", "--env",
                                "emulator", *extra], capture_output=True, text=True, cwd=tmp_path, timeout=300,
                               env={**os.environ, "COLUMNS": "200"})
 

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from emulators.faults import FaultProfile
-from engine.state.base import open_store
+from mapsync.emulators.faults import FaultProfile
+from mapsync.engine.state.base import open_store
 from tests.e2e.conftest import ROOT, Live
 
 
 def mapsync(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True, cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "mapsync.engine.cli", *args], capture_output=True, text=True, cwd=cwd,
                           timeout=timeout, env={**os.environ, "COLUMNS": "200"})
 
 
@@ -31,7 +31,7 @@ def test_a_signal_mid_run_releases_the_leases_and_records_interrupted(live: Live
                                                                       status: int) -> None:
     # Slow Campaign replies keep the contacts flow writing long enough to be interrupted in the middle.
     live.emulator.adobe_faults.set_profile(FaultProfile(p_slow=1.0, slow_seconds=0.3))
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "--config", str(live.config), "run", "--env",
+    proc = subprocess.Popen([sys.executable, "-m", "mapsync.engine.cli", "--config", str(live.config), "run", "--env",
                              "emulator"], cwd=live.config.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     state = live.job().env.state_url
@@ -81,7 +81,7 @@ def test_emulate_on_a_busy_port_says_so_before_seeding(tmp_path: Path) -> None:
 
 
 def _emulate(config: Path, port: int) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "emulate", "--port", str(port), "--contacts", "30",
+    proc = subprocess.Popen([sys.executable, "-m", "mapsync.engine.cli", "emulate", "--port", str(port), "--contacts", "30",
                              "--write-config", str(config)], cwd=config.parent, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None

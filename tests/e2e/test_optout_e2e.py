@@ -16,19 +16,19 @@ from typing import Any
 import httpx
 import pytest
 
-from dsl import ast
-from dsl.parser import parse
-from dsl.schema import load_catalog
-from emulators.server import Emulator
-from engine.auth import ImsTokenProvider
-from engine.config import CampaignSettings, D365Settings, Secret, ServiceLimits
-from engine.connectors import Connectors
-from engine.connectors.base import WriteOp
-from engine.connectors.campaign import CampaignConnector, campaign_headers
-from engine.connectors.d365 import ODATA_HEADERS, D365Connector
-from engine.http import HttpClient
-from engine.optout import OptOutResult, OptOutSync, build_optout_syncs
-from engine.state import DeadLetterStatus, KeyEntry, StateStore, open_store
+from mapsync.dsl import ast
+from mapsync.dsl.parser import parse
+from mapsync.dsl.schema import load_catalog
+from mapsync.emulators.server import Emulator
+from mapsync.engine.auth import ImsTokenProvider
+from mapsync.engine.config import CampaignSettings, D365Settings, Secret, ServiceLimits
+from mapsync.engine.connectors import Connectors
+from mapsync.engine.connectors.base import WriteOp
+from mapsync.engine.connectors.campaign import CampaignConnector, campaign_headers
+from mapsync.engine.connectors.d365 import ODATA_HEADERS, D365Connector
+from mapsync.engine.http import HttpClient
+from mapsync.engine.optout import OptOutResult, OptOutSync, build_optout_syncs
+from mapsync.engine.state import DeadLetterStatus, KeyEntry, StateStore, open_store
 
 BASE = "https://emulator.test"
 ROOT = Path(__file__).resolve().parents[2]

@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 import yaml
 
-from emulators.server import Emulator, Served, start_in_thread, write_config
-from engine.demo import verify
-from engine.runner import RunReport, load_job, run_job
-from engine.state.base import open_store
+from mapsync.emulators.server import Emulator, Served, start_in_thread, write_config
+from mapsync.engine.demo import verify
+from mapsync.engine.runner import RunReport, load_job, run_job
+from mapsync.engine.state.base import open_store
 from tests.e2e.conftest import counts
 
 BOUND = 3.0
@@ -134,7 +134,7 @@ def test_a_run_whose_ca_is_not_trusted_stops_at_once_without_retrying(project: P
         config = write_config(project / "mapsync.yaml", base_url=served.base_url, ca_file=other.ca_file)
         with_outage_bound(config, 600.0)  # the bound is never waited for: waiting cannot fix trust
         started = time.monotonic()
-        proc = subprocess.run([sys.executable, "-m", "engine.cli", "--config", str(config), "run", "--env", "emulator"],
+        proc = subprocess.run([sys.executable, "-m", "mapsync.engine.cli", "--config", str(config), "run", "--env", "emulator"],
                               capture_output=True, text=True, cwd=project, timeout=120)
         assert time.monotonic() - started < 60
     finally:
@@ -156,7 +156,7 @@ def test_a_killed_emulate_process_stops_the_run_within_the_bound_in_few_lines(pr
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     config = project / "mapsync.yaml"
-    emulate = subprocess.Popen([sys.executable, "-m", "engine.cli", "emulate", "--port", str(port), "--contacts", "3000",
+    emulate = subprocess.Popen([sys.executable, "-m", "mapsync.engine.cli", "emulate", "--port", str(port), "--contacts", "3000",
                                 "--write-config", str(config)], cwd=project, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     run: subprocess.Popen[str] | None = None
@@ -166,7 +166,7 @@ def test_a_killed_emulate_process_stops_the_run_within_the_bound_in_few_lines(pr
             if "Press Ctrl+C" in line:
                 break
         with_outage_bound(config, BOUND)
-        run = subprocess.Popen([sys.executable, "-m", "engine.cli", "--config", str(config), "run", "--env", "emulator"],
+        run = subprocess.Popen([sys.executable, "-m", "mapsync.engine.cli", "--config", str(config), "run", "--env", "emulator"],
                                cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, "COLUMNS": "200"})
         state = project / ".mapsync" / "mapsync.sqlite"
@@ -195,7 +195,7 @@ def test_a_killed_emulate_process_stops_the_run_within_the_bound_in_few_lines(pr
 
     # Restarted, `mapsync emulate` is a new instance (new data) on the same port: the state is refused, not
     # followed into records that no longer exist; `--rebind` then ends where a clean run ends.
-    emulate = subprocess.Popen([sys.executable, "-m", "engine.cli", "emulate", "--port", str(port), "--contacts",
+    emulate = subprocess.Popen([sys.executable, "-m", "mapsync.engine.cli", "emulate", "--port", str(port), "--contacts",
                                 "3000", "--write-config", str(config)], cwd=project, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     try:
@@ -205,7 +205,7 @@ def test_a_killed_emulate_process_stops_the_run_within_the_bound_in_few_lines(pr
                 break
 
         def again(*extra: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([sys.executable, "-m", "engine.cli", "--config", str(config), "run", "--env",
+            return subprocess.run([sys.executable, "-m", "mapsync.engine.cli", "--config", str(config), "run", "--env",
                                    "emulator", *extra], cwd=project, capture_output=True, text=True, timeout=600,
                                   env={**os.environ, "COLUMNS": "200"})
 

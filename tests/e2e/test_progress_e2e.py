@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from engine.executor import FlowCounts
-from engine.progress import RunDisplay, format_duration, remaining_seconds
+from mapsync.engine.executor import FlowCounts
+from mapsync.engine.progress import RunDisplay, format_duration, remaining_seconds
 from tests.e2e.conftest import Live
 
 

@@ -29,19 +29,19 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsl.project import load_project
-from dsl.schema import load_catalog
-from emulators.dataverse.odata import Compare, Literal, Prop, parse_filter
-from emulators.server import Credentials, Emulator, start_in_thread
-from engine.config import CampaignSettings, D365Settings, Secret, ServiceLimits, load_config
-from engine.connectors.campaign import CampaignConnector
-from engine.connectors.d365 import D365Connector
-from engine.connectors.odata import literal
-from engine.errors import ConfigError
-from engine.http import HttpClient
+from mapsync.dsl.project import load_project
+from mapsync.dsl.schema import load_catalog
+from mapsync.emulators.dataverse.odata import Compare, Literal, Prop, parse_filter
+from mapsync.emulators.server import Credentials, Emulator, start_in_thread
+from mapsync.engine.config import CampaignSettings, D365Settings, Secret, ServiceLimits, load_config
+from mapsync.engine.connectors.campaign import CampaignConnector
+from mapsync.engine.connectors.d365 import D365Connector
+from mapsync.engine.connectors.odata import literal
+from mapsync.engine.errors import ConfigError
+from mapsync.engine.http import HttpClient
 
 ROOT = Path(__file__).resolve().parents[2]
-MAPSYNC = [sys.executable, "-m", "engine.cli"]
+MAPSYNC = [sys.executable, "-m", "mapsync.engine.cli"]
 RUN_TIMEOUT_S = 60
 
 # Distinctive values: any of them found in an output is a leak, never a coincidence.

@@ -1,7 +1,7 @@
 """The four use cases end to end: real connectors, real state store, emulators served over TLS on loopback.
 
 Every test ends by comparing both emulated systems with what the mappings imply from the source data
-(``engine.demo.verify``): no record lost, none duplicated, nothing left over.
+(``mapsync.engine.demo.verify``): no record lost, none duplicated, nothing left over.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from dsl.runtime import Mapped
-from engine.auth import TokenCache
-from engine.demo import run_demo, verify
-from engine.state.base import open_store
+from mapsync.dsl.runtime import Mapped
+from mapsync.engine.auth import TokenCache
+from mapsync.engine.demo import run_demo, verify
+from mapsync.engine.state.base import open_store
 from tests.e2e.conftest import Live, counts
 
 
@@ -137,11 +137,11 @@ def test_killed_runs_resume_to_the_exact_state(live: Live) -> None:
         # the first run (all creates) dies after Campaign acknowledged its first writes, unrecorded
         point = "after-write:1" if attempts == 1 else f"{rng.choice(sites)}:{rng.randint(1, 3)}"
         env = {**os.environ, "MAPSYNC_FAILPOINT": point}
-        proc = subprocess.run([sys.executable, "-m", "engine.cli", "--config", str(live.config), "run", "--env",
+        proc = subprocess.run([sys.executable, "-m", "mapsync.engine.cli", "--config", str(live.config), "run", "--env",
                                "emulator"], cwd=live.config.parent, env=env, capture_output=True, timeout=300)
         if proc.returncode == -signal.SIGKILL:
             killed += 1
-    final = subprocess.run([sys.executable, "-m", "engine.cli", "--config", str(live.config), "run", "--env",
+    final = subprocess.run([sys.executable, "-m", "mapsync.engine.cli", "--config", str(live.config), "run", "--env",
                             "emulator"], cwd=live.config.parent, capture_output=True, text=True, timeout=300)
     assert final.returncode in (0, 1), final.stderr  # 1: dead letters of records the seed makes invalid
     problems = verify(live.job(), live.emulator)

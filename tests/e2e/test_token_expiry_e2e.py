@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from emulators.faults import FaultProfile
-from engine.demo import verify
-from engine.errors import ConfigError
-from engine.executor import TRANSIENT_PREFIX
-from engine.state.base import open_store
+from mapsync.emulators.faults import FaultProfile
+from mapsync.engine.demo import verify
+from mapsync.engine.errors import ConfigError
+from mapsync.engine.executor import TRANSIENT_PREFIX
+from mapsync.engine.state.base import open_store
 from tests.e2e.conftest import Live
 
 
@@ -44,7 +44,7 @@ def test_a_token_refused_after_renewal_is_a_configuration_error_not_a_dead_lette
     live.control("PATCH", f"d365/contact/{next(live.emulator.dataverse.store.rows('contact'))['contactid']}",
                  {"lastname": "Renewed"})
     live.emulator.adobe_faults.set_profile(FaultProfile(p_token_expiry=1.0))  # every token refused, always
-    proc = subprocess.run([sys.executable, "-m", "engine.cli", "--config", str(live.config), "run", "--env",
+    proc = subprocess.run([sys.executable, "-m", "mapsync.engine.cli", "--config", str(live.config), "run", "--env",
                            "emulator", "--flow", "contacts"], capture_output=True, text=True, timeout=300,
                           cwd=live.config.parent)
     assert proc.returncode == 2, proc.stdout + proc.stderr
@@ -60,7 +60,7 @@ def test_a_wrong_secret_releases_every_lease_and_records_each_outcome(live: Live
     text = live.config.read_text(encoding="utf-8")
     live.config.write_text(text.replace("emulator-campaign-secret", "not-the-secret"), encoding="utf-8")
     args = [arg for flow in flows for arg in ("--flow", flow)]
-    proc = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "engine.cli", "--config",
+    proc = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "mapsync.engine.cli", "--config",
                            str(live.config), "run", "--env", "emulator", *args],
                           capture_output=True, text=True, timeout=300, cwd=live.config.parent)
     output = proc.stdout + proc.stderr

@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from dsl.schema import load_catalog
-from emulators.dataverse.app import build_dataverse_app
-from emulators.dataverse.store import DataverseStore
-from emulators.limits import ServiceProtection
-from emulators.tokens import TokenIssuer
+from mapsync.dsl.schema import load_catalog
+from mapsync.emulators.dataverse.app import build_dataverse_app
+from mapsync.emulators.dataverse.store import DataverseStore
+from mapsync.emulators.limits import ServiceProtection
+from mapsync.emulators.tokens import TokenIssuer
 
 TENANT = "11111111-2222-3333-4444-555555555555"
 CLIENT_ID = "app-client"

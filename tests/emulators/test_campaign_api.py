@@ -8,8 +8,8 @@ import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from emulators.journal import Clock
-from emulators.server import AdobeServices, Credentials, Limits
+from mapsync.emulators.journal import Clock
+from mapsync.emulators.server import AdobeServices, Credentials, Limits
 
 C = Credentials()
 BASE = f"/{C.organization}/campaign"

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from emulators.dataverse.store import DataverseStore
+from mapsync.emulators.dataverse.store import DataverseStore
 
 pytestmark = pytest.mark.anyio
 
@@ -290,8 +290,8 @@ async def test_string_over_max_length(dv: httpx.AsyncClient) -> None:
 
 
 async def test_service_protection_429(store, issuer, token) -> None:
-    from emulators.dataverse.app import build_dataverse_app
-    from emulators.limits import ServiceProtection
+    from mapsync.emulators.dataverse.app import build_dataverse_app
+    from mapsync.emulators.limits import ServiceProtection
 
     now = [0.0]
     app = build_dataverse_app(store, issuer, ServiceProtection(requests=3, window_seconds=300, clock=lambda: now[0]))

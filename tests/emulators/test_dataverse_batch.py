@@ -8,7 +8,7 @@ import uuid
 import httpx
 import pytest
 
-from emulators.dataverse.store import DataverseStore
+from mapsync.emulators.dataverse.store import DataverseStore
 
 pytestmark = pytest.mark.anyio
 

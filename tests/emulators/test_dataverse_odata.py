@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emulators.dataverse.odata import (
+from mapsync.emulators.dataverse.odata import (
     And,
     Call,
     Compare,

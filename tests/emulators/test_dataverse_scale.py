@@ -17,12 +17,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dsl.schema import load_catalog
-from emulators.dataverse.app import DataverseApi
-from emulators.dataverse.errors import DataverseError
-from emulators.dataverse.metadata import ColumnDef
-from emulators.dataverse.store import DataverseStore
-from emulators.tokens import TokenIssuer
+from mapsync.dsl.schema import load_catalog
+from mapsync.emulators.dataverse.app import DataverseApi
+from mapsync.emulators.dataverse.errors import DataverseError
+from mapsync.emulators.dataverse.metadata import ColumnDef
+from mapsync.emulators.dataverse.store import DataverseStore
+from mapsync.emulators.tokens import TokenIssuer
 
 ROOT = "https://org.test"
 HEADERS = {"odata-version": "4.0", "accept": "application/json"}

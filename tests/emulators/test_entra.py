@@ -13,10 +13,10 @@ import msal
 import pytest
 import uvicorn
 
-from emulators.dataverse.app import build_dataverse_app
-from emulators.faults import DroppedConnection, FaultInjector, FaultProfile
-from emulators.limits import ServiceProtection
-from emulators.tls import TestCA
+from mapsync.emulators.dataverse.app import build_dataverse_app
+from mapsync.emulators.faults import DroppedConnection, FaultInjector, FaultProfile
+from mapsync.emulators.limits import ServiceProtection
+from mapsync.emulators.tls import TestCA
 from tests.emulators.conftest import CLIENT_ID, SECRET, TENANT
 
 SCOPE = "https://org.crm.dynamics.com/.default"
@@ -51,7 +51,7 @@ def test_token_and_error_shapes(store, issuer) -> None:
 
 def test_token_expiry(issuer) -> None:
     now = [1000.0]
-    from emulators.tokens import TokenIssuer
+    from mapsync.emulators.tokens import TokenIssuer
     iss = TokenIssuer(lifetime_seconds=60, clock=lambda: now[0])
     tok, ttl = iss.issue("c", SCOPE)
     assert ttl == 60 and iss.validate(tok) == "c"

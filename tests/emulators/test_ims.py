@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import pytest
 from starlette.testclient import TestClient
 
-from emulators.journal import Clock
-from emulators.server import AdobeServices, Credentials
+from mapsync.emulators.journal import Clock
+from mapsync.emulators.server import AdobeServices, Credentials
 
 C = Credentials()
 

@@ -11,8 +11,8 @@ import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from emulators.journal import Clock
-from emulators.server import AdobeServices, Credentials
+from mapsync.emulators.journal import Clock
+from mapsync.emulators.server import AdobeServices, Credentials
 
 C = Credentials()
 SNAPSHOTS = Path(__file__).resolve().parents[2] / "schemas" / "snapshots" / "campaign"

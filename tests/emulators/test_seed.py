@@ -8,7 +8,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emulators.seed import SeedData, account_id, contact_id
+from mapsync.emulators.seed import SeedData, account_id, contact_id
 
 SNAPSHOTS = Path(__file__).resolve().parents[2] / "schemas" / "snapshots" / "d365"
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from starlette.testclient import TestClient
 
-from emulators.server import Emulator, Served, start_in_thread, write_config
+from mapsync.emulators.server import Emulator, Served, start_in_thread, write_config
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ pytest.importorskip("dynamics", reason="dynamics-client is a dev extra")
 from dynamics import DynamicsClient
 from dynamics.exceptions import DynamicsException
 
-from emulators.server import Emulator, Served, start_in_thread
+from mapsync.emulators.server import Emulator, Served, start_in_thread
 
 CONTACTS = 120
 PAGE = 50

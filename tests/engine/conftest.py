@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from engine.config import Secret
-from engine.state import StateStore, open_store
+from mapsync.engine.config import Secret
+from mapsync.engine.state import StateStore, open_store
 
 PG_PASSWORD = "pg-test-pw-Zq7"
 

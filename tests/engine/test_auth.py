@@ -18,15 +18,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-import emulators.campaign  # noqa: F401  (works around an import cycle in the emulators while they land)
-from emulators.entra import entra_routes
-from emulators.ims import IMS_ORG, ims_routes
-from emulators.tls import TestCA
-from emulators.tokens import TokenIssuer
-from engine.auth import EntraTokenProvider, ImsTokenProvider, TokenCache
-from engine.config import CampaignSettings, D365Settings, Secret, ServiceLimits
-from engine.errors import ConfigError
-from engine.http import HttpClient
+import mapsync.emulators.campaign  # noqa: F401  (works around an import cycle in the emulators while they land)
+from mapsync.emulators.entra import entra_routes
+from mapsync.emulators.ims import IMS_ORG, ims_routes
+from mapsync.emulators.tls import TestCA
+from mapsync.emulators.tokens import TokenIssuer
+from mapsync.engine.auth import EntraTokenProvider, ImsTokenProvider, TokenCache
+from mapsync.engine.config import CampaignSettings, D365Settings, Secret, ServiceLimits
+from mapsync.engine.errors import ConfigError
+from mapsync.engine.http import HttpClient
 
 TENANT = "11111111-2222-3333-4444-555555555555"
 CLIENT = "app-client-id"

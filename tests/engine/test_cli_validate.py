@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dsl.schema import load_catalog
-from engine.commands import validate as validate_cmd
+from mapsync.dsl.schema import load_catalog
+from mapsync.engine.commands import validate as validate_cmd
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 MISSPELT = """flow contacts {
@@ -122,7 +122,7 @@ def test_env_uses_the_registered_live_catalog(tmp_path: Path, capsys: pytest.Cap
 
 
 def test_through_the_mapsync_entry_point(capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("engine.commands.fmt")  # every command of COMMANDS must exist to build the CLI
-    from engine.cli import main
+    pytest.importorskip("mapsync.engine.commands.fmt")  # every command of COMMANDS must exist to build the CLI
+    from mapsync.engine.cli import main
 
     assert main(["validate", "mappings/"]) == 0

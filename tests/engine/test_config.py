@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.config import Config, Secret, ServiceLimits, load_config
-from engine.errors import ConfigError
+from mapsync.engine.config import Config, Secret, ServiceLimits, load_config
+from mapsync.engine.errors import ConfigError
 
 FULL = """\
 version: 1

@@ -12,15 +12,15 @@ from typing import Any
 import httpx
 import pytest
 
-from dsl.schema import load_catalog
-from emulators.faults import FaultInjector, FaultMiddleware, FaultProfile
-from emulators.journal import build_event
-from emulators.server import AdobeServices, Credentials, Limits, campaign_error_body
-from engine.config import CampaignSettings, EventsSettings, Secret, ServiceLimits
-from engine.connectors.base import WriteOp
-from engine.connectors.campaign import CampaignConnector, campaign_headers
-from engine.connectors.events import EventsConnector
-from engine.http import AttemptRecord, HttpClient
+from mapsync.dsl.schema import load_catalog
+from mapsync.emulators.faults import FaultInjector, FaultMiddleware, FaultProfile
+from mapsync.emulators.journal import build_event
+from mapsync.emulators.server import AdobeServices, Credentials, Limits, campaign_error_body
+from mapsync.engine.config import CampaignSettings, EventsSettings, Secret, ServiceLimits
+from mapsync.engine.connectors.base import WriteOp
+from mapsync.engine.connectors.campaign import CampaignConnector, campaign_headers
+from mapsync.engine.connectors.events import EventsConnector
+from mapsync.engine.http import AttemptRecord, HttpClient
 
 BASE = "https://adobe.test"
 # The hostile profile, with its slow replies shortened so the suite stays fast (the fault mix is unchanged).
@@ -78,7 +78,7 @@ class Rig:
         self.records: list[AttemptRecord] = []
 
     def connector(self) -> CampaignConnector:
-        from engine.auth import ImsTokenProvider
+        from mapsync.engine.auth import ImsTokenProvider
 
         self.ims = ImsTokenProvider(self.settings, transport=self.transport)
         http = HttpClient("campaign", self.settings.limits, self.ims, transport=self.transport,
@@ -87,7 +87,7 @@ class Rig:
         return CampaignConnector(self.settings, http, load_catalog())
 
     def events(self) -> EventsConnector:
-        from engine.auth import ImsTokenProvider
+        from mapsync.engine.auth import ImsTokenProvider
 
         self.ims = ImsTokenProvider(self.settings, transport=self.transport)
         settings = EventsSettings(journal_url=BASE + self.creds.journal_path, page_size=50)

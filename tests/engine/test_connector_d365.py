@@ -10,12 +10,12 @@ from typing import Any
 import httpx
 import pytest
 
-from dsl.schema import DEFAULT_ROOT, load_catalog, render_table
-from emulators.server import Emulator
-from engine.config import D365Settings, Secret, ServiceLimits
-from engine.connectors.base import ChangeTrackingExpired, WriteOp
-from engine.connectors.d365 import ODATA_HEADERS, D365Connector
-from engine.http import AttemptRecord, HttpClient
+from mapsync.dsl.schema import DEFAULT_ROOT, load_catalog, render_table
+from mapsync.emulators.server import Emulator
+from mapsync.engine.config import D365Settings, Secret, ServiceLimits
+from mapsync.engine.connectors.base import ChangeTrackingExpired, WriteOp
+from mapsync.engine.connectors.d365 import ODATA_HEADERS, D365Connector
+from mapsync.engine.http import AttemptRecord, HttpClient
 
 BASE = "https://dataverse.test"
 
@@ -180,7 +180,7 @@ def test_change_tracking_delta_and_expiry() -> None:
 def test_total_count_for_the_progress_display_and_fetching_records_by_key() -> None:
     emulator = Emulator(contacts=120, faults="none")
     conn, _ = make(emulator)
-    from engine.sources import D365TableSource
+    from mapsync.engine.sources import D365TableSource
 
     async def scenario() -> None:
         assert await conn.total_count("contact") == 120

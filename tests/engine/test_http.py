@@ -10,9 +10,9 @@ import logging
 import httpx
 import pytest
 
-from engine.config import ServiceLimits
-from engine.errors import AuthRejected, TerminalError, TransientError
-from engine.http import (
+from mapsync.engine.config import ServiceLimits
+from mapsync.engine.errors import AuthRejected, TerminalError, TransientError
+from mapsync.engine.http import (
     AdaptiveLimiter,
     AttemptRecord,
     HttpClient,

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.config import ServiceLimits
-from engine.errors import AuthRejected, ServiceDown, TransientError
-from engine.http import failure_kind
+from mapsync.engine.config import ServiceLimits
+from mapsync.engine.errors import AuthRejected, ServiceDown, TransientError
+from mapsync.engine.http import failure_kind
 from tests.engine.test_http import CountingTokens, FakeClock, make_client, run
 
 

@@ -16,9 +16,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from engine.config import ServiceLimits
-from engine.errors import AuthRejected, TerminalError, TransientError
-from engine.http import MAX_TOKEN_REFRESHES, AttemptRecord, HttpClient, RetryBudget
+from mapsync.engine.config import ServiceLimits
+from mapsync.engine.errors import AuthRejected, TerminalError, TransientError
+from mapsync.engine.http import MAX_TOKEN_REFRESHES, AttemptRecord, HttpClient, RetryBudget
 
 MAX_RETRIES = 4
 FAULTS = ["ok", "429", "500", "503", "400", "401", "connect", "read", "timeout"]

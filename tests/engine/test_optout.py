@@ -10,16 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsl import ast
-from dsl.parser import parse, parse_file
-from dsl.schema import load_catalog
-from engine.config import CampaignSettings, D365Settings, Secret, ServiceLimits
-from engine.connectors import Connectors
-from engine.connectors.campaign import CampaignConnector
-from engine.connectors.d365 import D365Connector
-from engine.errors import ConfigError
-from engine.http import HttpClient
-from engine.optout import (
+from mapsync.dsl import ast
+from mapsync.dsl.parser import parse, parse_file
+from mapsync.dsl.schema import load_catalog
+from mapsync.engine.config import CampaignSettings, D365Settings, Secret, ServiceLimits
+from mapsync.engine.connectors import Connectors
+from mapsync.engine.connectors.campaign import CampaignConnector
+from mapsync.engine.connectors.d365 import D365Connector
+from mapsync.engine.errors import ConfigError
+from mapsync.engine.http import HttpClient
+from mapsync.engine.optout import (
     CONFLICT_RULES,
     DIRECTIONS,
     Decision,
@@ -31,7 +31,7 @@ from engine.optout import (
     decide,
     parse_time,
 )
-from engine.state import KeyEntry, open_store
+from mapsync.engine.state import KeyEntry, open_store
 
 T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
 LATER = T0 + timedelta(minutes=5)

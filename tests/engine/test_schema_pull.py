@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
-from dsl.schema import DEFAULT_ROOT, load_catalog, render_table
-from emulators.server import Emulator, Served, start_in_thread, write_config
-from engine.commands.schema import EVENT_FEED_NOTE, live_catalog, pull, tables_used_by_mappings
-from engine.config import load_config
-from engine.connectors import Connectors, build_connectors
-from engine.errors import TerminalError
+from mapsync.dsl.schema import DEFAULT_ROOT, load_catalog, render_table
+from mapsync.emulators.server import Emulator, Served, start_in_thread, write_config
+from mapsync.engine.commands.schema import EVENT_FEED_NOTE, live_catalog, pull, tables_used_by_mappings
+from mapsync.engine.config import load_config
+from mapsync.engine.connectors import Connectors, build_connectors
+from mapsync.engine.errors import TerminalError
 
 ROOT = Path(__file__).resolve().parents[2]
 USED = tables_used_by_mappings(sorted((ROOT / "mappings").glob("*.map")))
@@ -38,7 +38,7 @@ class Live:
         return load_config(self.config).environments["emulator"]
 
     def mapsync(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "engine.cli", "--config", str(self.config), *args],
+        return subprocess.run([sys.executable, "-m", "mapsync.engine.cli", "--config", str(self.config), *args],
                               cwd=self.config.parent, env={**os.environ, "COLUMNS": "200"},
                               capture_output=True, text=True, timeout=120)
 

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.config import Secret
-from engine.errors import ConfigError, LeaseHeld, StateError
-from engine.state import (
+from mapsync.engine.config import Secret
+from mapsync.engine.errors import ConfigError, LeaseHeld, StateError
+from mapsync.engine.state import (
     LATEST_VERSION,
     DeadLetterStatus,
     KeyEntry,
@@ -25,8 +25,8 @@ from engine.state import (
     StateStore,
     open_store,
 )
-from engine.state.postgres import PostgresStore
-from engine.state.sqlite import SqliteStore
+from mapsync.engine.state.postgres import PostgresStore
+from mapsync.engine.state.sqlite import SqliteStore
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -490,7 +490,7 @@ def test_open_store_refuses_unknown_urls() -> None:
 
 
 def test_store_opened_from_a_loaded_config(tmp_path: Path) -> None:
-    from engine.config import load_config
+    from mapsync.engine.config import load_config
 
     (tmp_path / "mapsync.yaml").write_text("version: 1\nenvironments: {stage: {}}\n")
     env = load_config(tmp_path / "mapsync.yaml", environ={}).environment("stage")
