@@ -49,8 +49,8 @@ from mapsync.emulators.tokens import TokenIssuer
 
 log = logging.getLogger("mapsync.emulator")
 
-__all__ = ["AdobeServices", "Credentials", "DataverseServices", "Emulator", "Limits", "Served", "serve",
-           "start_in_thread", "write_config"]
+__all__ = ["AdobeServices", "Credentials", "DataverseServices", "Emulator", "Limits", "PortInUse", "Served",
+           "bind", "config_files", "serve", "start_in_thread", "write_config"]
 
 Scope = MutableMapping[str, Any]
 
@@ -449,13 +449,21 @@ class Emulator:
         }
 
 
+def config_files(path: Path) -> tuple[str, Path]:
+    """The state URL and the CA folder that belong to the config file ``path``: named after it, so that two
+    emulators writing two config files into one folder never share a state store or a CA."""
+    stem = path.stem or "mapsync"
+    return f"sqlite:///.mapsync/{stem}.sqlite", path.parent / ".mapsync" / f"{stem}-ca"
+
+
 def write_config(path: Path, *, base_url: str, ca_file: Path | None, credentials: Credentials | None = None,
-                 state: str = "sqlite:///.mapsync/emulator.sqlite", mappings: str = "mappings",
-                 snapshots: str | None = None) -> Path:
-    """Write a ``mapsync.yaml`` with one environment, ``emulator``, pointing at ``base_url``."""
+                 state: str | None = None, mappings: str = "mappings", snapshots: str | None = None) -> Path:
+    """Write a ``mapsync.yaml`` with one environment, ``emulator``, pointing at ``base_url``; the state store
+    defaults to one named after the config file (``config_files``)."""
     import yaml
 
     c = credentials or Credentials()
+    state = state or config_files(path)[0]
     base = base_url.rstrip("/")
     env: dict[str, Any] = {
         "d365": {"url": base, "tenant_id": c.tenant_id, "client_id": c.d365_client_id,
@@ -536,12 +544,35 @@ def start_in_thread(emulator: Emulator, *, host: str = "127.0.0.1", port: int = 
     return Served(f"https://{host}:{bound}", Path(ca.ca_pem_path), bound, server, thread, ca)
 
 
+class PortInUse(OSError):
+    """The port is taken by another process: said before anything is seeded or served."""
+
+
+def bind(host: str, port: int) -> Any:
+    """A listening socket on ``host:port``, taken before the (slow) seeding so a busy port is known at once."""
+    import errno
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT of our own last run is no conflict
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(exc.errno, f"port {port} is in use") from None
+        raise
+    return sock
+
+
 def serve(emulator: Emulator, *, host: str = "127.0.0.1", port: int = 8443, ca: Any = None,
-          on_ready: Callable[[str, Path], None] | None = None) -> None:
-    """Serve in the foreground until SIGINT/SIGTERM, then stop cleanly."""
+          on_ready: Callable[[str, Path], None] | None = None, sock: Any = None) -> None:
+    """Serve in the foreground until SIGINT/SIGTERM, then stop cleanly. ``sock``: a socket from ``bind``."""
     from mapsync.emulators.tls import TestCA
 
     ca = ca or TestCA()
+    sock = sock if sock is not None else bind(host, port)
     server = _uvicorn_server(emulator, host, port, ca)
 
     async def run() -> None:
@@ -549,7 +580,7 @@ def serve(emulator: Emulator, *, host: str = "127.0.0.1", port: int = 8443, ca: 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
         server.install_signal_handlers = lambda: None
-        task = asyncio.create_task(server.serve())
+        task = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started and not task.done():
             await asyncio.sleep(0.01)
         if server.started and on_ready is not None:

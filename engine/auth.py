@@ -97,8 +97,15 @@ class _RenewingToken:
         self._expires_at = 0.0
         self._lock: asyncio.Lock | None = None
 
+    _prefix: str
+
     async def _fetch(self, force: bool) -> tuple[str, float]:
         raise NotImplementedError
+
+    @property
+    def credential_setting(self) -> str:
+        """The setting to check when a service refuses even a freshly renewed token (``mapsync.engine.http``)."""
+        return f"{self._prefix}.client_secret"
 
     async def token(self, *, stale: str | None = None) -> str:
         if self._lock is None:

@@ -81,6 +81,7 @@ class ServiceLimits:
     timeout_seconds: float = 60.0
     max_retries: int = 8
     batch_size: int = 100  # Dataverse $batch parts per request (<= 1000)
+    outage_seconds: float = 60.0  # unreachable this long: every flow using the service stops (circuit breaker)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,8 +3,10 @@
     MapsyncError
     └── SyncError                     the engine could not do what was asked
         ├── ConfigError               mapsync.yaml, secrets or credentials are wrong: the user fixes a setting
+        │   └── AuthRejected          a service refused a freshly renewed token: the credentials are wrong
         ├── StateError                the state store is unreadable, locked or from a newer version
         │   └── LeaseHeld             another runner holds the flow's lease
+        ├── ServiceDown               a service stayed unreachable for the outage bound: the run stops
         ├── ConnectorError            a service answered with an error or could not be reached
         │   ├── TransientError        worth retrying: 429, 5xx, timeouts, dropped connections
         │   └── TerminalError         retrying cannot help: 400, 401 after refresh, 403, 404, 412
@@ -16,13 +18,17 @@ request id, and the service name. Secrets never appear in any message.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from mapsync.dsl.errors import MapsyncError
 
 __all__ = [
+    "AuthRejected",
     "ConfigError",
     "ConnectorError",
     "LeaseHeld",
     "MapsyncError",
+    "ServiceDown",
     "StateError",
     "SyncError",
     "SyncStepFailed",
@@ -41,6 +47,24 @@ class ConfigError(SyncError):
     def __init__(self, message: str, *, setting: str | None = None) -> None:
         super().__init__(message)
         self.setting = setting
+
+
+class AuthRejected(ConfigError):
+    """A service refused an access token renewed for the request: not a record's fault, never a dead letter."""
+
+    status = 401
+
+
+class ServiceDown(SyncError):
+    """A service has been unreachable for longer than its outage bound. Deliberately not a ``ConnectorError``:
+    connectors turn those into one record's failure, while this stops every flow using the service at its
+    last acknowledged page (records not written stay waiting for the next run)."""
+
+    def __init__(self, service: str, host: str, kind: str, since: float) -> None:
+        self.service, self.host, self.kind, self.since = service, host, kind, since
+        stamp = datetime.fromtimestamp(since, UTC).strftime("%H:%M:%S UTC")
+        hint = "; set ca_file to the CA bundle that signed its certificate" if kind == "TLS not trusted" else ""
+        super().__init__(f"{service} at {host} unreachable since {stamp}: {kind}{hint}")
 
 
 class StateError(SyncError):

@@ -185,6 +185,7 @@ class FlowRunner:
             await self._take_lease()
         run = None if self.dry_run else await self._call(self.store.start_run, name)
         outcome = "failed"
+        why = ""  # stored with the outcome: `status` tells what stopped the flow, not just that it did
         try:
             if replay and not self.dry_run:
                 await self._call(self.store.clear_flow, name)
@@ -226,12 +227,15 @@ class FlowRunner:
         except asyncio.CancelledError:
             outcome = "interrupted"
             raise
+        except Exception as exc:
+            why = f": {exc}"[:300]
+            raise
         finally:
             self.result.seconds = time.monotonic() - started
             self.result.outcome = outcome
             if run is not None:
                 with contextlib.suppress(Exception):  # never mask the original error with a bookkeeping one
-                    await self._call(self.store.finish_run, run.id, outcome, self.counts.as_dict())
+                    await self._call(self.store.finish_run, run.id, outcome + why, self.counts.as_dict())
             if not self.dry_run:
                 with contextlib.suppress(Exception):
                     await self._call(self.store.release_lease, name, self.environment, self.holder)

@@ -14,9 +14,17 @@ reuse, timeouts) and wraps each request in the policy the services ask of their 
   an optional client-side request window (``limits.requests_per_window``); a 429 also pauses every new
   request of this client until its Retry-After has passed, because service protection limits count
   per user, not per connection.
-- **401** renews the token and resends, at most ``MAX_TOKEN_REFRESHES`` times per request, then fails
-  terminally. Two, not one: a token renewed for this request can be revoked again before the resend
-  arrives (a tenant rotating credentials, or the emulators' token-expiry fault under concurrency).
+- **401** renews the token and resends (counted in ``stats.refreshed_tokens``): once per refused token, at
+  most ``MAX_TOKEN_REFRESHES`` times per request (a token renewed for this request can be revoked again
+  before the resend arrives: a tenant rotating credentials, the emulators' token-expiry fault under
+  concurrency). A 401 after renewal when the service never accepted a token of this client, or after the
+  last renewal, raises ``AuthRejected``: a configuration error naming the credential's setting, never a
+  record's failure (it would otherwise become a dead letter that no retry can fix).
+- **Circuit breaker** (``Outage``): a service unreachable (no connection, TLS refused, timeouts, dropped
+  connections, 502/503/504 without Retry-After) for ``limits.outage_seconds`` raises ``ServiceDown`` on
+  every request of this client from then on, so every flow using it stops at its last acknowledged page
+  instead of retrying each record for minutes; no backoff sleeps past that bound. A TLS certificate that
+  is not trusted cannot heal by waiting: it trips the breaker at once.
 - Every error leaves as ``TransientError`` / ``TerminalError`` with status, the service's error code and
   request id. Tokens never appear in a log line or a message; logged paths carry no query string.
 """
@@ -29,6 +37,7 @@ import itertools
 import json
 import logging
 import random
+import socket
 import ssl
 import time
 from collections import deque
@@ -40,7 +49,7 @@ from typing import Any, Protocol, runtime_checkable
 import httpx
 
 from mapsync.engine.config import ServiceLimits
-from mapsync.engine.errors import ConnectorError, TerminalError, TransientError
+from mapsync.engine.errors import AuthRejected, ConnectorError, ServiceDown, TerminalError, TransientError
 
 __all__ = [
     "MAX_TOKEN_REFRESHES",
@@ -48,6 +57,7 @@ __all__ = [
     "AdaptiveLimiter",
     "AttemptRecord",
     "HttpClient",
+    "Outage",
     "RetryBudget",
     "TokenProvider",
     "WindowLimiter",
@@ -66,6 +76,8 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 # the Adobe I/O gateway reject throttled requests before executing them, so even a create may be repeated.
 NOT_PROCESSED = frozenset({429})
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# A gateway answering these without Retry-After says the service behind it is not there.
+OUTAGE_STATUSES = frozenset({502, 503, 504})
 # Request-id headers of the services, most specific first.
 REQUEST_ID_HEADERS = ("x-ms-service-request-id", "req_id", "x-request-id", "request-id")
 # A Retry-After longer than this is not slept through: the caller gets the TransientError with it.
@@ -300,6 +312,85 @@ class HttpStats:
     retries: int = 0
     throttled: int = 0
     refreshed_tokens: int = 0
+    accepted: int = 0  # successful replies: the service took this client's token at least once
+
+
+# --------------------------------------------------------------------------------------------------
+# Circuit breaker
+
+
+def failure_kind(failure: httpx.TransportError) -> str:
+    """What an operator checks first: DNS, refused, TLS not trusted, timeout, or a dropped connection."""
+    if isinstance(failure, httpx.TimeoutException):
+        return "timeout"
+    if not isinstance(failure, httpx.ConnectError):
+        return "connection dropped"
+    cursor: BaseException | None = failure
+    text = ""
+    while cursor is not None:
+        if isinstance(cursor, ssl.SSLCertVerificationError):
+            return "TLS not trusted"
+        if isinstance(cursor, socket.gaierror):
+            return "DNS"
+        if isinstance(cursor, ConnectionRefusedError):
+            return "refused"
+        text += f" {cursor}"
+        cursor = cursor.__cause__ or cursor.__context__
+    lowered = text.lower()
+    if "certificate_verify_failed" in lowered or "certificate verify failed" in lowered:
+        return "TLS not trusted"
+    if "name or service not known" in lowered or "nodename nor servname" in lowered or "getaddrinfo" in lowered:
+        return "DNS"
+    if "refused" in lowered or "errno 111" in lowered:
+        return "refused"
+    return "connect failed"
+
+
+# Failures that waiting cannot heal: the breaker opens on the first one.
+PERMANENT_KINDS = frozenset({"TLS not trusted"})
+
+
+class Outage:
+    """The circuit breaker of one service: since when it has been unreachable, and whether it gave up.
+
+    Any reply that shows the service is there (anything but 502/503/504 without Retry-After) closes the
+    streak; ``trip`` opens the breaker for the rest of the run (``--watch`` builds new clients each round).
+    """
+
+    def __init__(self, service: str, host: str, bound_seconds: float, *, clock: Clock,
+                 wall: Callable[[], float] = time.time) -> None:
+        self.service = service
+        self.host = host
+        self.bound_seconds = bound_seconds
+        self._clock = clock
+        self._wall = wall
+        self.since: float | None = None  # the client's clock at the first failure of the streak
+        self.since_wall: float | None = None
+        self.kind: str | None = None
+        self.tripped: ServiceDown | None = None
+
+    def failed(self, kind: str) -> None:
+        if self.since is None:
+            self.since, self.since_wall = self._clock(), self._wall()
+        self.kind = kind
+
+    def answered(self) -> None:
+        self.since = self.since_wall = None
+        self.kind = None
+
+    def remaining(self) -> float:
+        """Seconds left before the breaker opens (the streak's bound), or the bound when nothing failed."""
+        if self.since is None:
+            return self.bound_seconds
+        return self.bound_seconds - (self._clock() - self.since)
+
+    def trip(self) -> ServiceDown:
+        if self.tripped is None:
+            since = self.since_wall if self.since_wall is not None else self._wall()
+            self.tripped = ServiceDown(self.service, self.host, self.kind or "unreachable", since)
+            log.debug("%s", self.tripped, extra={"event": "http.service_down", "service": self.service,
+                                                  "host": self.host, "kind": self.kind})
+        return self.tripped
 
 
 # --------------------------------------------------------------------------------------------------
@@ -346,6 +437,8 @@ class HttpClient:
             verify = ssl.create_default_context(cafile=str(verify))
         elif isinstance(verify, str):
             verify = ssl.create_default_context(cafile=verify)
+        self.outage = Outage(service, httpx.URL(base_url).netloc.decode("ascii") if base_url else service,
+                             limits.outage_seconds, clock=clock)
         self._client = httpx.AsyncClient(
             base_url=base_url,
             headers=dict(headers or {}),
@@ -394,13 +487,17 @@ class HttpClient:
         safe = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
         number = next(self._numbers)
         path = self._path_of(url)
+        if not self._client.base_url.host:  # a client without a base URL (the events journal): name its host
+            self.outage.host = httpx.URL(url).netloc.decode("ascii") or self.outage.host
         self.stats.requests += 1
         self.budget.earn()
         token: str | None = None
-        refreshes = 0
+        refused: set[str | None] = set()  # tokens the service refused for this request
         attempt = retries = 0  # a token refresh is an attempt but not a retry
         while True:
             attempt += 1
+            if self.outage.tripped is not None:
+                raise self.outage.tripped
             await self._wait_for_pause()
             if self.window is not None:
                 await self.window.acquire()
@@ -426,21 +523,35 @@ class HttpClient:
                 ok = response is not None and (response.status_code < 400 or response.status_code in accept)
                 await self.limiter.release(generation, throttled=throttled, success=ok)
 
+            outage_kind = self._outage_kind(response, failure)
+            if outage_kind is None:
+                self.outage.answered()
+            else:
+                self.outage.failed(outage_kind)
+                if outage_kind in PERMANENT_KINDS:
+                    raise self.outage.trip()
+            if response is not None and response.status_code < 400:
+                self.stats.accepted += 1
+
             if response is not None and (response.status_code < 400 or response.status_code in accept):
                 self._observe(number, attempt, method, path, sent_at, response.status_code, None, None, None)
                 return response
 
-            if (response is not None and response.status_code == 401 and refreshes < MAX_TOKEN_REFRESHES
-                    and self._auth is not None):
-                # The token may have expired or been revoked between issue and use: renew, resend at once.
-                refreshes += 1
-                self.stats.refreshed_tokens += 1
+            if response is not None and response.status_code == 401 and self._auth is not None:
                 self._observe(number, attempt, method, path, sent_at, 401, None, None, 0.0)
+                if token in refused or len(refused) >= MAX_TOKEN_REFRESHES or (refused and not self.stats.accepted):
+                    # Renewing did not help: the credentials, not the token's age, are what the service refuses.
+                    raise self._auth_rejected(method, path, response)
+                # The token may have expired or been revoked between issue and use: renew, resend at once.
+                refused.add(token)
+                self.stats.refreshed_tokens += 1
                 await self._auth.token(stale=token)
                 continue
 
             error, retriable, retry_after = self._classify(method, path, response, failure, safe)
             wait = None
+            if outage_kind is not None and self.outage.remaining() <= 0:
+                raise self.outage.trip() from failure
             if retriable and retries < self.limits.max_retries:
                 if throttled:
                     self.stats.throttled += 1
@@ -452,6 +563,8 @@ class HttpClient:
                     wait = retry_after if retry_after is not None else backoff_delay(retries + 1, self._rng)
                 if wait is not None and wait > MAX_WAIT_SECONDS:
                     wait = None
+                if wait is not None and outage_kind is not None:
+                    wait = min(wait, self.outage.remaining())  # the breaker opens on time, not after a long nap
             self._observe(number, attempt, method, path, sent_at,
                           None if response is None else response.status_code,
                           None if failure is None else type(failure).__name__, retry_after, wait)
@@ -459,7 +572,10 @@ class HttpClient:
                 raise error from failure
             retries += 1
             self.stats.retries += 1
-            log.warning(
+            # While a service is down every request retries: one line each would bury what matters (the one
+            # line per service the run prints when it stops). They show with -v.
+            log.log(
+                logging.DEBUG if outage_kind is not None else logging.WARNING,
                 "%s %s %s failed (%s); retry %d in %.2fs",
                 self.service, method, path,
                 response.status_code if response is not None else type(failure).__name__,
@@ -493,6 +609,25 @@ class HttpClient:
         transient = isinstance(error, TransientError)
         retriable = transient and (safe or response.status_code in NOT_PROCESSED)
         return error, retriable, retry_after
+
+    @staticmethod
+    def _outage_kind(response: httpx.Response | None, failure: httpx.TransportError | None) -> str | None:
+        """What made this attempt a sign of an outage, or None when the service answered."""
+        if failure is not None:
+            return failure_kind(failure)
+        assert response is not None
+        if response.status_code in OUTAGE_STATUSES and response.headers.get("retry-after") is None:
+            return f"HTTP {response.status_code}"
+        return None
+
+    def _auth_rejected(self, method: str, path: str, response: httpx.Response) -> AuthRejected:
+        code, message, request_id = error_details(response.content, response.headers)
+        setting = getattr(self._auth, "credential_setting", None) or f"{self.service}.client_secret"
+        text = (f"{setting}: {self.service} refused a freshly renewed access token "
+                f"({method} {path} -> HTTP 401{f' [{code}]' if code else ''}{f': {message}' if message else ''}"
+                f"{f', request id {request_id}' if request_id else ''}); check the credentials and that the "
+                "application has access to this organization")
+        return AuthRejected(text, setting=setting)
 
     async def _wait_for_pause(self) -> None:
         while True:

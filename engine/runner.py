@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,9 @@ from mapsync.engine import leases
 from mapsync.engine.auth import TokenCache
 from mapsync.engine.config import Config, Environment, load_config
 from mapsync.engine.connectors import Connectors, build_connectors
-from mapsync.engine.errors import ConfigError, LeaseHeld, SyncError
+from mapsync.engine.errors import ConfigError, LeaseHeld, ServiceDown, SyncError
 from mapsync.engine.executor import FlowCounts, FlowResult, FlowRunner
+from mapsync.engine.identity import bind, observe
 from mapsync.engine.link_reasons import LinkReasons
 from mapsync.engine.sources import source_for
 from mapsync.engine.state.base import StateStore, open_store
@@ -45,10 +46,21 @@ class RunReport:
     flows: list[FlowResult] = field(default_factory=list)
     optouts: list[Any] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    outages: dict[str, ServiceDown] = field(default_factory=dict)  # service -> why it stopped the run
+    waiting: int = 0  # creates sent but unconfirmed when the run stopped: the next run looks them up first
 
     @property
     def ok(self) -> bool:
-        return not self.errors and all(r.outcome == "ok" for r in self.flows)
+        return not self.errors and not self.outages and all(r.outcome == "ok" for r in self.flows)
+
+    def outage_lines(self) -> list[str]:
+        """One line per unreachable service: where, what failed, since when, and what was kept."""
+        stopped = sum(r.outcome == "failed" for r in self.flows)
+        not_started = sum(r.outcome == "skipped" for r in self.flows)
+        kept = (f"kept: {stopped} flow(s) stopped at their last acknowledged page"
+                + (f", {not_started} not started" if not_started else "")
+                + (f", {self.waiting:,} create(s) to confirm" if self.waiting else "") + "; nothing lost")
+        return [f"{down} — {kept}" for down in self.outages.values()]
 
     @property
     def dead_letters(self) -> int:
@@ -139,13 +151,18 @@ async def run_job(job: Job, *, only: Sequence[str] | None = None, full: bool = F
                   on_progress: Callable[[str, FlowCounts], None] | None = None,
                   on_finished: Callable[[str], None] | None = None,
                   transport: Any = None, msal_http_client: Any = None,
-                  store: StateStore | None = None, optouts: bool = True, tokens: TokenCache | None = None) -> RunReport:
+                  store: StateStore | None = None, optouts: bool = True, tokens: TokenCache | None = None,
+                  rebind: bool = False) -> RunReport:
     """Run (or plan) the job's flows once, then its opt-out rules. Runs that share ``tokens`` (``--watch``)
-    reuse the access tokens of the ones before."""
+    reuse the access tokens of the ones before. The services must be the ones the state belongs to
+    (``mapsync.engine.identity``); ``rebind`` accepts a deliberate move."""
     unknown = [f for f in [*(only or ()), *replay] if f not in job.flows]
     if unknown:
         raise ConfigError(f"unknown flow(s): {', '.join(unknown)}; the mappings define: {', '.join(sorted(job.flows))}",
                           setting="--flow")
+    if rebind and only:
+        raise ConfigError("--rebind re-syncs every flow that reads or writes a moved service: run it without --flow",
+                          setting="--rebind")
     names = [n for n in order_flows(job.flows, job.project) if not only or n in only or n in replay]
     own_store = store is None
     store = store or open_store(job.env.state_url, password=job.env.state_password)
@@ -175,6 +192,11 @@ async def run_job(job: Job, *, only: Sequence[str] | None = None, full: bool = F
             return await runner.run(full=full, replay=name in replay)
         except ConfigError:
             raise  # a setting is wrong: nothing else will work either
+        except ServiceDown as exc:
+            # Said once per service when the run ends (``RunReport.outage_lines``), not once per flow.
+            report.outages.setdefault(exc.service, exc)
+            runner.result.outcome = "failed"
+            return runner.result
         except SyncError as exc:
             # This flow cannot go on (lease held, service refusing); the others still run.
             report.errors.append(f"flow {name}: {exc}")
@@ -185,14 +207,37 @@ async def run_job(job: Job, *, only: Sequence[str] | None = None, full: bool = F
             return runner.result
 
     try:
+        try:
+            observed = await observe(job.env, connectors)
+        except ServiceDown as exc:
+            report.outages[exc.service] = exc
+        else:
+            rebound = await bind(store, job.env.name, observed, job.flows, rebind=rebind, dry_run=dry_run)
+            if rebound is not None:
+                replay = [*replay, *(name for name in rebound.replay if name in names)]
+                await _forget_optouts(job, connectors, store)
+                log.warning("state of environment %s rebound to the services it reaches now (%s): flows %s "
+                            "re-synced by key, %s read in full", job.env.name, ", ".join(rebound.services),
+                            ", ".join(rebound.replay) or "none", ", ".join(rebound.reread) or "none",
+                            extra={"event": "run.rebound", "services": rebound.services})
         # Flows of one stage share nothing but the services' limits (which the HTTP layer enforces): they
         # run at once, so one flow's reads overlap another's writes.
         for stage in stages(names, links, job.flows):
-            report.flows.extend(await asyncio.gather(*(_finishing(run_one(name), name, on_finished) for name in stage)))
-        if optouts and not only:
-            report.optouts = await _run_optouts(job, connectors, store, dry_run=dry_run, holder=holder,
-                                                skipped=skipped, errors=report.errors, on_progress=on_progress,
-                                                on_finished=on_finished)
+            if report.outages:
+                # A service is down: the flows after it would wait out the same outage (or another) one by one.
+                report.flows.extend(FlowResult(name, FlowCounts(), 0.0, outcome="skipped") for name in stage)
+                continue
+            report.flows.extend(await _all_or_none(_finishing(run_one(name), name, on_finished) for name in stage))
+        if optouts and not only and not report.outages:
+            try:
+                report.optouts = await _run_optouts(job, connectors, store, dry_run=dry_run, holder=holder,
+                                                    skipped=skipped, errors=report.errors, on_progress=on_progress,
+                                                    on_finished=on_finished)
+            except ServiceDown as exc:
+                report.outages.setdefault(exc.service, exc)
+        if report.outages and not dry_run:
+            report.waiting = await asyncio.to_thread(
+                lambda: sum(len(store.pending_writes(r.flow)) for r in report.flows if r.outcome != "ok"))
     finally:
         await connectors.aclose()
         if own_store:
@@ -207,6 +252,31 @@ async def _finishing(work: Awaitable[Any], name: str, on_finished: Callable[[str
     finally:
         if on_finished is not None:
             on_finished(name)
+
+
+async def _all_or_none(coroutines: Iterable[Coroutine[Any, Any, FlowResult]]) -> list[FlowResult]:
+    """Run the flows of a stage at once. When one stops the run (a wrong setting, a service down), the others
+    are cancelled and awaited: each records its outcome and releases its lease before the store closes."""
+    tasks = [asyncio.create_task(c) for c in coroutines]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+async def _forget_optouts(job: Job, connectors: Connectors, store: StateStore) -> None:
+    """After a rebind the opt-out rules start over: their delta link and per-pair values describe the old
+    services (with no history, an opt-out on either side wins)."""
+    if not job.project.optouts or connectors.d365 is None or connectors.campaign is None:
+        return
+    from mapsync.engine.optout import OptOutSync
+
+    for rule in job.project.optouts.values():
+        sync = OptOutSync(rule, d365=connectors.d365, campaign=connectors.campaign, store=store, dry_run=False)
+        await asyncio.to_thread(sync.forget)
 
 
 async def _run_optouts(job: Job, connectors: Connectors, store: StateStore, *, dry_run: bool, holder: str,

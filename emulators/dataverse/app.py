@@ -47,6 +47,11 @@ from mapsync.emulators.dataverse.odata import (
     parse_filter,
     parse_orderby,
 )
+from mapsync.emulators.dataverse.organization import (
+    RETRIEVE_CURRENT_ORGANIZATION,
+    access_type,
+    current_organization,
+)
 from mapsync.emulators.dataverse.store import DataverseStore
 from mapsync.emulators.entra import entra_routes
 from mapsync.emulators.faults import FaultInjector, FaultMiddleware
@@ -249,6 +254,10 @@ class DataverseApi:
                                "BusinessUnitId": str(uuid.uuid5(uuid.NAMESPACE_URL, "bu")),
                                "UserId": str(uuid.uuid5(uuid.NAMESPACE_URL, "user")),
                                "OrganizationId": str(uuid.uuid5(uuid.NAMESPACE_URL, root))})
+        m = RETRIEVE_CURRENT_ORGANIZATION.match(path)
+        if m and access_type(m.group(1), params) is not None:
+            self._only(method, "GET", f"{api}/{path}")
+            return _json(200, current_organization(api, root, self.store))
         m = _TOTAL_COUNT.match(path)
         if m:
             self._only(method, "GET", f"{api}/{path}")

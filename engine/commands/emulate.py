@@ -43,7 +43,7 @@ def _rows(specs: list[str]) -> list[tuple[str, int]]:
 
 def run(args: argparse.Namespace) -> int:
     require_emulators("emulate")
-    from mapsync.emulators.server import Emulator, serve, write_config
+    from mapsync.emulators.server import Emulator, PortInUse, bind, config_files, serve, write_config
     from mapsync.emulators.tls import TestCA
 
     if args.contacts < 0:
@@ -54,6 +54,13 @@ def run(args: argparse.Namespace) -> int:
         print("mapsync: warning: the emulator has no real security; listening beyond loopback", file=sys.stderr)
     rows = _rows(args.rows)
     snapshots = project_snapshots(args)
+    host = "127.0.0.1" if args.host == "localhost" else args.host
+    try:
+        sock = bind(host, args.port)  # before seeding: a busy port is said at once, not after a minute
+    except PortInUse:
+        raise ConfigError(f"port {args.port} is in use (try --port N)", setting="--port") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{args.port}: {exc.strerror or exc}", setting="--port") from None
     print(f"mapsync: seeding {args.contacts} contacts (seed {args.seed})...", file=sys.stderr)
     emulator = Emulator(seed=args.seed, contacts=args.contacts, faults=args.faults, snapshots=snapshots)
     for table, count in rows:
@@ -63,10 +70,10 @@ def run(args: argparse.Namespace) -> int:
                               setting="--rows")
         emulator.dataverse.generate(table, count, seed=args.seed)
         print(f"mapsync: generated {count} {table} rows", file=sys.stderr)
-    # With --write-config the CA must outlive this process (the config names its file): keep it beside it.
-    ca_dir = args.write_config.parent / ".mapsync" / "emulator-ca" if args.write_config is not None else None
+    # With --write-config the CA must outlive this process (the config names its file): keep it beside it,
+    # in a folder named after the config file, so a second emulator with another config keeps its own CA.
+    ca_dir = config_files(args.write_config)[1] if args.write_config is not None else None
     ca = TestCA(ca_dir)
-    host = "127.0.0.1" if args.host == "localhost" else args.host
 
     def ready(base_url: str, ca_file: Path) -> None:
         for name, url in emulator.urls(base_url).items():
@@ -78,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         print("Press Ctrl+C to stop.", flush=True)
 
     try:
-        serve(emulator, host=host, port=args.port, ca=ca, on_ready=ready)
+        serve(emulator, host=host, port=args.port, ca=ca, on_ready=ready, sock=sock)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{args.port}: {exc.strerror or exc}", setting="--port") from None
     finally:

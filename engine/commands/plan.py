@@ -12,6 +12,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from mapsync.engine.commands._common import add_command
 from mapsync.engine.connectors import build_connectors
 from mapsync.engine.executor import FlowResult, PlannedWrite
@@ -37,18 +39,26 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _plan(job: Job, args: argparse.Namespace) -> int:
-    report = await run_job(job, only=args.flow, full=args.full, dry_run=True)
+    from mapsync.engine.commands.run import until_signalled
+
+    report = await until_signalled(run_job(job, only=args.flow, full=args.full, dry_run=True))
+    if isinstance(report, int):
+        return report
     console.print(summary_table(report.flows, title=f"mapsync plan — environment {job.env.name}", planned=True))
     print_notes(report.flows)
     connectors = build_connectors(job.env, catalog=job.catalog)
     try:
-        for result in report.flows:
+        for result in report.flows if not report.outages else ():  # nothing to look up in a service that is down
             await _describe(job, result, connectors, args.sample)
     finally:
         await connectors.aclose()
     for o in report.optouts:
         console.print(optout_line(o))
-    return 0
+    for error in report.errors:
+        console.print(f"[red]error[/red] {error}", highlight=False)
+    for line in report.outage_lines():
+        console.print(f"[red]unreachable[/red] {escape(line)}", highlight=False)
+    return 0 if report.ok else 1  # a flow that could not be planned is a finding, as in `run`
 
 
 async def _describe(job: Job, result: FlowResult, connectors: Any, sample: int) -> None:

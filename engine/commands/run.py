@@ -7,8 +7,11 @@ import asyncio
 import contextlib
 import math
 import signal
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from rich.markup import escape
 
 from mapsync.engine.auth import TokenCache
 from mapsync.engine.commands._common import add_command
@@ -23,6 +26,8 @@ from mapsync.engine.progress import (
 )
 from mapsync.engine.runner import RunReport, load_job, run_job
 
+T = TypeVar("T")
+
 
 def add_parser(subparsers: Any) -> None:
     p = add_command(subparsers, "run", "run the flows of an environment (full first, incremental after)", run, env=True)
@@ -32,6 +37,9 @@ def add_parser(subparsers: Any) -> None:
                    help="forget the flow's cursor and key map and re-sync it from scratch (repeatable)")
     p.add_argument("--watch", type=float, metavar="SECONDS",
                    help="keep running: an incremental run every SECONDS until SIGINT/SIGTERM")
+    p.add_argument("--rebind", action="store_true",
+                   help="accept that the environment's services moved (a sandbox copy, a new URL): record their "
+                        "identity and read the moved side in full once")
     p.add_argument("-v", "--verbose", action="store_true", help="log every retry and decision")
 
 
@@ -43,12 +51,43 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_watch(job, args) if args.watch else _once(job, args))
 
 
+# Exit statuses of a run stopped by a signal: 128 + the signal's number, as shells report them.
+SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+async def until_signalled(work: Awaitable[T]) -> T | int:
+    """Await ``work``; SIGINT or SIGTERM cancels it, so every flow records `interrupted` and releases its
+    lease on the way out. Returns the work's result, or the exit status of the signal that stopped it."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+    received: list[signal.Signals] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig)
+        task.cancel()
+
+    for sig in SIGNAL_EXIT:
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        console.print("interrupted: each flow kept what it had acknowledged; the next run resumes from there")
+        return SIGNAL_EXIT[received[0]]
+    finally:
+        for sig in SIGNAL_EXIT:
+            loop.remove_signal_handler(sig)
+
+
 async def _once(job: Any, args: argparse.Namespace) -> int:
     display = RunDisplay()
     with display.live():
-        report = await run_job(job, only=args.flow, full=args.full, replay=args.replay,
-                               on_progress=display.on_progress,
-                               on_finished=display.on_finished)
+        report = await until_signalled(run_job(job, only=args.flow, full=args.full, replay=args.replay,
+                                               on_progress=display.on_progress, on_finished=display.on_finished,
+                                               rebind=args.rebind))
+    if isinstance(report, int):
+        return report
     _print(report, job.env.name)
     return 0 if report.ok and report.dead_letters == 0 else 1
 
@@ -74,7 +113,8 @@ async def _watch(job: Any, args: argparse.Namespace) -> int:
     try:
         while not stop.is_set():
             current = asyncio.create_task(run_job(job, only=args.flow, full=args.full and first,
-                                                  replay=args.replay if first else (), tokens=tokens))
+                                                  replay=args.replay if first else (), tokens=tokens,
+                                                  rebind=args.rebind and first))
             try:
                 report = await current
             except asyncio.CancelledError:
@@ -101,6 +141,8 @@ def _print(report: RunReport, env: str) -> None:
         console.print(optout_line(o))
     for error in report.errors:
         console.print(f"[red]error[/red] {error}", highlight=False)
+    for line in report.outage_lines():
+        console.print(f"[red]unreachable[/red] {escape(line)}", highlight=False)
     if report.dead_letters:
         console.print(f"{report.dead_letters} record(s) went to dead letters: see `mapsync deadletters list --env {env}`")
     deferred = sum(r.counts.deferred for r in report.flows)

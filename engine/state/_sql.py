@@ -190,6 +190,10 @@ class SqlStore(StateStore):
             )
         return Cursor(flow, cursor, now)
 
+    def delete_cursor(self, flow: str) -> bool:
+        with self.transaction():
+            return self._execute("DELETE FROM cursors WHERE flow = ?", (flow,)).rowcount > 0
+
     # --- key map -------------------------------------------------------------------------------------------
     def _entry(self, row: Sequence[Any]) -> KeyEntry:
         return KeyEntry(row[0], row[1], row[2], bool(row[3]), self._ts_out(row[4]), bool(row[5]))
@@ -516,6 +520,22 @@ class SqlStore(StateStore):
                 "SELECT key, value FROM meta WHERE substr(key, 1, ?) = ? ORDER BY key", (len(prefix), prefix)
             ).fetchall()
         return {row[0]: row[1] for row in rows}
+
+    # --- identities ----------------------------------------------------------------------------------------
+    def get_identities(self, environment: str) -> dict[str, str]:
+        with self._read():
+            rows = self._execute("SELECT service, identity FROM identities WHERE environment = ? ORDER BY service",
+                                 (environment,)).fetchall()
+        return {row[0]: row[1] for row in rows}
+
+    def bind_identity(self, environment: str, service: str, identity: str) -> None:
+        with self.transaction():
+            self._execute(
+                "INSERT INTO identities (environment, service, identity, bound_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (environment, service) DO UPDATE SET identity = excluded.identity,"
+                " bound_at = excluded.bound_at",
+                (environment, service, identity, self._ts_in(self._clock())),
+            )
 
 
 def _status(status: DeadLetterStatus | str) -> DeadLetterStatus:

@@ -166,6 +166,10 @@ class StateStore(ABC):
     @abstractmethod
     def set_cursor(self, flow: str, cursor: str) -> Cursor: ...
 
+    @abstractmethod
+    def delete_cursor(self, flow: str) -> bool:
+        """Forget the flow's cursor (its next run reads everything); the key map stays."""
+
     # --- key map -------------------------------------------------------------------------------------------
     @abstractmethod
     def get_keys(self, flow: str, source_keys: Iterable[str]) -> dict[str, KeyEntry]:
@@ -285,6 +289,14 @@ class StateStore(ABC):
 
     @abstractmethod
     def list_meta(self, prefix: str = "") -> dict[str, str]: ...
+
+    # --- identities: which services this environment's state belongs to ----------------------------------------
+    @abstractmethod
+    def get_identities(self, environment: str) -> dict[str, str]:
+        """Service name -> the identity recorded for it (e.g. the Dataverse org URL and id)."""
+
+    @abstractmethod
+    def bind_identity(self, environment: str, service: str, identity: str) -> None: ...
 
 
 def open_store(

@@ -55,6 +55,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             " recorded_at {ts} NOT NULL, PRIMARY KEY (flow, source_key))",
         ),
     ),
+    Migration(
+        3,
+        "which services an environment's state belongs to (Dataverse org, Campaign instance)",
+        (
+            "CREATE TABLE identities (environment {key} NOT NULL, service {key} NOT NULL, identity TEXT NOT NULL,"
+            " bound_at {ts} NOT NULL, PRIMARY KEY (environment, service))",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from mapsync.engine.config import ServiceLimits
-from mapsync.engine.errors import TerminalError, TransientError
+from mapsync.engine.errors import AuthRejected, TerminalError, TransientError
 from mapsync.engine.http import (
     AdaptiveLimiter,
     AttemptRecord,
@@ -256,7 +256,8 @@ def test_401_renews_the_token_then_fails() -> None:
     async def scenario() -> None:
         async with make_client(handler, auth=tokens) as client:
             assert (await client.request("GET", "once")).status_code == 200
-            with pytest.raises(TerminalError) as info:
+            # A 401 after renewal is the credentials' fault, not the record's (issue 12): a configuration error.
+            with pytest.raises(AuthRejected) as info:
                 await client.request("GET", "always")
             assert info.value.status == 401
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from mapsync.engine.config import ServiceLimits
-from mapsync.engine.errors import TerminalError, TransientError
+from mapsync.engine.errors import AuthRejected, TerminalError, TransientError
 from mapsync.engine.http import MAX_TOKEN_REFRESHES, AttemptRecord, HttpClient, RetryBudget
 
 MAX_RETRIES = 4
@@ -59,12 +59,14 @@ class RetryMachine(RuleBasedStateMachine):
         self.records: list[AttemptRecord] = []
         self.budget_model = 6.0
         self.client = HttpClient(
-            "campaign", ServiceLimits(concurrency=3, max_retries=MAX_RETRIES), Tokens(),
+            # The circuit breaker (an outage bound on the clock) has tests of its own: never reached here.
+            "campaign", ServiceLimits(concurrency=3, max_retries=MAX_RETRIES, outage_seconds=1e9), Tokens(),
             transport=httpx.MockTransport(self.handler), base_url="https://api.example/",
             clock=self.clock.now, sleep=self.clock.sleep, rng=lambda: 0.5,
             budget=RetryBudget(ratio=0.25, reserve=6.0), observer=self.records.append,
         )
         self.count = 0
+        self.accepted = False  # the service has taken one of the client's tokens
 
     def handler(self, request: httpx.Request) -> httpx.Response:
         rid = request.url.path.rsplit("/", 1)[-1]
@@ -88,15 +90,17 @@ class RetryMachine(RuleBasedStateMachine):
         return httpx.Response(int(fault), json={"error_code": f"E{fault}", "message": "scripted"})
 
     def predict(self, script: list[str], safe: bool) -> tuple[str, int]:
-        """(outcome: 'ok' | 'transient' | 'terminal', attempts) from the documented policy alone."""
+        """(outcome: 'ok' | 'transient' | 'terminal' | 'auth', attempts) from the documented policy alone."""
         attempts, refreshes, retries = 0, 0, 0
         for fault in [*script, "ok"]:
             attempts += 1
             if fault == "ok":
                 return "ok", attempts
             if fault == "401":
-                if refreshes == MAX_TOKEN_REFRESHES:
-                    return "terminal", attempts
+                # A 401 after renewal is the credentials' fault (issue 12): a configuration error, raised
+                # at once when no token of this client ever worked, else after the last renewal.
+                if refreshes == MAX_TOKEN_REFRESHES or (refreshes and not self.accepted):
+                    return "auth", attempts
                 refreshes += 1
                 continue
             if fault == "400":
@@ -125,6 +129,8 @@ class RetryMachine(RuleBasedStateMachine):
         async def go() -> str:
             try:
                 resp = await self.client.request(method, rid, json={"n": 1}, idempotent=None if method == "GET" else marked)
+            except AuthRejected:
+                return "auth"
             except TransientError:
                 return "transient"
             except TerminalError:
@@ -133,6 +139,7 @@ class RetryMachine(RuleBasedStateMachine):
             return "ok"
 
         outcome = self.loop.run_until_complete(go())
+        self.accepted = self.accepted or outcome == "ok"
         mine = self.records[start:]
         assert outcome == expected, (script, method, marked, outcome, expected)
         assert len(mine) == expected_attempts

@@ -172,9 +172,9 @@ def test_a_reader_sees_only_committed_state_and_is_not_blocked(store_factory) ->
     writer.put_keys("contacts", [entry("old")])
     with writer.transaction():
         writer.put_keys("contacts", [entry("new")])
-        started = time.monotonic()
+        # A blocked reader would wait out its busy timeout and raise "locked": reading at all is the check.
         assert set(reader.get_keys("contacts", ["old", "new"])) == {"old"}
-        assert reader.count_keys("contacts") == 1 and time.monotonic() - started < 0.4
+        assert reader.count_keys("contacts") == 1
     assert set(reader.get_keys("contacts", ["old", "new"])) == {"old", "new"}
 
 
@@ -419,25 +419,18 @@ def test_key_map_behaves_like_a_dict(store: StateStore, ops: list[tuple[str, lis
     assert store.count_keys(flow) == len(model)
 
 
-# --- speed ------------------------------------------------------------------------------------------------
+# --- volume (its speed is measured by `python -m bench.state`, not asserted here) ---------------------------
 
 
 def test_put_and_get_of_100k_keys_in_pages(store: StateStore) -> None:
     n, page = 100_000, 2_000
     entries = [KeyEntry(f"contact-{i:07d}", f"profile-{i}", f"{i:016x}", True, T0) for i in range(n)]
-    started = time.perf_counter()
     for start in range(0, n, page):
         store.put_keys("contacts", entries[start : start + page])
-    put_done = time.perf_counter()
     found = 0
     for start in range(0, n, page):
         found += len(store.get_keys("contacts", [e.source_key for e in entries[start : start + page]]))
-    get_done = time.perf_counter()
-    put_rate, get_rate = n / (put_done - started), n / (get_done - put_done)
-    print(f"\n{type(store).__name__}: put {put_rate:,.0f} keys/s, get {get_rate:,.0f} keys/s (pages of {page})")
     assert found == n
-    # A 1,000,000-record run then spends well under a minute in the store; the services' limits allow far less.
-    assert put_rate > 20_000 and get_rate > 20_000
 
 
 # --- SQLite only: files that are not what they should be ---------------------------------------------------
