@@ -70,9 +70,13 @@ def state_url(state_kind: str, request: pytest.FixtureRequest, monkeypatch: pyte
     """The `state:` of the test's mapsync.yaml: a SQLite file in the project, or a fresh PostgreSQL schema."""
     if state_kind == "sqlite":
         return "sqlite:///.mapsync/e2e.sqlite"
-    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return postgres_state_url(request.getfixturevalue("postgres_server"), monkeypatch)
+
+
+def postgres_state_url(server: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A `state:` URL of a fresh schema on ``server``, its password a ${VAR} set in the environment, as in
+    production (subprocesses such as `mapsync run` inherit it)."""
     schema = fresh_schema(server)
-    # Through the environment, as in production: subprocesses (`mapsync run`) inherit it.
     monkeypatch.setenv(PG_PASSWORD_VARIABLE, server.password.reveal())
     return (f"postgresql://{server.user}:${{{PG_PASSWORD_VARIABLE}}}@{server.host}:{server.port}/{server.database}"
             f"?options=-csearch_path%3D{schema}")

@@ -8,14 +8,13 @@ mode, and the key map is rebuilt. On a later full read, a record the key map los
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 
 import pytest
 
 from mapsync.engine.demo import verify
 from mapsync.engine.state.base import open_store
-from tests.e2e.conftest import Live, counts
+from tests.e2e.conftest import Live, counts, postgres_state_url
 from tests.e2e.gateway import Gateway, is_lookup
 from tests.e2e.holdings import duplicates, held
 from tests.postgres_server import PostgresServer
@@ -74,16 +73,8 @@ def test_a_new_host_with_a_new_state_path_creates_nothing_in_any_mode(live: Live
 @pytest.mark.postgres
 def test_moving_the_state_from_sqlite_to_postgresql_creates_nothing(
         live: Live, postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    import psycopg
-
     live.run()
-    schema = f"adopt_{os.getpid()}"
-    server = postgres_server
-    with psycopg.connect(server.url(), password=server.password.reveal(), autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        conn.execute(f"CREATE SCHEMA {schema}")
-    monkeypatch.setenv("MAPSYNC_TEST_PG_PASSWORD", server.password.reveal())
-    url = server.url(schema).replace(f"{server.user}@", f"{server.user}:${{MAPSYNC_TEST_PG_PASSWORD}}@")
+    url = postgres_state_url(postgres_server, monkeypatch)
     live.config.write_text(live.config.read_text().replace("sqlite:///.mapsync/e2e.sqlite", url))
     assert live.job().env.state_url.startswith("postgresql://")
     rerun_on_an_empty_key_map(live)

@@ -17,6 +17,7 @@ import trustme
 import yaml
 
 from mapsync.engine.cli import main
+from tests.paths import FIXTURE_MAPPINGS
 
 ROOT = Path(__file__).resolve().parents[2]
 NOWHERE = "https://127.0.0.1:9"  # the discard port: nothing answers there
@@ -37,7 +38,7 @@ def _environment() -> dict[str, Any]:
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    shutil.copytree(ROOT / "mappings", tmp_path / "mappings")
+    shutil.copytree(FIXTURE_MAPPINGS, tmp_path / "mappings")
     (tmp_path / "ca.pem").write_bytes(trustme.CA().cert_pem.bytes())
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("X_SECRET", "s")

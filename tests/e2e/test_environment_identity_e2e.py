@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,8 @@ from mapsync.engine.demo import verify
 from mapsync.engine.identity import EnvironmentMismatch
 from mapsync.engine.runner import load_job, run_job
 from mapsync.engine.state.base import open_store
-from tests.e2e.conftest import ROOT
+from tests.e2e.processes import emulate, free_port
+from tests.paths import FIXTURE_MAPPINGS
 
 
 def test_a_state_made_against_port_a_is_refused_against_port_b_until_rebound(project: Path) -> None:
@@ -65,26 +65,13 @@ class _NoCursor:
     value = ""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
-def _emulate(config: Path, port: int) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-m", "mapsync.engine.cli", "emulate", "--port", str(port), "--contacts", "30",
-                             "--write-config", str(config)], cwd=config.parent, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:  # a handful of lines, then it serves
-        if "Press Ctrl+C" in line:
-            return proc
-    raise AssertionError(f"the emulator did not start: exit {proc.wait()}")
 
 
 def test_the_three_command_reproduction_gives_a_clear_refusal(tmp_path: Path) -> None:
     """`emulate --port A --write-config`, run, stop; `emulate --port B` with the same config, run."""
-    shutil.copytree(ROOT / "mappings", tmp_path / "mappings")
+    shutil.copytree(FIXTURE_MAPPINGS, tmp_path / "mappings")
     config = tmp_path / "mapsync.yaml"
 
     def run(*extra: str) -> subprocess.CompletedProcess[str]:
@@ -92,14 +79,14 @@ def test_the_three_command_reproduction_gives_a_clear_refusal(tmp_path: Path) ->
                                "emulator", *extra], capture_output=True, text=True, cwd=tmp_path, timeout=300,
                               env={**os.environ, "COLUMNS": "200"})
 
-    a_port, b_port = _free_port(), _free_port()
-    a = _emulate(config, a_port)
+    a_port, b_port = free_port(), free_port()
+    a = emulate(config, a_port)
     try:
         assert run().returncode in (0, 1)  # 1: the demo data leaves dead letters
     finally:
         a.terminate()
         a.wait(timeout=30)
-    b = _emulate(config, b_port)
+    b = emulate(config, b_port)
     try:
         refused = run()
         assert refused.returncode == 2, refused.stdout + refused.stderr

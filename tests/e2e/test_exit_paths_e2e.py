@@ -18,7 +18,9 @@ import yaml
 
 from mapsync.emulators.faults import FaultProfile
 from mapsync.engine.state.base import open_store
-from tests.e2e.conftest import ROOT, Live
+from tests.e2e.conftest import Live
+from tests.e2e.processes import emulate, free_port
+from tests.paths import FIXTURE_MAPPINGS
 
 
 def mapsync(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -80,21 +82,8 @@ def test_emulate_on_a_busy_port_says_so_before_seeding(tmp_path: Path) -> None:
     assert proc.stdout == ""
 
 
-def _emulate(config: Path, port: int) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-m", "mapsync.engine.cli", "emulate", "--port", str(port), "--contacts", "30",
-                             "--write-config", str(config)], cwd=config.parent, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:  # a handful of lines, then it serves
-        if "Press Ctrl+C" in line:
-            return proc
-    raise AssertionError(f"the emulator did not start: exit {proc.wait()}")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -103,15 +92,15 @@ def _digest(folder: Path) -> dict[str, str]:
 
 
 def test_two_emulators_with_two_configs_in_one_folder_never_disturb_each_other(tmp_path: Path) -> None:
-    shutil.copytree(ROOT / "mappings", tmp_path / "mappings")
+    shutil.copytree(FIXTURE_MAPPINGS, tmp_path / "mappings")
     a_config, b_config = tmp_path / "a.yaml", tmp_path / "b.yaml"
-    a = _emulate(a_config, _free_port())
+    a = emulate(a_config, free_port())
     b: subprocess.Popen[str] | None = None
     try:
         first = mapsync("--config", str(a_config), "run", "--env", "emulator", cwd=tmp_path)
         assert first.returncode in (0, 1), first.stdout + first.stderr  # 1: the demo data has dead letters
         a_files = _digest(tmp_path / ".mapsync")
-        b = _emulate(b_config, _free_port())
+        b = emulate(b_config, free_port())
         second = mapsync("--config", str(b_config), "run", "--env", "emulator", cwd=tmp_path)
         assert second.returncode in (0, 1), second.stdout + second.stderr
         after = _digest(tmp_path / ".mapsync")

@@ -11,7 +11,7 @@ import pytest
 
 from mapsync.engine.runner import RunReport, run_job
 from mapsync.engine.state.base import open_store
-from tests.e2e.conftest import Live, counts
+from tests.e2e.conftest import Live, counts, postgres_state_url
 from tests.e2e.gateway import Gateway
 from tests.e2e.holdings import held
 from tests.postgres_server import PostgresServer
@@ -81,14 +81,6 @@ def test_two_runners_write_each_opt_out_change_once(live: Live) -> None:
 @pytest.mark.postgres
 def test_two_runners_on_postgresql_write_each_opt_out_change_once(
         live: Live, postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    import psycopg
-
-    schema = f"leases_{os.getpid()}"
-    server = postgres_server
-    with psycopg.connect(server.url(), password=server.password.reveal(), autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        conn.execute(f"CREATE SCHEMA {schema}")
-    monkeypatch.setenv("MAPSYNC_TEST_PG_PASSWORD", server.password.reveal())
-    url = server.url(schema).replace(f"{server.user}@", f"{server.user}:${{MAPSYNC_TEST_PG_PASSWORD}}@")
+    url = postgres_state_url(postgres_server, monkeypatch)
     live.config.write_text(live.config.read_text().replace("sqlite:///.mapsync/e2e.sqlite", url))
     check_two_runners(live)

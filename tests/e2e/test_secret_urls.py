@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from mapsync.emulators.server import Emulator, start_in_thread
+from tests.paths import FIXTURE_MAPPINGS
 from tests.postgres_server import PostgresServer, fresh_schema
 
 pytestmark = pytest.mark.postgres
@@ -56,7 +57,7 @@ def _state_url(server: PostgresServer, schema: str, password: str, where: str, p
 def _project(tmp: Path, served: tuple[Emulator, Any], state: str) -> Path:
     emulator, running = served
     if not (tmp / "mappings").exists():
-        shutil.copytree(ROOT / "mappings", tmp / "mappings")
+        shutil.copytree(FIXTURE_MAPPINGS, tmp / "mappings")
     c, base = emulator.credentials, running.base_url
     env = {
         "d365": {"url": base, "tenant_id": c.tenant_id, "client_id": c.d365_client_id,

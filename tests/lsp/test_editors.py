@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.paths import FIXTURE_MAPPINGS
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 EDITORS = ROOT / "editors"
 DOC = (ROOT / "docs" / "editors.md").read_text(encoding="utf-8")
@@ -77,7 +79,7 @@ def test_every_pattern_of_the_grammar_compiles() -> None:
 
 
 def test_the_grammar_highlights_a_shipped_mapping() -> None:
-    text = (ROOT / "mappings" / "contacts.map").read_text(encoding="utf-8").splitlines()
+    text = (FIXTURE_MAPPINGS / "contacts.map").read_text(encoding="utf-8").splitlines()
     tokens = {ln: highlight(ln) for ln in text}
     assert tokens["flow contacts {"] == [("flow", "storage.type.mapsync"), ("contacts", "entity.name.type.mapsync")]
     assert tokens['import "replacements.map"'] == [("import", "keyword.control.mapsync"),

@@ -60,6 +60,11 @@ def test_init_validate_test_demo_from_a_folder_that_is_not_the_repository(instal
     assert "0 errors" in _ok(_run([mapsync, "validate"], cwd=project))
     assert " 0 failed" in _ok(_run([mapsync, "test"], cwd=project))
     assert "demo passed" in _ok(_run([mapsync, "demo", "--contacts", "60"], cwd=project))
+    # A syntax error is reported from the installed grammar, not an internal error.
+    (project / "mappings" / "broken.map").write_text("flow broken {\n  from d365.contact\n", encoding="utf-8")
+    broken = _run([mapsync, "validate"], cwd=project)
+    assert broken.returncode == 1 and "broken.map:" in broken.stdout + broken.stderr, broken.stdout + broken.stderr
+    assert "internal error" not in broken.stderr
 
 
 def test_without_the_emulators_extra_emulate_says_what_to_install(installed: Path, tmp_path: Path) -> None:
