@@ -19,6 +19,8 @@ from typing import Any
 
 from mapsync.dsl import ast
 from mapsync.dsl.diagnostics import Diagnostic
+from mapsync.dsl.literals import parse_datetime, unescape
+from mapsync.dsl.operators import BINARY, INFIX_WORDS, MAX_DEPTH, Level
 
 __all__ = ["Bail", "TooDeep", "parse_fast"]
 
@@ -60,7 +62,7 @@ KEYWORDS = frozenset({
     "via", "and", "or", "not", "in", "is", "null", "true", "false",
 })
 _MODIFIERS = frozenset({"required", "keep", "once"})
-# Deeper than this, lark judges (parser.MAX_DEPTH): lark's tree has more levels than ours (calls,
+# Deeper than this, lark judges (operators.MAX_DEPTH): lark's tree has more levels than ours (calls,
 # statements), so stay well below its limit; Python's recursion stays shallow too.
 _MAX_NESTING = 40
 _SHALLOW_TOKENS = 60
@@ -72,12 +74,11 @@ _HUGE_TOKENS = 5000
 _KINDS = (None, "C", "N", "#", "S", "@")
 Tok = tuple[str, str, int, int]
 
-# Binding powers of the infix operators (lowest to highest, as in grammar.lark). Comparisons, `in` and
-# `is` share 4 and do not chain; `??` is right-associative; the rest are left-associative.
-_OR, _AND, _NOT, _CMP, _COALESCE, _CONCAT, _SUM, _PRODUCT, _UNARY = 1, 2, 3, 4, 5, 6, 7, 8, 9
-_INFIX = {"==": _CMP, "!=": _CMP, "<": _CMP, "<=": _CMP, ">": _CMP, ">=": _CMP, "??": _COALESCE, "&": _CONCAT,
-          "+": _SUM, "-": _SUM, "*": _PRODUCT, "/": _PRODUCT}
-_INFIX_WORDS = {"or": _OR, "and": _AND, "in": _CMP, "not": _CMP, "is": _CMP}
+# Binding powers of the infix operators, from the one table (dsl/operators.py), as plain ints for speed.
+_OR, _AND, _NOT, _CMP, _COALESCE, _UNARY = (int(v) for v in (Level.OR, Level.AND, Level.NOT, Level.CMP,
+                                                             Level.COALESCE, Level.UNARY))
+_INFIX = {op: int(level) for op, level in BINARY.items() if op not in INFIX_WORDS}
+_INFIX_WORDS = {word: int(level) for word, level in INFIX_WORDS.items()}
 
 
 def _tokenize(text: str) -> tuple[list[Tok], list[Tok]]:
@@ -510,7 +511,7 @@ class _Parser:
         self.depth -= 1
         # A tree is never deeper than its token count: only long expressions need the real measure.
         if self.depth == 0 and self.i - start > _SHALLOW_TOKENS and _lark_depth(left) > _MAX_LARK_DEPTH:
-            if self.i - start <= _HUGE_TOKENS or _levels(left) <= _lark_limit():
+            if self.i - start <= _HUGE_TOKENS or _levels(left) <= MAX_DEPTH:
                 raise Bail
             self.too_deep = self.too_deep or self.outer(left)  # certainly too deep for lark too
         return left
@@ -586,7 +587,7 @@ class _Parser:
             return ast.Literal(span=span, kind="text", value=self.unescape(t))
         if kind == "@":
             problems: list[Diagnostic] = []
-            lit_kind, value = _parse_datetime(t[1], span, problems)
+            lit_kind, value = parse_datetime(t[1], span, problems)
             if problems:
                 raise Bail
             return ast.Literal(span=span, kind=lit_kind, value=value)
@@ -601,7 +602,7 @@ class _Parser:
         if "\\" not in body:
             return body
         problems: list[Diagnostic] = []
-        value = _unescape(t[1], self.tspan(t), problems)
+        value = unescape(t[1], self.tspan(t), problems)
         if problems:
             raise Bail
         return value
@@ -640,21 +641,3 @@ def _levels(expr: ast.Expr) -> int:
         elif isinstance(node, ast.InList):
             stack += ((a, d + 1) for a in (node.operand, *node.items))
     return best
-
-
-def _lark_limit() -> int:
-    from mapsync.dsl.parser import MAX_DEPTH  # the one definition of the limit
-
-    return MAX_DEPTH
-
-
-def _parse_datetime(raw: str, span: ast.Span, problems: list[Diagnostic]) -> tuple[Any, Any]:
-    from mapsync.dsl.parser import _parse_datetime as parse_datetime  # the one definition of date literals
-
-    return parse_datetime(raw, span, problems)
-
-
-def _unescape(raw: str, span: ast.Span, problems: list[Diagnostic]) -> str:
-    from mapsync.dsl.parser import _unescape as unescape  # the one definition of escapes
-
-    return unescape(raw, span, problems)

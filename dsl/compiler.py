@@ -38,6 +38,7 @@ from mapsync.dsl import ast
 from mapsync.dsl import runtime as rt
 from mapsync.dsl.diagnostics import Diagnostic
 from mapsync.dsl.errors import CheckError, CompileError
+from mapsync.dsl.formatter import format_expr
 from mapsync.dsl.functions import FUNCTIONS, FunctionError
 from mapsync.dsl.pushdown import split_filter
 from mapsync.dsl.schema import FieldSchema, TableSchema
@@ -152,63 +153,9 @@ def _key_text(value: Any) -> str:
 
 
 def expr_text(e: ast.Expr) -> str:
-    """A mapping expression written back as mapping text (for comments, messages and `mapsync compile`)."""
-    return _Printer().text(e, 0)
-
-
-_PREC = {"or": 1, "and": 2, "not": 3, "cmp": 4, "??": 5, "&": 6, "+": 7, "-": 7, "*": 8, "/": 8, "neg": 9}
-
-
-class _Printer:
-    def text(self, e: ast.Expr, outer: int) -> str:
-        out, prec = self._text(e)
-        return f"({out})" if prec < outer else out
-
-    def _text(self, e: ast.Expr) -> tuple[str, int]:
-        if isinstance(e, ast.Literal):
-            return _literal_text(e), 10
-        if isinstance(e, ast.Path):
-            return e.dotted, 10
-        if isinstance(e, ast.Call):
-            return f"{e.name}({', '.join(self.text(a, 0) for a in e.args)})", 10
-        if isinstance(e, ast.Unary):
-            if e.op == "not":
-                return f"not {self.text(e.operand, 3)}", 3
-            return f"-{self.text(e.operand, 9)}", 9
-        if isinstance(e, ast.IsNull):
-            return f"{self.text(e.operand, 5)} is {'not ' if e.negated else ''}null", 4
-        if isinstance(e, ast.InList):
-            items = ", ".join(self.text(i, 0) for i in e.items)
-            return f"{self.text(e.operand, 5)} {'not in' if e.negated else 'in'} ({items})", 4
-        assert isinstance(e, ast.Binary)
-        op = e.op
-        prec = _PREC.get(op, 4)
-        if op == "??":  # right-associative
-            return f"{self.text(e.left, prec + 1)} ?? {self.text(e.right, prec)}", prec
-        if prec == 4:
-            return f"{self.text(e.left, 5)} {op} {self.text(e.right, 5)}", 4
-        return f"{self.text(e.left, prec)} {op} {self.text(e.right, prec + 1)}", prec
-
-
-_TEXT_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
-
-
-def _literal_text(lit: ast.Literal) -> str:
-    v = lit.value
-    if lit.kind == "text":
-        assert isinstance(v, str)
-        return '"' + "".join(_TEXT_ESCAPES.get(ch) or (ch if ch.isprintable() else f"\\u{ord(ch):04x}") for ch in v) + '"'
-    if lit.kind == "null":
-        return "null"
-    if lit.kind == "bool":
-        return "true" if v else "false"
-    if lit.kind == "date":
-        assert isinstance(v, dt.date)
-        return "@" + v.isoformat()
-    if lit.kind == "datetime":
-        assert isinstance(v, dt.datetime)
-        return "@" + v.isoformat().replace("+00:00", "Z")
-    return repr(v)
+    """A mapping expression written back as mapping text (for comments, messages and `mapsync compile`):
+    the formatter's printer, so precedence and escaping are the language's own."""
+    return format_expr(e)
 
 
 @dataclass(frozen=True, slots=True)

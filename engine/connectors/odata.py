@@ -11,6 +11,8 @@ from datetime import date, datetime
 from typing import Any
 from urllib.parse import quote
 
+from mapsync.dsl.literals import odata_quote
+
 __all__ = [
     "BatchPart",
     "BatchReply",
@@ -39,7 +41,7 @@ def literal(value: Any) -> str:
     text = str(value)
     if GUID_RE.fullmatch(text):
         return text
-    return "'" + text.replace("'", "''") + "'"
+    return odata_quote(text)
 
 
 def key_segment(target_id: str | None = None, alternate_key: tuple[str, str] | None = None) -> str:
@@ -49,7 +51,7 @@ def key_segment(target_id: str | None = None, alternate_key: tuple[str, str] | N
     if alternate_key is None:
         raise ValueError("a record address needs an id or an alternate key")
     column, value = alternate_key
-    quoted = "'" + str(value).replace("'", "''") + "'"
+    quoted = odata_quote(str(value))
     return f"({column}={quote(quoted, safe=chr(39) + '@:$,;=+!*()')})"
 
 
