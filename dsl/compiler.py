@@ -302,7 +302,8 @@ class _FlowCompiler:
             return _E(f"({inner.py} is {'not ' if e.negated else ''}None)", False, V.BOOLEAN)
         if isinstance(e, ast.InList):
             return self.in_list(e)
-        assert isinstance(e, ast.Binary), e
+        if not isinstance(e, ast.Binary):  # a tree the parser never builds (an API caller's, or a new node)
+            raise CompileError(f"{self.file}:{e.span.line}: cannot compile an expression of type {type(e).__name__}")
         return self.binary(e, boolean)
 
     def literal(self, lit: ast.Literal) -> _E:
@@ -438,7 +439,8 @@ class _FlowCompiler:
             bound = n_chars if args[0].max_len is None else min(n_chars, args[0].max_len)
             return self.inline(args[0], f"[:{n_chars}]", bound)
         impl = spec.impl
-        assert impl is not None, c.name
+        if impl is None:  # `link()` and the like only mean something where the checker allows them
+            raise CompileError(f"{self.file}:{c.span.line}: `{c.name}()` cannot be used here")
         name = self.bind("f_" + _ident(c.name), impl)
         result = spec.result_type([a.vt for a in args])
         if spec.null_propagating:
@@ -533,7 +535,7 @@ class _FlowCompiler:
         flow = self.flow
         self.reads, self.read_order, self.temp = {}, [], 0
         key = flow.key
-        assert key is not None
+        assert key is not None  # compile_flow refuses a flow without a key before emitting
         key_wire, _ = self.wire_name(key.source.parts, key.source.span)
         self.all_reads.setdefault(key_wire, None)
         body: list[str] = []
@@ -946,10 +948,10 @@ def compile_project(project: Project, catalog: Catalog, *, trace: bool = False) 
         raise CheckError(f"{len(diagnostics)} error(s) in the mappings", diagnostics)
     out: dict[str, CompiledFlow] = {}
     for name, flow in sorted(project.flows.items()):
-        assert flow.source is not None and flow.target is not None
-        source = catalog.table(flow.source.system, flow.source.name)
-        target = catalog.table(flow.target.system, flow.target.name)
-        assert source is not None and target is not None  # the checker resolved them
+        source = catalog.table(flow.source.system, flow.source.name) if flow.source is not None else None
+        target = catalog.table(flow.target.system, flow.target.name) if flow.target is not None else None
+        if source is None or target is None:  # the checker resolved them; a catalog changed since says so here
+            raise CompileError(f"flow `{name}`: its source or target table is not in the schema snapshots")
         file = project.flow_file(name)
         out[name] = compile_flow(flow, replaces=project.replaces_for(file), source=source, target=target,
                                  file=file, version=project.version, trace=trace)
