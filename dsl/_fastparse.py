@@ -7,8 +7,15 @@ raises ``Bail`` the moment anything is unusual: a syntax error, a clause given t
 date, a keyword where lark's contextual lexer might read it differently, deep nesting. Then the lark
 path runs and produces the diagnostics; every message still comes from one place.
 
-The grammar (dsl/grammar.lark) stays the definition of the language. tests/dsl/test_fastparse.py
-checks that both parsers agree on every shipped mapping, on generated modules and on mutated text.
+Why it exists: a language server re-parses and re-checks the whole file per keystroke, 50 ms for 1,000
+lines. Lark alone takes most of that budget before building any node (`python -m bench.parse` measures
+it) and cannot hand an inline transformer the positions the AST's spans need.
+
+What is not written twice: the grammar (dsl/grammar.lark) stays the definition of the language. The
+tokens, keywords and symbols are read from it (dsl/terminals.py), operator precedence comes from
+dsl/operators.py, literals are read by dsl/literals.py. Only the productions are spelled out here, and
+tests/dsl/test_fastparse.py checks that both parsers agree on every shipped mapping, on generated
+modules and on mutated text.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from mapsync.dsl import ast
 from mapsync.dsl.diagnostics import Diagnostic
 from mapsync.dsl.literals import parse_datetime, unescape
 from mapsync.dsl.operators import BINARY, INFIX_WORDS, MAX_DEPTH, Level
+from mapsync.dsl.terminals import KEYWORDS, PATTERNS, SYMBOLS, uncaptured
 
 __all__ = ["Bail", "TooDeep", "parse_fast"]
 
@@ -41,26 +49,23 @@ class TooDeep(Exception):  # not an error of ours: the text is valid, one expres
         self.span = span
 
 
-# Every terminal of grammar.lark, after optional white space; group numbers are token kinds below.
+# Every terminal of grammar.lark (dsl/terminals.py reads them from it), after optional white space; group
+# numbers are token kinds below. Symbols: the longer ones first, then one character class.
+_LONG_SYMBOLS = "|".join(re.escape(s) for s in SYMBOLS if len(s) > 1)
+_SHORT_SYMBOLS = "".join(re.escape(s) for s in SYMBOLS if len(s) == 1)
 _TOKEN = re.compile(
     r"[ \t\f\r\n]*(?:"
-    r"(#[^\n]*)"  # 1 comment
-    r"|([A-Za-z_][A-Za-z0-9_]*)"  # 2 name
-    r"|([0-9]+(?:\.[0-9]+)?)"  # 3 number
-    r'|("[^"\\\n]*(?:\\.[^"\\\n]*)*")'  # 4 string (unrolled: linear on megabytes of text)
-    r"|(@[0-9]{4}-[0-9]{2}-[0-9]{2}(?:T[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?"
-    r"(?:Z|[+-][0-9]{2}:[0-9]{2})?)?)"  # 5 datetime
-    r"|(<->|->|=>|==|!=|<=|>=|\?\?|[-+*/<>=(){}.,:&%])"  # 6 operator: its own text is its kind
+    f"({uncaptured(PATTERNS['COMMENT'])})"  # 1 comment
+    f"|({uncaptured(PATTERNS['NAME'])})"  # 2 name
+    f"|({uncaptured(PATTERNS['NUMBER'])})"  # 3 number
+    f"|({uncaptured(PATTERNS['STRING'])})"  # 4 string (unrolled in the grammar: linear on megabytes of text)
+    f"|({uncaptured(PATTERNS['DATETIME'])})"  # 5 datetime
+    f"|({_LONG_SYMBOLS}|[{_SHORT_SYMBOLS}])"  # 6 symbol: its own text is its kind
     r")"
 )
-_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_]*(?:-[A-Za-z0-9_]+)*")
+_WORD = re.compile(uncaptured(PATTERNS["WORD"]))
 _NEWLINE = re.compile("\n")
 
-KEYWORDS = frozenset({
-    "flow", "replace", "optout", "import", "from", "to", "key", "mode", "where", "on", "delete", "filtered",
-    "set", "batch", "max", "deletes", "map", "required", "keep", "once", "else", "direction", "conflict",
-    "via", "and", "or", "not", "in", "is", "null", "true", "false",
-})
 _MODIFIERS = frozenset({"required", "keep", "once"})
 # Deeper than this, lark judges (operators.MAX_DEPTH): lark's tree has more levels than ours (calls,
 # statements), so stay well below its limit; Python's recursion stays shallow too.
