@@ -4,8 +4,8 @@ always under one of these.
 
     MapsyncError                      every error mapsync raises on purpose
     ├── DslError                      the mapping project is wrong: the user edits a file
-    │   ├── DslSyntaxError            the text does not parse (carries diagnostics)
-    │   ├── CheckError                names, types or structure are wrong (carries diagnostics)
+    │   ├── CheckError                the project does not parse or check (carries every diagnostic)
+    │   ├── ProjectPathError          a path given on the command line does not exist (dsl/project.py)
     │   ├── CompileError              a checked mapping could not be turned into code
     │   ├── FormatError               a tree cannot be written as text (dsl/formatter.py)
     │   └── SchemaError               a schema snapshot the checker reads is not valid (dsl/schema.py)
@@ -16,9 +16,13 @@ always under one of these.
     │   └── FilterError               a `where` could not be evaluated (dsl/compiler.py)
     └── SyncError                     the engine could not do what was asked
         ├── ConfigError               mapsync.yaml, secrets or credentials are wrong: the user fixes a setting
-        │   └── AuthRejected          a service refused a freshly renewed token: the credentials are wrong
+        │   ├── AuthRejected          a service refused a freshly renewed token: the credentials are wrong
+        │   └── EnvironmentMismatch   the state store belongs to another environment (engine/identity.py)
         ├── StateError                the state store is unreadable, locked or from a newer version
         │   └── LeaseHeld             another runner holds the flow's lease
+        │       └── LeaseConflict     ... naming the holder (engine/state/base.py)
+        ├── ChangeTrackingExpired, EventsLost   a source's position is gone (engine/connectors/base.py)
+        ├── OptOutRuleError           an opt-out rule cannot run as written (engine/optout.py)
         ├── ServiceDown               a service stayed unreachable for the outage bound: the run stops
         ├── ConnectorError            a service answered with an error or could not be reached
         │   ├── TransientError        worth retrying: 429, 5xx, timeouts, dropped connections
@@ -48,7 +52,6 @@ __all__ = [
     "ConfigError",
     "ConnectorError",
     "DslError",
-    "DslSyntaxError",
     "LeaseHeld",
     "MapsyncError",
     "RecordError",
@@ -74,10 +77,6 @@ class DslError(MapsyncError):
     def __init__(self, message: str, diagnostics: Sequence[Diagnostic] = ()) -> None:
         super().__init__(message)
         self.diagnostics: tuple[Diagnostic, ...] = tuple(diagnostics)
-
-
-class DslSyntaxError(DslError):
-    """The text of a mapping file does not follow the grammar."""
 
 
 class CheckError(DslError):
