@@ -11,6 +11,7 @@ import itertools
 
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mapsync.dsl import ast
 from mapsync.dsl.compiler import expr_text
@@ -83,6 +84,12 @@ def test_quote_and_unescape_round_trip(value: str) -> None:
     problems: list = []  # type: ignore[type-arg]
     assert unescape(quote(value), ast.Span.unknown("t"), problems) == value
     assert problems == []
+
+
+@given(st.text())
+def test_any_text_quotes_and_reads_back(value: str) -> None:
+    problems: list = []  # type: ignore[type-arg]
+    assert unescape(quote(value), ast.Span.unknown("t"), problems) == value and problems == []
 
 
 def test_odata_quote_doubles_quotes() -> None:
