@@ -17,8 +17,9 @@ so a 1,000-line mapping must go through in 50 ms. The median of ``--editor-runs`
 lark alone (LALR, contextual lexer, ``cache=True``, an inline ``transformer=`` so no parse tree is kept),
 for the lark path as ``parse(fast=False)`` runs it (tree, then the AST with spans), for the default path
 (dsl/_fastparse.py for valid text), and for the checker; each parse + check as a ratio to 50 ms. The inline
-transformer builds nothing: lark cannot give an inline transformer the positions the AST's spans need
-("Meta args not supported for internal transformer"), so this is the least any lark-only front end costs.
+transformer is timed twice: building nothing (the least any lark-only front end costs) and building
+plain nodes with spans taken from their tokens (lark cannot give an inline transformer positions: "Meta
+args not supported for internal transformer"), which is close to what an AST would cost.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lark import Lark, Transformer
+from lark import Lark, Token, Transformer
 
 from mapsync.dsl import parser as dsl_parser
 from mapsync.dsl.checker import check
@@ -148,11 +149,29 @@ class _BuildNothing(Transformer):
         return _Nothing()
 
 
-def lark_alone() -> Lark:
+class _Node:
+    """A node with the source span an AST node needs, taken from its first and last token: what an inline
+    transformer would have to do itself, since lark gives it no positions."""
+
+    __slots__ = ("children", "data", "end", "start")
+
+    def __init__(self, data: str, children: list[object]) -> None:
+        self.data, self.children = data, children
+        first, last = (children[0], children[-1]) if children else (None, None)
+        self.start = first.start_pos if isinstance(first, Token) else getattr(first, "start", None)
+        self.end = last.end_pos if isinstance(last, Token) else getattr(last, "end", None)
+
+
+class _BuildNodes(Transformer):
+    def __default__(self, data, children, meta):  # type: ignore[no-untyped-def]
+        return _Node(data, children)
+
+
+def lark_alone(transformer: Transformer) -> Lark:
     """The grammar in lark as an editor would run it with no hand-written fast path."""
     return Lark.open_from_package(
         "mapsync.dsl", "grammar.lark", parser="lalr", lexer="contextual", maybe_placeholders=True,
-        postlex=dsl_parser._MinusAfterOperand(), transformer=_BuildNothing(), cache=True,
+        postlex=dsl_parser._MinusAfterOperand(), transformer=transformer, cache=True,
     )
 
 
@@ -169,7 +188,7 @@ def _median_ms(fn, runs: int) -> tuple[float, float]:  # type: ignore[no-untyped
 
 def bench_editor(catalog, runs: int) -> None:  # type: ignore[no-untyped-def]
     text = generate(EDITOR_LINES)
-    lark = lark_alone()
+    nothing, nodes = lark_alone(_BuildNothing()), lark_alone(_BuildNodes())
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "editor.map"
         path.write_text(text, encoding="utf-8")
@@ -177,7 +196,8 @@ def bench_editor(catalog, runs: int) -> None:  # type: ignore[no-untyped-def]
         assert not diags and not check(project, catalog), "the generated mapping is not clean"
         check_wall, check_cpu = _median_ms(lambda: check(project, catalog), runs)
     rows = {
-        "lark alone (inline transformer, no tree)": _median_ms(lambda: lark.parse(text), runs),
+        "lark alone (inline transformer, no tree)": _median_ms(lambda: nothing.parse(text), runs),
+        "lark alone (inline, nodes with spans)": _median_ms(lambda: nodes.parse(text), runs),
         "lark path: parse(fast=False)": _median_ms(lambda: dsl_parser.parse(text, "e.map", fast=False), runs),
         "default path: parse()": _median_ms(lambda: dsl_parser.parse(text, "e.map"), runs),
     }
