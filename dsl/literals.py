@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import unicodedata
+from typing import TYPE_CHECKING
 
-from mapsync.dsl import ast
 from mapsync.dsl.diagnostics import Diagnostic
+
+if TYPE_CHECKING:
+    from mapsync.dsl import ast
 
 __all__ = ["odata_quote", "parse_datetime", "quote", "unescape"]
 
