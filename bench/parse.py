@@ -11,11 +11,21 @@ functions (lower, trim, truncate, &, ??, a replacement). It prints the best of R
 Then the large inputs that once made the front end quadratic or slow, each validated once: a `replace`
 of 60,000 cases, a 5 MB expression (a chain of operators, nested too deeply: one E005), a 5 MB string
 literal, and 20,000 replacements called by 2,000 flows. Each prints its time and its rate in MB/s, so runs on different machines compare by ratio.
+
+First, the editor's budget: a language server re-parses and re-checks the whole file on every keystroke,
+so a 1,000-line mapping must go through in 50 ms. The median of ``--editor-runs`` runs (CPU and wall) is printed for
+lark alone (LALR, contextual lexer, ``cache=True``, an inline ``transformer=`` so no parse tree is kept),
+for the lark path as ``parse(fast=False)`` runs it (tree, then the AST with spans), for the default path
+(dsl/_fastparse.py for valid text), and for the checker; each parse + check as a ratio to 50 ms. The inline
+transformer is timed twice: building nothing (the least any lark-only front end costs) and building
+plain nodes with spans taken from their tokens (lark cannot give an inline transformer positions: "Meta
+args not supported for internal transformer"), which is close to what an AST would cost.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -24,11 +34,16 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from lark import Lark, Token, Transformer
+
+from mapsync.dsl import parser as dsl_parser
 from mapsync.dsl.checker import check
 from mapsync.dsl.project import load_project
 from mapsync.dsl.schema import load_catalog
 
 TARGET = 50_000  # lines per second, parse + check
+EDITOR_MS = 50.0  # parse + check of a 1,000-line mapping, per keystroke
+EDITOR_LINES = 1000
 
 # (target field, expression) pairs over the shipped snapshot fields of d365.contact -> campaign.profile.
 LINES = [
@@ -119,15 +134,93 @@ def _timed(fn):  # type: ignore[no-untyped-def]
     return result, time.perf_counter() - wall, time.process_time() - cpu
 
 
+class _Nothing:
+    """What the inline transformer returns for every rule: no tree. ``children`` is the empty list lark's
+    inlining of ``_rule``s extends (a fresh one each time: lark appends to it)."""
+
+    __slots__ = ("children",)
+
+    def __init__(self) -> None:
+        self.children: list[object] = []
+
+
+class _BuildNothing(Transformer):
+    def __default__(self, data, children, meta):  # type: ignore[no-untyped-def]
+        return _Nothing()
+
+
+class _Node:
+    """A node with the source span an AST node needs, taken from its first and last token: what an inline
+    transformer would have to do itself, since lark gives it no positions."""
+
+    __slots__ = ("children", "data", "end", "start")
+
+    def __init__(self, data: str, children: list[object]) -> None:
+        self.data, self.children = data, children
+        first, last = (children[0], children[-1]) if children else (None, None)
+        self.start = first.start_pos if isinstance(first, Token) else getattr(first, "start", None)
+        self.end = last.end_pos if isinstance(last, Token) else getattr(last, "end", None)
+
+
+class _BuildNodes(Transformer):
+    def __default__(self, data, children, meta):  # type: ignore[no-untyped-def]
+        return _Node(data, children)
+
+
+def lark_alone(transformer: Transformer) -> Lark:
+    """The grammar in lark as an editor would run it with no hand-written fast path."""
+    return Lark.open_from_package(
+        "mapsync.dsl", "grammar.lark", parser="lalr", lexer="contextual", maybe_placeholders=True,
+        postlex=dsl_parser._MinusAfterOperand(), transformer=transformer, cache=True,
+    )
+
+
+def _median_ms(fn, runs: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """Median wall and CPU milliseconds of ``runs`` calls (CPU tells a loaded machine apart)."""
+    fn()  # warm up
+    wall, cpu = [], []
+    for _ in range(runs):
+        _, w, c = _timed(fn)
+        wall.append(w)
+        cpu.append(c)
+    return statistics.median(wall) * 1000, statistics.median(cpu) * 1000
+
+
+def bench_editor(catalog, runs: int) -> None:  # type: ignore[no-untyped-def]
+    text = generate(EDITOR_LINES)
+    nothing, nodes = lark_alone(_BuildNothing()), lark_alone(_BuildNodes())
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "editor.map"
+        path.write_text(text, encoding="utf-8")
+        project, diags = load_project([path])
+        assert not diags and not check(project, catalog), "the generated mapping is not clean"
+        check_wall, check_cpu = _median_ms(lambda: check(project, catalog), runs)
+    rows = {
+        "lark alone (inline transformer, no tree)": _median_ms(lambda: nothing.parse(text), runs),
+        "lark alone (inline, nodes with spans)": _median_ms(lambda: nodes.parse(text), runs),
+        "lark path: parse(fast=False)": _median_ms(lambda: dsl_parser.parse(text, "e.map", fast=False), runs),
+        "default path: parse()": _median_ms(lambda: dsl_parser.parse(text, "e.map"), runs),
+    }
+    print(f"editor budget: {text.count(chr(10))} lines, median of {runs} runs, check {check_cpu:.1f} ms CPU"
+          f" ({check_wall:.1f} ms wall); parse + check against {EDITOR_MS:.0f} ms:")
+    for name, (wall, cpu) in rows.items():
+        total_cpu, total_wall = cpu + check_cpu, wall + check_wall
+        print(f"  {name:<42} parse {cpu:6.1f} ms CPU  + check = {total_cpu:6.1f} ms CPU = {total_cpu / EDITOR_MS:4.2f} x"
+              f"   ({total_wall:6.1f} ms wall = {total_wall / EDITOR_MS:4.2f} x)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=5000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--no-large", action="store_true", help="leave out the large inputs")
+    parser.add_argument("--editor-runs", type=int, default=30, help="runs of the editor measurement (0: skip it)")
     args = parser.parse_args(argv)
     text = generate(args.lines)
     n = text.count("\n")
     catalog = load_catalog()
+    if args.editor_runs:
+        bench_editor(catalog, args.editor_runs)
     best: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.map"

@@ -7,8 +7,15 @@ raises ``Bail`` the moment anything is unusual: a syntax error, a clause given t
 date, a keyword where lark's contextual lexer might read it differently, deep nesting. Then the lark
 path runs and produces the diagnostics; every message still comes from one place.
 
-The grammar (dsl/grammar.lark) stays the definition of the language. tests/dsl/test_fastparse.py
-checks that both parsers agree on every shipped mapping, on generated modules and on mutated text.
+Why it exists: a language server re-parses and re-checks the whole file per keystroke, 50 ms for 1,000
+lines. Lark alone takes most of that budget before building any node (`python -m bench.parse` measures
+it) and cannot hand an inline transformer the positions the AST's spans need.
+
+What is not written twice: the grammar (dsl/grammar.lark) stays the definition of the language. The
+tokens, keywords and symbols are read from it (dsl/terminals.py), operator precedence comes from
+dsl/operators.py, literals are read by dsl/literals.py. Only the productions are spelled out here, and
+tests/dsl/test_fastparse.py checks that both parsers agree on every shipped mapping, on generated
+modules and on mutated text.
 """
 
 from __future__ import annotations
@@ -19,6 +26,9 @@ from typing import Any
 
 from mapsync.dsl import ast
 from mapsync.dsl.diagnostics import Diagnostic
+from mapsync.dsl.literals import parse_datetime, unescape
+from mapsync.dsl.operators import BINARY, INFIX_WORDS, MAX_DEPTH, Level
+from mapsync.dsl.terminals import KEYWORDS, PATTERNS, SYMBOLS, uncaptured
 
 __all__ = ["Bail", "TooDeep", "parse_fast"]
 
@@ -39,28 +49,25 @@ class TooDeep(Exception):  # not an error of ours: the text is valid, one expres
         self.span = span
 
 
-# Every terminal of grammar.lark, after optional white space; group numbers are token kinds below.
+# Every terminal of grammar.lark (dsl/terminals.py reads them from it), after optional white space; group
+# numbers are token kinds below. Symbols: the longer ones first, then one character class.
+_LONG_SYMBOLS = "|".join(re.escape(s) for s in SYMBOLS if len(s) > 1)
+_SHORT_SYMBOLS = "".join(re.escape(s) for s in SYMBOLS if len(s) == 1)
 _TOKEN = re.compile(
     r"[ \t\f\r\n]*(?:"
-    r"(#[^\n]*)"  # 1 comment
-    r"|([A-Za-z_][A-Za-z0-9_]*)"  # 2 name
-    r"|([0-9]+(?:\.[0-9]+)?)"  # 3 number
-    r'|("[^"\\\n]*(?:\\.[^"\\\n]*)*")'  # 4 string (unrolled: linear on megabytes of text)
-    r"|(@[0-9]{4}-[0-9]{2}-[0-9]{2}(?:T[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?"
-    r"(?:Z|[+-][0-9]{2}:[0-9]{2})?)?)"  # 5 datetime
-    r"|(<->|->|=>|==|!=|<=|>=|\?\?|[-+*/<>=(){}.,:&%])"  # 6 operator: its own text is its kind
+    f"({uncaptured(PATTERNS['COMMENT'])})"  # 1 comment
+    f"|({uncaptured(PATTERNS['NAME'])})"  # 2 name
+    f"|({uncaptured(PATTERNS['NUMBER'])})"  # 3 number
+    f"|({uncaptured(PATTERNS['STRING'])})"  # 4 string (unrolled in the grammar: linear on megabytes of text)
+    f"|({uncaptured(PATTERNS['DATETIME'])})"  # 5 datetime
+    f"|({_LONG_SYMBOLS}|[{_SHORT_SYMBOLS}])"  # 6 symbol: its own text is its kind
     r")"
 )
-_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_]*(?:-[A-Za-z0-9_]+)*")
+_WORD = re.compile(uncaptured(PATTERNS["WORD"]))
 _NEWLINE = re.compile("\n")
 
-KEYWORDS = frozenset({
-    "flow", "replace", "optout", "import", "from", "to", "key", "mode", "where", "on", "delete", "filtered",
-    "set", "batch", "max", "deletes", "map", "required", "keep", "once", "else", "direction", "conflict",
-    "via", "and", "or", "not", "in", "is", "null", "true", "false",
-})
 _MODIFIERS = frozenset({"required", "keep", "once"})
-# Deeper than this, lark judges (parser.MAX_DEPTH): lark's tree has more levels than ours (calls,
+# Deeper than this, lark judges (operators.MAX_DEPTH): lark's tree has more levels than ours (calls,
 # statements), so stay well below its limit; Python's recursion stays shallow too.
 _MAX_NESTING = 40
 _SHALLOW_TOKENS = 60
@@ -72,12 +79,11 @@ _HUGE_TOKENS = 5000
 _KINDS = (None, "C", "N", "#", "S", "@")
 Tok = tuple[str, str, int, int]
 
-# Binding powers of the infix operators (lowest to highest, as in grammar.lark). Comparisons, `in` and
-# `is` share 4 and do not chain; `??` is right-associative; the rest are left-associative.
-_OR, _AND, _NOT, _CMP, _COALESCE, _CONCAT, _SUM, _PRODUCT, _UNARY = 1, 2, 3, 4, 5, 6, 7, 8, 9
-_INFIX = {"==": _CMP, "!=": _CMP, "<": _CMP, "<=": _CMP, ">": _CMP, ">=": _CMP, "??": _COALESCE, "&": _CONCAT,
-          "+": _SUM, "-": _SUM, "*": _PRODUCT, "/": _PRODUCT}
-_INFIX_WORDS = {"or": _OR, "and": _AND, "in": _CMP, "not": _CMP, "is": _CMP}
+# Binding powers of the infix operators, from the one table (dsl/operators.py), as plain ints for speed.
+_OR, _AND, _NOT, _CMP, _COALESCE, _UNARY = (int(v) for v in (Level.OR, Level.AND, Level.NOT, Level.CMP,
+                                                             Level.COALESCE, Level.UNARY))
+_INFIX = {op: int(level) for op, level in BINARY.items() if op not in INFIX_WORDS}
+_INFIX_WORDS = {word: int(level) for word, level in INFIX_WORDS.items()}
 
 
 def _tokenize(text: str) -> tuple[list[Tok], list[Tok]]:
@@ -510,7 +516,7 @@ class _Parser:
         self.depth -= 1
         # A tree is never deeper than its token count: only long expressions need the real measure.
         if self.depth == 0 and self.i - start > _SHALLOW_TOKENS and _lark_depth(left) > _MAX_LARK_DEPTH:
-            if self.i - start <= _HUGE_TOKENS or _levels(left) <= _lark_limit():
+            if self.i - start <= _HUGE_TOKENS or _levels(left) <= MAX_DEPTH:
                 raise Bail
             self.too_deep = self.too_deep or self.outer(left)  # certainly too deep for lark too
         return left
@@ -586,7 +592,7 @@ class _Parser:
             return ast.Literal(span=span, kind="text", value=self.unescape(t))
         if kind == "@":
             problems: list[Diagnostic] = []
-            lit_kind, value = _parse_datetime(t[1], span, problems)
+            lit_kind, value = parse_datetime(t[1], span, problems)
             if problems:
                 raise Bail
             return ast.Literal(span=span, kind=lit_kind, value=value)
@@ -601,7 +607,7 @@ class _Parser:
         if "\\" not in body:
             return body
         problems: list[Diagnostic] = []
-        value = _unescape(t[1], self.tspan(t), problems)
+        value = unescape(t[1], self.tspan(t), problems)
         if problems:
             raise Bail
         return value
@@ -640,21 +646,3 @@ def _levels(expr: ast.Expr) -> int:
         elif isinstance(node, ast.InList):
             stack += ((a, d + 1) for a in (node.operand, *node.items))
     return best
-
-
-def _lark_limit() -> int:
-    from mapsync.dsl.parser import MAX_DEPTH  # the one definition of the limit
-
-    return MAX_DEPTH
-
-
-def _parse_datetime(raw: str, span: ast.Span, problems: list[Diagnostic]) -> tuple[Any, Any]:
-    from mapsync.dsl.parser import _parse_datetime as parse_datetime  # the one definition of date literals
-
-    return parse_datetime(raw, span, problems)
-
-
-def _unescape(raw: str, span: ast.Span, problems: list[Diagnostic]) -> str:
-    from mapsync.dsl.parser import _unescape as unescape  # the one definition of escapes
-
-    return unescape(raw, span, problems)

@@ -38,6 +38,7 @@ from mapsync.dsl import ast
 from mapsync.dsl import runtime as rt
 from mapsync.dsl.diagnostics import Diagnostic
 from mapsync.dsl.errors import CheckError, CompileError
+from mapsync.dsl.formatter import format_expr
 from mapsync.dsl.functions import FUNCTIONS, FunctionError
 from mapsync.dsl.pushdown import split_filter
 from mapsync.dsl.schema import FieldSchema, TableSchema
@@ -152,63 +153,9 @@ def _key_text(value: Any) -> str:
 
 
 def expr_text(e: ast.Expr) -> str:
-    """A mapping expression written back as mapping text (for comments, messages and `mapsync compile`)."""
-    return _Printer().text(e, 0)
-
-
-_PREC = {"or": 1, "and": 2, "not": 3, "cmp": 4, "??": 5, "&": 6, "+": 7, "-": 7, "*": 8, "/": 8, "neg": 9}
-
-
-class _Printer:
-    def text(self, e: ast.Expr, outer: int) -> str:
-        out, prec = self._text(e)
-        return f"({out})" if prec < outer else out
-
-    def _text(self, e: ast.Expr) -> tuple[str, int]:
-        if isinstance(e, ast.Literal):
-            return _literal_text(e), 10
-        if isinstance(e, ast.Path):
-            return e.dotted, 10
-        if isinstance(e, ast.Call):
-            return f"{e.name}({', '.join(self.text(a, 0) for a in e.args)})", 10
-        if isinstance(e, ast.Unary):
-            if e.op == "not":
-                return f"not {self.text(e.operand, 3)}", 3
-            return f"-{self.text(e.operand, 9)}", 9
-        if isinstance(e, ast.IsNull):
-            return f"{self.text(e.operand, 5)} is {'not ' if e.negated else ''}null", 4
-        if isinstance(e, ast.InList):
-            items = ", ".join(self.text(i, 0) for i in e.items)
-            return f"{self.text(e.operand, 5)} {'not in' if e.negated else 'in'} ({items})", 4
-        assert isinstance(e, ast.Binary)
-        op = e.op
-        prec = _PREC.get(op, 4)
-        if op == "??":  # right-associative
-            return f"{self.text(e.left, prec + 1)} ?? {self.text(e.right, prec)}", prec
-        if prec == 4:
-            return f"{self.text(e.left, 5)} {op} {self.text(e.right, 5)}", 4
-        return f"{self.text(e.left, prec)} {op} {self.text(e.right, prec + 1)}", prec
-
-
-_TEXT_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
-
-
-def _literal_text(lit: ast.Literal) -> str:
-    v = lit.value
-    if lit.kind == "text":
-        assert isinstance(v, str)
-        return '"' + "".join(_TEXT_ESCAPES.get(ch) or (ch if ch.isprintable() else f"\\u{ord(ch):04x}") for ch in v) + '"'
-    if lit.kind == "null":
-        return "null"
-    if lit.kind == "bool":
-        return "true" if v else "false"
-    if lit.kind == "date":
-        assert isinstance(v, dt.date)
-        return "@" + v.isoformat()
-    if lit.kind == "datetime":
-        assert isinstance(v, dt.datetime)
-        return "@" + v.isoformat().replace("+00:00", "Z")
-    return repr(v)
+    """A mapping expression written back as mapping text (for comments, messages and `mapsync compile`):
+    the formatter's printer, so precedence and escaping are the language's own."""
+    return format_expr(e)
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,7 +302,8 @@ class _FlowCompiler:
             return _E(f"({inner.py} is {'not ' if e.negated else ''}None)", False, V.BOOLEAN)
         if isinstance(e, ast.InList):
             return self.in_list(e)
-        assert isinstance(e, ast.Binary), e
+        if not isinstance(e, ast.Binary):  # a tree the parser never builds (an API caller's, or a new node)
+            raise CompileError(f"{self.file}:{e.span.line}: cannot compile an expression of type {type(e).__name__}")
         return self.binary(e, boolean)
 
     def literal(self, lit: ast.Literal) -> _E:
@@ -491,7 +439,8 @@ class _FlowCompiler:
             bound = n_chars if args[0].max_len is None else min(n_chars, args[0].max_len)
             return self.inline(args[0], f"[:{n_chars}]", bound)
         impl = spec.impl
-        assert impl is not None, c.name
+        if impl is None:  # `link()` and the like only mean something where the checker allows them
+            raise CompileError(f"{self.file}:{c.span.line}: `{c.name}()` cannot be used here")
         name = self.bind("f_" + _ident(c.name), impl)
         result = spec.result_type([a.vt for a in args])
         if spec.null_propagating:
@@ -586,7 +535,7 @@ class _FlowCompiler:
         flow = self.flow
         self.reads, self.read_order, self.temp = {}, [], 0
         key = flow.key
-        assert key is not None
+        assert key is not None  # compile_flow refuses a flow without a key before emitting
         key_wire, _ = self.wire_name(key.source.parts, key.source.span)
         self.all_reads.setdefault(key_wire, None)
         body: list[str] = []
@@ -999,10 +948,10 @@ def compile_project(project: Project, catalog: Catalog, *, trace: bool = False) 
         raise CheckError(f"{len(diagnostics)} error(s) in the mappings", diagnostics)
     out: dict[str, CompiledFlow] = {}
     for name, flow in sorted(project.flows.items()):
-        assert flow.source is not None and flow.target is not None
-        source = catalog.table(flow.source.system, flow.source.name)
-        target = catalog.table(flow.target.system, flow.target.name)
-        assert source is not None and target is not None  # the checker resolved them
+        source = catalog.table(flow.source.system, flow.source.name) if flow.source is not None else None
+        target = catalog.table(flow.target.system, flow.target.name) if flow.target is not None else None
+        if source is None or target is None:  # the checker resolved them; a catalog changed since says so here
+            raise CompileError(f"flow `{name}`: its source or target table is not in the schema snapshots")
         file = project.flow_file(name)
         out[name] = compile_flow(flow, replaces=project.replaces_for(file), source=source, target=target,
                                  file=file, version=project.version, trace=trace)

@@ -11,7 +11,7 @@ The formatter works in three steps:
 3. *Render*: alignment (``=`` in a map block, ``=>`` in a replace block, modifiers, trailing
    comments) is computed per group, then everything is joined.
 
-Expressions are printed with the fewest parentheses the grammar's precedence table allows, on one
+Expressions are printed with the fewest parentheses the precedence table (dsl/operators.py) allows, on one
 line. Literals are printed so that they parse back to the same value. The result is idempotent:
 ``format(parse(format(m))) == format(m)``, and ``parse(format(m)).module == m``.
 """
@@ -22,13 +22,14 @@ import bisect
 import datetime as dt
 import math
 import re
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 from mapsync.dsl import ast
 from mapsync.dsl.errors import DslError
+from mapsync.dsl.literals import quote
+from mapsync.dsl.operators import BINARY, Level, operand_levels
 from mapsync.dsl.parser import parse
 
 __all__ = ["INDENT", "FormatError", "format_expr", "format_module", "format_text"]
@@ -50,22 +51,7 @@ class FormatError(DslError):
 
 # ------------------------------------------------------------------------------------------ expressions
 
-# Binding strength, from the grammar: or < and < not < comparison/in/is < ?? < & < + - < * / < unary -.
-_OR, _AND, _NOT, _CMP, _COALESCE, _CONCAT, _SUM, _PRODUCT, _UNARY, _ATOM = range(1, 11)
-_BINARY_LEVEL: dict[str, int] = {
-    "or": _OR, "and": _AND, "??": _COALESCE, "&": _CONCAT, "+": _SUM, "-": _SUM, "*": _PRODUCT, "/": _PRODUCT,
-    "==": _CMP, "!=": _CMP, "<": _CMP, "<=": _CMP, ">": _CMP, ">=": _CMP,
-}
-
-
-def _operand_levels(op: str) -> tuple[int, int]:
-    """The weakest expression each side of ``op`` may hold without parentheses."""
-    level = _BINARY_LEVEL[op]
-    if level == _CMP:  # comparisons do not chain: both sides are `??`-level expressions
-        return _COALESCE, _COALESCE
-    if level == _COALESCE:  # right-associative: `a ?? b ?? c` is `a ?? (b ?? c)`
-        return _CONCAT, _COALESCE
-    return level, level + 1  # left-associative: an equal-level right operand needs parentheses
+_OR, _NOT, _CMP, _COALESCE, _UNARY, _ATOM = Level.OR, Level.NOT, Level.CMP, Level.COALESCE, Level.UNARY, Level.ATOM
 
 
 def format_expr(expr: ast.Expr) -> str:
@@ -104,10 +90,10 @@ def _expr_unary(node: ast.Unary) -> tuple[str, int]:
 
 
 def _expr_binary(node: ast.Binary) -> tuple[str, int]:
-    if node.op not in _BINARY_LEVEL:
+    if node.op not in BINARY:
         raise FormatError(f"unknown binary operator {node.op!r}")
-    left, right = _operand_levels(node.op)
-    return f"{_wrap(node.left, left)} {node.op} {_wrap(node.right, right)}", _BINARY_LEVEL[node.op]
+    left, right = operand_levels(node.op)
+    return f"{_wrap(node.left, left)} {node.op} {_wrap(node.right, right)}", BINARY[node.op]
 
 
 def _expr_in(node: ast.InList) -> tuple[str, int]:
@@ -141,25 +127,6 @@ _EXPR_HANDLERS: dict[type, Callable[..., tuple[str, int]]] = {
 
 # -------------------------------------------------------------------------------------------- literals
 
-_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
-# Control characters, lone surrogates and line/paragraph separators are written as \uXXXX: they are
-# invisible, break lines in editors, or cannot be stored as UTF-8. Every one of them is in the BMP.
-_ESCAPED_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
-
-
-def _quote(text: str) -> str:
-    out = ['"']
-    for ch in text:
-        if ch in _ESCAPES:
-            out.append(_ESCAPES[ch])
-        elif unicodedata.category(ch) in _ESCAPED_CATEGORIES:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
 # float("1" + 309 zeros) is the smallest such text that reads back as infinity (a huge literal in a file).
 _INFINITY_DIGITS = "1" + "0" * 309
 
@@ -181,7 +148,7 @@ def _decimal(value: float) -> str:
 def _literal(node: ast.Literal) -> str:
     kind, value = node.kind, node.value
     if kind == "text" and isinstance(value, str):
-        return _quote(value)
+        return quote(value)
     if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
         try:
             return str(value)
@@ -319,7 +286,7 @@ def _layout_decl(decl: ast.Decl, source: _Source | None) -> _Block | _Line:
 
 
 def _layout_import(node: ast.Import, source: _Source | None) -> _Line:
-    return _Line((f"import {_quote(node.path)}",), _anchor(node.span))
+    return _Line((f"import {quote(node.path)}",), _anchor(node.span))
 
 
 def _setting_line(keyword: str, width: int, setting: ast.Setting, value: str) -> _Line:

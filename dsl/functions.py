@@ -34,8 +34,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from mapsync.dsl.errors import MapsyncError
 from mapsync.dsl.types import ValueType, common_type, type_of
+from mapsync.errors import RecordError
 
 __all__ = [
     "FUNCTIONS",
@@ -55,7 +55,7 @@ _T, _N, _B = ValueType.TEXT, ValueType.NUMBER, ValueType.BOOLEAN
 _D, _DT, _L, _ANY = ValueType.DATE, ValueType.DATETIME, ValueType.LIST, ValueType.ANY
 
 
-class FunctionError(MapsyncError):
+class FunctionError(RecordError):
     """A function could not compute a value from this record's data. The record is rejected, not the run."""
 
     def __init__(self, message: str, *, function: str) -> None:

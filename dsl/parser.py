@@ -7,7 +7,6 @@ skips to the next top-level declaration and goes on, so one run reports every br
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,11 +20,11 @@ from lark.lark import PostLex
 from mapsync.dsl import ast
 from mapsync.dsl._fastparse import Bail, TooDeep, parse_fast
 from mapsync.dsl.diagnostics import Diagnostic
+from mapsync.dsl.literals import parse_datetime, unescape
+from mapsync.dsl.operators import MAX_DEPTH
 
 __all__ = ["MAX_DEPTH", "ParseResult", "parse", "parse_file"]
 
-# Deeper trees than this are refused: they are never written by hand, and the later passes recurse.
-MAX_DEPTH = 200
 # After this many syntax errors in one file the rest is not worth reading.
 MAX_SYNTAX_ERRORS = 20
 _TOP_LEVEL = ("flow", "replace", "optout", "import")
@@ -432,54 +431,6 @@ def _meta_span(node: Tree, file: str) -> ast.Span:
 # --------------------------------------------------------------------------------------- tree -> AST
 
 
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "/": "/"}
-
-
-def _unescape(raw: str, span: ast.Span, diagnostics: list[Diagnostic]) -> str:
-    body = raw[1:-1]
-    if "\\" not in body:
-        return body
-    out: list[str] = []
-    i = 0
-    while i < len(body):
-        ch = body[i]
-        if ch != "\\":
-            out.append(ch)
-            i += 1
-            continue
-        nxt = body[i + 1] if i + 1 < len(body) else ""
-        if nxt in _ESCAPES:
-            out.append(_ESCAPES[nxt])
-            i += 2
-        elif nxt == "u" and len(body) >= i + 6 and all(c in "0123456789abcdefABCDEF" for c in body[i + 2 : i + 6]):
-            out.append(chr(int(body[i + 2 : i + 6], 16)))
-            i += 6
-        else:
-            diagnostics.append(Diagnostic.error(
-                "E006", f"unknown escape `\\{nxt}` in a text literal", span,
-                'escapes are \\" \\\\ \\n \\t \\r and \\uXXXX'))
-            out.append(nxt)
-            i += 2
-    return "".join(out)
-
-
-def _parse_datetime(
-    raw: str, span: ast.Span, diagnostics: list[Diagnostic]
-) -> tuple[ast.LiteralKind, dt.date | dt.datetime | None]:
-    body = raw[1:]
-    try:
-        if "T" not in body:
-            return "date", dt.date.fromisoformat(body)
-        value = dt.datetime.fromisoformat(body.replace("Z", "+00:00"))
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.UTC)
-        return "datetime", value
-    except ValueError:
-        diagnostics.append(Diagnostic.error(
-            "E006", f"`{raw}` is not a valid date", span, "dates are written @2024-01-31 or @2024-01-31T10:00:00Z"))
-        return "null", None
-
-
 def _spanned(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Give a transformer callback the node's span as first argument."""
 
@@ -512,7 +463,7 @@ class _ToAst(Transformer):
 
     @_spanned
     def import_decl(self, span: ast.Span, path: Token) -> ast.Import:
-        return ast.Import(span=span, path=_unescape(str(path), self._tok(path), self.diagnostics))
+        return ast.Import(span=span, path=unescape(str(path), self._tok(path), self.diagnostics))
 
     # ---- flows
     @v_args(meta=True)
@@ -722,7 +673,7 @@ class _ToAst(Transformer):
     # ---- literals
     @_spanned
     def string(self, span: ast.Span, tok: Token) -> ast.Literal:
-        return ast.Literal(span=span, kind="text", value=_unescape(str(tok), span, self.diagnostics))
+        return ast.Literal(span=span, kind="text", value=unescape(str(tok), span, self.diagnostics))
 
     @_spanned
     def number(self, span: ast.Span, tok: Token) -> ast.Literal:
@@ -742,7 +693,7 @@ class _ToAst(Transformer):
 
     @_spanned
     def datetime(self, span: ast.Span, tok: Token) -> ast.Literal:
-        kind, value = _parse_datetime(str(tok), span, self.diagnostics)
+        kind, value = parse_datetime(str(tok), span, self.diagnostics)
         return ast.Literal(span=span, kind=kind, value=value)
 
 

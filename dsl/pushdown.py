@@ -29,6 +29,8 @@ import re
 from dataclasses import dataclass
 
 from mapsync.dsl import ast
+from mapsync.dsl.literals import odata_quote
+from mapsync.dsl.operators import MIRRORED, NEGATED
 from mapsync.dsl.schema import FieldSchema, TableSchema
 from mapsync.dsl.types import ValueType
 
@@ -37,8 +39,6 @@ __all__ = ["Split", "odata_literal", "split_filter"]
 V = ValueType
 _GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _ODATA_OPS = {"==": "eq", "!=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge"}
-_FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
-_NEGATE = {"==": "!=", "!=": "==", "<": ">=", "<=": ">", ">": "<=", ">=": "<"}
 _TEXT_FUNCTIONS = ("contains", "startswith", "endswith")
 
 
@@ -107,7 +107,7 @@ def odata_literal(f: FieldSchema, lit: ast.Literal) -> str | None:
     if vt is V.BOOLEAN:
         return ("true" if v else "false") if type(v) is bool else None
     if vt is V.TEXT:
-        return "'" + v.replace("'", "''") + "'" if type(v) is str else None
+        return odata_quote(v) if type(v) is str else None
     if vt in (V.GUID, V.REFERENCE):
         # Only canonical lower-case GUIDs: Dataverse sends ids that way, so the local comparison agrees.
         return v if type(v) is str and _GUID.fullmatch(v) else None
@@ -166,7 +166,7 @@ class _Translator:
 
     def compare(self, op: str, left: ast.Expr, right: ast.Expr, negated: bool) -> _Out | None:
         if isinstance(left, ast.Literal) and isinstance(right, ast.Path):
-            left, right, op = right, left, _FLIP[op]
+            left, right, op = right, left, MIRRORED[op]
         col = self.column(left)
         if col is None or not isinstance(right, ast.Literal):
             return None
@@ -175,7 +175,7 @@ class _Translator:
         if lit is None:
             return None
         if negated:
-            op = _NEGATE[op]
+            op = NEGATED[op]
         text = f.value_type is V.TEXT
         if lit == "null":
             if op in ("==", "!="):

@@ -25,7 +25,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from mapsync.dsl.errors import MapsyncError
+from mapsync.errors import RecordError
 
 __all__ = [
     "ContactRef",
@@ -132,11 +132,6 @@ Outcome = Mapped | Filtered | Rejected
 
 
 # ------------------------------------------------------------------------------------------------ record errors
-
-
-class RecordError(MapsyncError):
-    """A record's data cannot go through a mapping line. Raised inside generated code, caught by the
-    compiled flow's wrapper and turned into ``Rejected``; it never leaves ``CompiledFlow``."""
 
 
 class UnmappedValue(RecordError):

@@ -28,8 +28,8 @@ from types import MappingProxyType
 from typing import Any
 
 from mapsync import resources
-from mapsync.dsl.errors import MapsyncError
 from mapsync.dsl.types import ValueType, value_type_for
+from mapsync.errors import DslError
 
 __all__ = [
     "DEFAULT_ROOT",
@@ -65,7 +65,7 @@ def project_snapshot_root(folder: Path) -> Path:
     return own if own.is_dir() else DEFAULT_ROOT
 
 
-class SchemaError(MapsyncError):
+class SchemaError(DslError):
     """A snapshot file (or a pulled schema) is not valid. Names the file and the JSON path of the problem."""
 
     def __init__(self, message: str, *, file: str, json_path: str = "$") -> None:

@@ -34,8 +34,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mapsync.dsl.errors import MapsyncError
 from mapsync.emulators.campaign.delivery import OPT_OUT_FIELDS, DeliveryRates
+from mapsync.emulators.errors import EmulatorError
 
 if TYPE_CHECKING:
     from mapsync.emulators.server import Emulator
@@ -46,7 +46,7 @@ MAX_PAGE = 5000
 MAX_GENERATED = 1_000_000
 
 
-class _Bad(MapsyncError):
+class _Bad(EmulatorError):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status

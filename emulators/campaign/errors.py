@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from starlette.responses import JSONResponse
 
-from mapsync.dsl.errors import MapsyncError
+from mapsync.emulators.errors import EmulatorError
 
 __all__ = [
     "ASSUMED",
@@ -72,7 +72,7 @@ BY_EMAIL_CASE_INSENSITIVE = True  # assumed: byEmail matches the address case-in
 RETRY_AFTER_SECONDS = 2  # assumed: what the gateway puts in Retry-After on a 429
 
 
-class CampaignApiError(MapsyncError):
+class CampaignApiError(EmulatorError):
     """Raised inside the emulated Campaign API; the app turns it into the error reply."""
 
     def __init__(self, key: str, detail: str | None = None, *, headers: dict[str, str] | None = None) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mapsync.dsl.errors import MapsyncError
+from mapsync.emulators.errors import EmulatorError
 
 __all__ = ["ERRORS", "DataverseError", "ErrorSpec", "error_body"]
 
@@ -141,7 +141,7 @@ ERRORS: dict[str, ErrorSpec] = {
 }
 
 
-class DataverseError(MapsyncError):
+class DataverseError(EmulatorError):
     """An error answer of the emulated Web API: HTTP ``status`` and the body ``{"error":{code,message}}``."""
 
     def __init__(self, kind: str, *, headers: dict[str, str] | None = None, **fields: Any) -> None:

@@ -39,7 +39,7 @@ from mapsync.engine.connectors.odata import (
     literal,
     parse_batch,
 )
-from mapsync.engine.errors import ConnectorError, TerminalError, TransientError
+from mapsync.engine.errors import ConnectorError, RequestError, TerminalError, TransientError
 from mapsync.engine.http import (
     HttpClient,
     backoff_delay,
@@ -183,7 +183,7 @@ class D365Connector:
         payload = dict(op.payload)
         if op.op == "delete":
             if op.target_id is None and op.alternate_key is None:
-                raise ValueError("a delete needs target_id or alternate_key")
+                raise RequestError("a delete needs target_id or alternate_key")
             url = self._absolute(entity_set + key_segment(op.target_id, op.alternate_key))
             return _Prepared(index, op, BatchPart("DELETE", url), True)
         if op.op == "create":
@@ -197,7 +197,7 @@ class D365Connector:
             safe = op.alternate_key is not None or op.target_id is not None
             return _Prepared(index, op, BatchPart("POST", self._absolute(entity_set), payload, headers), safe)
         if op.target_id is None and op.alternate_key is None:
-            raise ValueError(f"an {op.op} needs target_id or alternate_key")
+            raise RequestError(f"an {op.op} needs target_id or alternate_key")
         url = self._absolute(entity_set + key_segment(op.target_id, op.alternate_key))
         headers = {"If-Match": "*"} if op.op == "update" else {}  # update must not create; upsert may
         return _Prepared(index, op, BatchPart("PATCH", url, payload, headers), True)
@@ -209,7 +209,7 @@ class D365Connector:
         for i, op in enumerate(ops):
             try:
                 prepared.append(self._prepare(i, op))
-            except ValueError as exc:
+            except RequestError as exc:
                 outcomes[i] = WriteOutcome(ref=op.ref, ok=False, message=str(exc))
         chunks = [prepared[i:i + self.batch_size] for i in range(0, len(prepared), self.batch_size)]
         results = await asyncio.gather(*(self._write_chunk(chunk) for chunk in chunks))
@@ -254,9 +254,9 @@ class D365Connector:
         try:
             resp = await self.http.request("POST", "$batch", content=body, headers=headers,
                                            idempotent=all(i.idempotent for i in items))
+            replies: list[Any] = list(parse_batch(resp.headers.get("content-type", ""), resp.content))
         except ConnectorError as exc:
             return [exc] * len(items)
-        replies: list[Any] = list(parse_batch(resp.headers.get("content-type", ""), resp.content))
         if len(replies) < len(items):  # a reply cut short: those parts are unknown, and safe to resend only if idempotent
             lost = TransientError("d365: $batch reply has no part for this record", service="d365")
             replies += [lost] * (len(items) - len(replies))

@@ -11,6 +11,9 @@ from datetime import date, datetime
 from typing import Any
 from urllib.parse import quote
 
+from mapsync.dsl.literals import odata_quote
+from mapsync.engine.errors import RequestError, TransientError
+
 __all__ = [
     "BatchPart",
     "BatchReply",
@@ -39,7 +42,7 @@ def literal(value: Any) -> str:
     text = str(value)
     if GUID_RE.fullmatch(text):
         return text
-    return "'" + text.replace("'", "''") + "'"
+    return odata_quote(text)
 
 
 def key_segment(target_id: str | None = None, alternate_key: tuple[str, str] | None = None) -> str:
@@ -47,9 +50,9 @@ def key_segment(target_id: str | None = None, alternate_key: tuple[str, str] | N
     if target_id is not None:
         return f"({target_id})"
     if alternate_key is None:
-        raise ValueError("a record address needs an id or an alternate key")
+        raise RequestError("a record address needs an id or an alternate key")
     column, value = alternate_key
-    quoted = "'" + str(value).replace("'", "''") + "'"
+    quoted = odata_quote(str(value))
     return f"({column}={quote(quoted, safe=chr(39) + '@:$,;=+!*()')})"
 
 
@@ -115,7 +118,8 @@ def parse_batch(content_type: str, body: bytes) -> list[BatchReply]:
     """The raw HTTP responses of a ``$batch`` reply, in order (change-set replies are flattened)."""
     boundary = _boundary_of(content_type)
     if boundary is None:
-        raise ValueError("batch reply without a multipart boundary")
+        # Whatever the service did with the parts is unknown: like a reply cut short, worth resending.
+        raise TransientError("d365: $batch reply without a multipart boundary", service="d365")
     replies: list[BatchReply] = []
     delimiter = b"--" + boundary.encode()
     for chunk in body.split(delimiter)[1:]:

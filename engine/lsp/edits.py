@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mapsync.dsl import ast
 from mapsync.dsl.diagnostics import Diagnostic
+from mapsync.dsl.errors import DslError
 from mapsync.dsl.formatter import FormatError, format_module
 from mapsync.dsl.functions import FUNCTIONS
 from mapsync.dsl.parser import parse
@@ -45,7 +46,7 @@ class Fix:
     edits: tuple[Edit, ...]
 
 
-class RenameError(Exception):
+class RenameError(DslError):
     """A rename that cannot be done: said to the user as is."""
 
 

@@ -6,6 +6,7 @@ name order). Rewrite them after an intended change with MAPSYNC_UPDATE_GOLDEN=1.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import string
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 from mapsync.dsl import ast
 from mapsync.dsl import runtime as rt
 from mapsync.dsl.compiler import CompiledFlow, compile_flow, compile_project
+from mapsync.dsl.errors import CompileError, DslError
 from mapsync.dsl.functions import FUNCTIONS
 from mapsync.dsl.project import load_project
 from mapsync.dsl.schema import load_catalog
@@ -327,3 +329,15 @@ def test_the_same_mappings_in_two_places_compile_to_flows_naming_their_own_files
     two = compile_project(load_project([second])[0], CATALOG)
     assert Path(one["contacts"].file).resolve() == (first / "contacts.map").resolve()
     assert Path(two["contacts"].file).resolve() == (second / "contacts.map").resolve()
+
+
+def test_a_tree_the_compiler_cannot_compile_is_a_compile_error_not_an_assert() -> None:
+    # Under `python -O` an assert vanishes; these cases are reachable through compile_flow's API.
+    stranger = ast.Comment(span=S, text="# not an expression")
+    a = ast.Assignment(span=S, target=ast.Path(span=S, parts=("cusSource",)), expr=stranger)  # type: ignore[arg-type]
+    with pytest.raises(DslError, match="an expression of type Comment"):
+        compile_flow(_ast_flow((a,)), replaces={}, source=CONTACT, target=PROFILE, file="p.map")
+    plain = ast.Assignment(span=S, target=ast.Path(span=S, parts=("cusSource",)), expr=ast.Path(span=S, parts=("firstname",)))
+    with pytest.raises(CompileError, match="has no key"):
+        compile_flow(dataclasses.replace(_ast_flow((plain,)), key=None), replaces={}, source=CONTACT, target=PROFILE,
+                     file="p.map")

@@ -210,3 +210,35 @@ def test_fetch_schema_reproduces_the_shipped_snapshots() -> None:
     for table in asyncio.run(scenario()):
         shipped = (DEFAULT_ROOT / "d365" / f"{table.name}.json").read_text(encoding="utf-8")
         assert render_table(table) == shipped, table.name
+
+
+def test_a_write_without_an_address_fails_alone_and_the_rest_is_written() -> None:
+    emulator = Emulator(contacts=2, faults="none")
+    conn, _ = make(emulator)
+    existing = next(iter(emulator.dataverse.store.rows("contact")))["contactid"]
+
+    async def scenario() -> None:
+        outcomes = await conn.write([
+            WriteOp("update", "contact", {"lastname": "Nowhere"}, ref="no-address"),
+            WriteOp("delete", "contact", ref="no-address-delete"),
+            WriteOp("update", "contact", {"lastname": "Renamed"}, target_id=existing, ref="upd"),
+        ])
+        by_ref = {o.ref: o for o in outcomes}
+        assert not by_ref["no-address"].ok and "needs target_id or alternate_key" in (by_ref["no-address"].message or "")
+        assert not by_ref["no-address-delete"].ok
+        assert by_ref["upd"].ok
+        await conn.http.aclose()
+
+    asyncio.run(scenario())
+    assert any(r.get("lastname") == "Renamed" for r in emulator.dataverse.store.rows("contact"))
+
+
+def test_a_batch_reply_without_a_boundary_is_a_transient_connector_error() -> None:
+    from mapsync.engine.connectors.odata import key_segment, parse_batch
+    from mapsync.engine.errors import RequestError, TransientError
+
+    with pytest.raises(TransientError, match="without a multipart boundary") as info:
+        parse_batch("application/json", b'{"value": []}')
+    assert info.value.service == "d365"
+    with pytest.raises(RequestError, match="needs an id or an alternate key"):
+        key_segment()
