@@ -43,6 +43,9 @@ class FaultProfile:
     p_slow: float = 0.0
     slow_seconds: float = 0.0
     p_token_expiry: float = 0.0
+    # A token-expiry fault spares tokens younger than this: real tokens expire by age, and a service does not
+    # refuse a token it issued a moment ago. 0 refuses even those (an application whose access was withdrawn).
+    token_min_age_seconds: float = 5.0
     retry_after_seconds: int = 1
     seed: int = 0
 
@@ -128,7 +131,7 @@ class DroppedConnection(httpx.RemoteProtocolError):
 class FaultMiddleware:
     """ASGI middleware applying ``injector`` to each HTTP request for which ``applies(scope)`` is true.
 
-    ``on_token_expiry`` is called for a token-expiry fault (typically ``issuer.expire_all``); the request
+    ``on_token_expiry(min_age)`` is called for a token-expiry fault (typically ``issuer.expire_older_than``); the request
     then goes through, so the app itself answers 401 with its own real body.
     """
 
@@ -138,7 +141,7 @@ class FaultMiddleware:
         injector: FaultInjector | None,
         error_body: ErrorBodyBuilder,
         *,
-        on_token_expiry: Callable[[], None] | None = None,
+        on_token_expiry: Callable[[float], None] | None = None,
         applies: Callable[[Scope], bool] | None = None,
     ) -> None:
         self.app = app
@@ -159,7 +162,7 @@ class FaultMiddleware:
             await self.app(scope, receive, send)
         elif kind == "token_expiry":
             if self.on_token_expiry is not None:
-                self.on_token_expiry()
+                self.on_token_expiry(self.injector.profile.token_min_age_seconds)
             await self.app(scope, receive, send)
         elif kind == "drop":
             await self._drop(send)

@@ -368,7 +368,7 @@ class Emulator:
                                    *self.dataverse.routes(self.dataverse_faults), *extra_routes])
         org = self.credentials.organization
         inner = FaultMiddleware(router, self.adobe_faults, campaign_error_body,
-                                on_token_expiry=self.adobe.issuer.expire_all,
+                                on_token_expiry=self.adobe.issuer.expire_older_than,
                                 applies=lambda scope: _service(scope.get("path", ""), org) in ("campaign", "journal"))
         self.counting = _Counting(inner, org)
         self.app = _ReloadOnChange(self.counting, self)

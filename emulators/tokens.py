@@ -27,6 +27,7 @@ class _Grant:
     client_id: str
     scope: str
     expires_at: float
+    issued_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +101,7 @@ class TokenIssuer:
             token = self.signer.access_token(tenant=tenant, client_id=client_id, scope=scope, issued_at=now,
                                              expires_at=expires_at, roles=self._roles.get(client_id, ()))
         with self._lock:
-            self._grants[token] = _Grant(client_id, scope, expires_at)
+            self._grants[token] = _Grant(client_id, scope, expires_at, now)
             if len(self._grants) > 10_000:
                 self._purge_expired()
         return token, self.lifetime_seconds
@@ -120,11 +121,18 @@ class TokenIssuer:
             return TokenCheck(problem="expired")
         return TokenCheck(client_id=grant.client_id)
 
-    def expire_all(self) -> None:
-        """Every issued token expires now (fault injection: the next call gets a 401 and must refresh)."""
+    def expire_all(self, *, older_than: float = 0.0) -> None:
+        """Every issued token (at least ``older_than`` seconds old) expires now: the next call with it gets a 401
+        and must renew it."""
         now = self._clock()
         with self._lock:
-            self._grants = {t: replace(g, expires_at=min(g.expires_at, now)) for t, g in self._grants.items()}
+            self._grants = {t: replace(g, expires_at=min(g.expires_at, now)) if now - g.issued_at >= older_than else g
+                            for t, g in self._grants.items()}
+
+    def expire_older_than(self, seconds: float) -> None:
+        """A token-expiry fault (``FaultProfile.token_min_age_seconds``): the tokens at least ``seconds`` old expire
+        now. A client that sees a token renewed a moment ago refused rightly takes it as a configuration error."""
+        self.expire_all(older_than=seconds)
 
     def _purge_expired(self) -> None:
         now = self._clock()

@@ -729,7 +729,7 @@ def dataverse_routes(store: DataverseStore, issuer: TokenIssuer, protection: Ser
     """The Web API routes under ``base``; with ``faults``, each request first draws its injected fault."""
     api = DataverseApi(store, issuer, protection, base, tenant=tenant)
     app = FaultMiddleware(request_response(api.endpoint), faults, dataverse_fault_body,
-                          on_token_expiry=issuer.expire_all)
+                          on_token_expiry=issuer.expire_older_than)
     methods = ["GET", "POST", "PATCH", "DELETE", "PUT"]
     return [Route(base.rstrip("/") + "/{path:path}", app, methods=methods),
             Route(base.rstrip("/"), app, methods=methods)]

@@ -26,7 +26,7 @@ def permanent_dead_letters(live: Live) -> list[str]:
 def test_tokens_expiring_under_load_make_no_permanent_dead_letter(live: Live) -> None:
     # Every other Campaign request revokes every token first: some requests see their renewed token revoked
     # again before the resend arrives, which today turns their records into permanent 401 dead letters.
-    live.emulator.adobe_faults.set_profile(FaultProfile(p_token_expiry=0.5, seed=3))
+    live.emulator.adobe_faults.set_profile(FaultProfile(p_token_expiry=0.5, token_min_age_seconds=0, seed=3))
     try:
         live.run()
     except ConfigError as exc:  # renewals that keep failing: the run stops, naming the credential
@@ -43,7 +43,8 @@ def test_a_token_refused_after_renewal_is_a_configuration_error_not_a_dead_lette
     live.run(only=["contacts"])  # tokens worked once: the refusals below are not a wrong secret from the start
     live.control("PATCH", f"d365/contact/{next(live.emulator.dataverse.store.rows('contact'))['contactid']}",
                  {"lastname": "Renewed"})
-    live.emulator.adobe_faults.set_profile(FaultProfile(p_token_expiry=1.0))  # every token refused, always
+    # Every token refused, always, even one issued a moment ago: the application's access was withdrawn.
+    live.emulator.adobe_faults.set_profile(FaultProfile(p_token_expiry=1.0, token_min_age_seconds=0))
     proc = subprocess.run([sys.executable, "-m", "mapsync.engine.cli", "--config", str(live.config), "run", "--env",
                            "emulator", "--flow", "contacts"], capture_output=True, text=True, timeout=300,
                           cwd=live.config.parent)

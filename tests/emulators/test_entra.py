@@ -59,6 +59,23 @@ def test_token_expiry(issuer) -> None:
     assert iss.validate(tok) is None
 
 
+def test_a_token_expiry_fault_spares_a_token_issued_a_moment_ago() -> None:
+    # Real tokens expire by age: a fault that refused a just-renewed token would make a client take a working
+    # secret for a wrong one (and stop the run).
+    from mapsync.emulators.tokens import TokenIssuer
+
+    now = [1000.0]
+    iss = TokenIssuer(lifetime_seconds=3600, clock=lambda: now[0])
+    old, _ = iss.issue("c", SCOPE)
+    now[0] = 1010.0
+    fresh, _ = iss.issue("c", SCOPE)
+    now[0] = 1012.0
+    iss.expire_older_than(FaultProfile().token_min_age_seconds)
+    assert iss.validate(old) is None and iss.validate(fresh) == "c"
+    iss.expire_older_than(0)  # an application whose access was withdrawn: every token refused
+    assert iss.validate(fresh) is None
+
+
 def test_dropped_connection_in_process(store, issuer, token) -> None:
     faults = FaultInjector(FaultProfile(p_drop=1.0))
     app = build_dataverse_app(store, issuer, None, faults)

@@ -65,7 +65,7 @@ class Rig:
                                    limits=Limits(campaign_concurrency=emulator_concurrency))
         self.injector = FaultInjector(faults)
         app = FaultMiddleware(Starlette(routes=self.adobe.routes()), self.injector, campaign_error_body,
-                              on_token_expiry=self.adobe.issuer.expire_all,
+                              on_token_expiry=self.adobe.issuer.expire_older_than,
                               applies=lambda scope: not scope["path"].startswith("/ims"))
         self.inflight = InFlight(app)
         self.transport = httpx.ASGITransport(app=self.inflight)
