@@ -58,7 +58,16 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from mapsync.dsl import ast
+from mapsync.dsl.plan import (
+    DEFAULT_CONFLICT,
+    DEFAULT_DIRECTION,
+    ConflictRule,
+    Direction,
+    OptOutRule,
+    RuleError,
+)
+from mapsync.dsl.plan import optout_rule as _compile_rule
+from mapsync.dsl.plan import optout_rules as _optout_rules
 from mapsync.engine.connectors.base import ChangeTrackingExpired, WriteOp, WriteOutcome
 from mapsync.engine.errors import ConfigError, SyncError
 
@@ -88,13 +97,9 @@ __all__ = [
 
 log = logging.getLogger("mapsync.optout")
 
-Direction = Literal["d365-to-campaign", "campaign-to-d365", "both"]
-ConflictRule = Literal["latest-wins", "optout-wins", "d365-wins", "campaign-wins"]
 Side = Literal["d365", "campaign"]
-DIRECTIONS: tuple[Direction, ...] = ("d365-to-campaign", "campaign-to-d365", "both")
-CONFLICT_RULES: tuple[ConflictRule, ...] = ("latest-wins", "optout-wins", "d365-wins", "campaign-wins")
-DEFAULT_DIRECTION: Direction = "both"
-DEFAULT_CONFLICT: ConflictRule = "optout-wins"
+DIRECTIONS: tuple[Direction, ...] = tuple(Direction)
+CONFLICT_RULES: tuple[ConflictRule, ...] = tuple(ConflictRule)
 
 STATE_VERSION = 1
 BUCKETS = 4096
@@ -339,15 +344,6 @@ class _PairStore:
 # ------------------------------------------------------------------------------------------------ the sync
 
 
-def _setting(value: ast.Setting | None, allowed: tuple[str, ...], default: str, what: str, rule: ast.OptOut) -> str:
-    if value is None:
-        return default
-    word = str(value.value)
-    if word not in allowed:
-        raise OptOutRuleError(f"{value.span}: optout {rule.name}: {what} {word!r} is not one of {', '.join(allowed)}")
-    return word
-
-
 @dataclass
 class _Counters:
     d365_changes_seen: int = 0
@@ -373,24 +369,29 @@ class _Pending:
 class OptOutSync:
     """One opt-out rule between Dataverse and Campaign; ``await run()`` once per runner pass."""
 
-    def __init__(self, rule: ast.OptOut, *, d365: D365Connector, campaign: CampaignConnector, store: StateStore,
-                 dry_run: bool = False, via: str | None = None) -> None:
+    def __init__(self, rule: OptOutRule | Any, *, d365: D365Connector, campaign: CampaignConnector,
+                 store: StateStore, dry_run: bool = False, via: str | None = None) -> None:
+        if not isinstance(rule, OptOutRule):
+            try:  # a parsed rule (tests, tools): the compiled project hands the engine compiled ones
+                rule = _compile_rule(rule, via)
+            except RuleError as exc:
+                raise OptOutRuleError(str(exc)) from None
         self.rule = rule
         self.name = rule.name
         self.d365 = d365
         self.campaign = campaign
         self.store = store
         self.dry_run = dry_run
-        self.direction: Direction = _setting(rule.direction, DIRECTIONS, DEFAULT_DIRECTION, "direction", rule)  # type: ignore[assignment]
-        self.conflict: ConflictRule = _setting(rule.conflict, CONFLICT_RULES, DEFAULT_CONFLICT, "conflict", rule)  # type: ignore[assignment]
-        via_name = via or (str(rule.via.value) if rule.via is not None else None)
+        self.direction: Direction = rule.direction
+        self.conflict: ConflictRule = rule.conflict
+        via_name = rule.via or via
         if not via_name:
-            raise OptOutRuleError(f"{rule.span}: optout {rule.name}: no flow pairs the records; add `via FLOW`")
+            raise OptOutRuleError(f"{rule.where}: optout {rule.name}: no flow pairs the records; add `via FLOW`")
         self.via = via_name
-        self.table = rule.d365.table.name
-        self.d365_field = rule.d365.field
-        self.resource = rule.campaign.table.name
-        self.campaign_field = rule.campaign.field
+        self.table = rule.d365_table
+        self.d365_field = rule.d365_field
+        self.resource = rule.campaign_table
+        self.campaign_field = rule.campaign_field
         schema = d365.table(self.table)
         self.d365_key = schema.primary_key if schema is not None else f"{self.table}id"
         self.flow = f"optout:{self.name}"  # dead letters and runs
@@ -571,7 +572,6 @@ class OptOutSync:
 
     def _dead_letters(self, failures: Sequence[tuple[_Pending, WriteOutcome]],
                       c_rows: Mapping[str, tuple[bool, str | None]]) -> None:
-        span = self.rule.span
         with self.store.transaction():
             for p, outcome in failures:
                 c = p.change
@@ -580,7 +580,7 @@ class OptOutSync:
                 status = f" ({outcome.status}{' ' + outcome.code if outcome.code else ''})" if outcome.status else ""
                 why = f"{c.system} rejected {c.table}.{c.field}={str(c.after).lower()}{status}: {outcome.message or 'no message'}"
                 self.store.add_dead_letter(self.flow, p.key, record, why, field=c.field,
-                                           mapping_file=span.file, mapping_line=span.line)
+                                           mapping_file=self.rule.file, mapping_line=self.rule.line)
         log.warning("optout %s: %d writes rejected (dead letters)", self.name, len(failures),
                     extra={"event": "optout.rejected", "optout": self.name, "count": len(failures)})
 
@@ -611,39 +611,24 @@ class OptOutSync:
 # ------------------------------------------------------------------------------------------------ builder
 
 
-def _rules(project_or_rules: Any) -> list[tuple[ast.OptOut, str | None]]:
-    """(rule, via) pairs from a ``mapsync.dsl.project.Project``, a ``mapsync.dsl.checker.Analysis``, a mapping or a list."""
-    optouts = getattr(project_or_rules, "optouts", project_or_rules)
-    items = optouts.values() if isinstance(optouts, Mapping) else optouts
-    out: list[tuple[ast.OptOut, str | None]] = []
-    for item in items:
-        if isinstance(item, ast.OptOut):
-            out.append((item, None))
-        elif isinstance(getattr(item, "optout", None), ast.OptOut):  # checker's OptOutInfo: `via` resolved
-            out.append((item.optout, getattr(item, "via", None)))
-        elif isinstance(item, ast.Module):
-            out.extend((d, None) for d in item.decls if isinstance(d, ast.OptOut))
-        else:
-            raise TypeError(f"not an opt-out rule: {item!r}")
-    return out
-
-
 def build_optout_syncs(project_or_rules: Any, connectors: Connectors, store: StateStore, *,
                        dry_run: bool = False, only: Iterable[str] | None = None) -> list[OptOutSync]:
     """One ``OptOutSync`` per rule (``only``: just these names), in declaration order.
 
-    ``project_or_rules``: a ``Project`` (``.optouts``), a checker ``Analysis`` (its ``via`` is resolved even
-    when the rule omits it), a mapping or iterable of ``ast.OptOut`` / ``OptOutInfo``, or parsed modules.
+    ``project_or_rules``: a ``CompiledProject`` or a checker ``Analysis`` (their ``via`` is resolved even
+    when the rule omits it), a ``Project``, a mapping or iterable of rules, or parsed modules.
     """
-    rules = _rules(project_or_rules)
+    try:
+        rules = _optout_rules(project_or_rules)
+    except RuleError as exc:
+        raise OptOutRuleError(str(exc)) from None
     if only is not None:
         names = set(only)
-        rules = [(r, v) for r, v in rules if r.name in names]
+        rules = [r for r in rules if r.name in names]
     if not rules:
         return []
     d365, campaign = connectors.d365, connectors.campaign
     if d365 is None or campaign is None:
         missing = "d365" if d365 is None else "campaign"
         raise ConfigError(f"opt-out rules need both services; {missing} is not configured", setting=missing)
-    return [OptOutSync(rule, d365=d365, campaign=campaign, store=store, dry_run=dry_run, via=via)
-            for rule, via in rules]
+    return [OptOutSync(rule, d365=d365, campaign=campaign, store=store, dry_run=dry_run) for rule in rules]
