@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mapsync.dsl import ast
-from mapsync.dsl.errors import DslError
+from mapsync.dsl.errors import DslError, DslSyntaxError
 
 if TYPE_CHECKING:
     from mapsync.dsl.compiler import CompiledFlow
@@ -29,6 +30,7 @@ __all__ = [
     "optout_rule",
     "optout_rules",
     "run_order",
+    "tables_used",
 ]
 
 
@@ -153,3 +155,25 @@ class CompiledProject(Mapping[str, "CompiledFlow"]):
 
     def links_of(self, names: Iterable[str]) -> dict[str, frozenset[str]]:
         return {name: self.links.get(name, frozenset()) for name in names}
+
+
+def tables_used(paths: Iterable[Path], *, strict: bool = True) -> list[str]:
+    """``system.name`` of every table a flow or opt-out rule of these mapping files reads or writes. A file
+    that does not parse raises ``DslSyntaxError``, or is passed over with ``strict=False``."""
+    from mapsync.dsl.parser import parse_file
+
+    found: set[str] = set()
+    for path in paths:
+        result, _text = parse_file(path)
+        if not result.ok:
+            if not strict:
+                continue
+            raise DslSyntaxError(f"{path}: the mapping does not parse; run `mapsync validate` first")
+        for decl in result.module.decls:
+            refs: list[ast.TableRef | None] = []
+            if isinstance(decl, ast.Flow):
+                refs = [decl.source, decl.target]
+            elif isinstance(decl, ast.OptOut):
+                refs = [decl.d365.table, decl.campaign.table]
+            found.update(r.dotted for r in refs if r is not None)
+    return sorted(found)

@@ -138,16 +138,19 @@ def payload_hash(payload: Mapping[str, Any]) -> str:
 
 def evaluate_page(rows: Iterable[Mapping[str, Any]], key_column: str,
                   evaluate: Callable[[Mapping[str, Any]], Outcome]) -> Evaluated:
-    """Key, filter and transform each row (``evaluate`` is the compiled flow's)."""
-    out: list[tuple[str, Mapping[str, Any], Outcome]] = []
+    """Key, filter and transform each row (``evaluate`` is the compiled flow's). A key the page holds twice
+    is planned once, as its last row: two writes of one record in a page would race each other."""
+    last: dict[str, Mapping[str, Any]] = {}
     no_key = 0
     for row in rows:
         raw = row.get(key_column)
         if raw is None:
             no_key += 1
             continue
-        out.append((str(raw), row, evaluate(row)))
-    return Evaluated(tuple(out), no_key)
+        key = str(raw)
+        last.pop(key, None)  # re-inserted: the record takes the place of its last row
+        last[key] = row
+    return Evaluated(tuple((key, row, evaluate(row)) for key, row in last.items()), no_key)
 
 
 def wanted_links(evaluated: Evaluated) -> dict[str, set[str]]:
