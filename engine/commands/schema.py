@@ -227,12 +227,3 @@ def live_catalog(args: argparse.Namespace) -> Catalog:
           f"{len(feeds)} event feeds from the shipped snapshots ({EVENT_FEED_NOTE.split(';')[0]})", file=sys.stderr)
     return Catalog.from_tables([*feeds, *live])
 
-
-def _register() -> None:
-    # validate.py owns the command; it asks whoever can pull a live schema to register (no import cycle).
-    from mapsync.engine.commands.validate import set_live_catalog_provider
-
-    set_live_catalog_provider(live_catalog)
-
-
-_register()
