@@ -33,11 +33,10 @@ its own write (a D365 change-tracking row, a new Campaign ``lastModified``) is n
 
 Per-pair state (scales to 100k+ pairs)
 --------------------------------------
-Meta keys ``optout:<name>:pairs:<bucket>``, 4096 buckets (3 hex digits of crc32(source key)); each value is a
-compact JSON object ``{"v": 1, "p": {contactid: [d365_synced, campaign_synced, d365_seen, d365_modifiedon,
-synced_at, pkey]}}`` with booleans as 0/1 (null = unknown); ``pkey`` (the Campaign record the synced values
-belong to) is left off while unknown, and rows written before it existed load with it unknown. 100k pairs are ~25 per bucket (~2 KB): a run loads
-every bucket in one ``list_meta`` query and rewrites only the buckets whose pairs changed. ``d365_seen`` is
+The state store's ``optout_pairs`` table: per rule and source key, ``d365_synced``, ``campaign_synced``,
+``d365_seen``, ``d365_modifiedon``, ``synced_at`` and ``pkey`` (the Campaign record the synced values belong
+to; null while unknown). A run loads its rule's pairs in one query and writes only the pairs that changed.
+(Stores written before migration 4 kept them as JSON buckets in ``meta``; the migration moves them.) ``d365_seen`` is
 kept because change tracking only reports changed rows: a D365 change whose write failed stays visible
 (seen != synced) to the next run even after the cursor has moved.
 
@@ -50,9 +49,7 @@ one mistake an opt-out sync must not make).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -70,6 +67,7 @@ from mapsync.dsl.plan import optout_rule as _compile_rule
 from mapsync.dsl.plan import optout_rules as _optout_rules
 from mapsync.engine.connectors.base import ChangeTrackingExpired, WriteOp, WriteOutcome
 from mapsync.engine.errors import ConfigError, SyncError
+from mapsync.engine.state.base import PairRow
 
 if TYPE_CHECKING:
     from mapsync.engine.connectors import Connectors
@@ -101,8 +99,6 @@ Side = Literal["d365", "campaign"]
 DIRECTIONS: tuple[Direction, ...] = tuple(Direction)
 CONFLICT_RULES: tuple[ConflictRule, ...] = tuple(ConflictRule)
 
-STATE_VERSION = 1
-BUCKETS = 4096
 WRITE_CHUNK = 500  # ops handed to a connector at once: bounds the coroutines alive, not the wire concurrency
 FETCH_CHUNK = 50  # keys per `$filter=pk eq a or pk eq b ...` request (keeps the URL far below its limit)
 
@@ -291,54 +287,25 @@ class OptOutResult:
 # -------------------------------------------------------------------------------------------- pair storage
 
 
-def _bucket(key: str) -> str:
-    return f"{zlib.crc32(key.encode('utf-8')) % BUCKETS:03x}"
-
-
 class _PairStore:
-    """Per-pair state in bucketed meta blobs: one query to load, only changed buckets rewritten."""
+    """Per-pair state in the state store's ``optout_pairs`` table: one query to load, only changed pairs written."""
 
     def __init__(self, store: StateStore, name: str) -> None:
         self.store = store
-        self.prefix = f"optout:{name}:pairs:"
+        self.name = name
 
     def load(self) -> dict[str, PairState]:
-        out: dict[str, PairState] = {}
-        for key, value in self.store.list_meta(self.prefix).items():
-            try:
-                blob = json.loads(value)
-                pairs = blob["p"] if blob.get("v") == STATE_VERSION else {}
-            except (ValueError, KeyError, TypeError, AttributeError):
-                log.warning("unreadable opt-out state %s: its pairs are treated as never synced", key,
-                            extra={"event": "optout.state_unreadable", "key": key})
-                continue
-            for source_key, raw in pairs.items():
-                out[source_key] = PairState.decode(raw)
-        return out
+        return {key: PairState(*row) for key, row in self.store.optout_pairs(self.name).items()}
 
-    def save(self, states: Mapping[str, PairState], dirty_buckets: Iterable[str]) -> None:
-        """Rewrite ``dirty_buckets`` from ``states`` (the complete picture); call inside a transaction."""
-        wanted = set(dirty_buckets)
-        if not wanted:
-            return
-        grouped: dict[str, dict[str, list[Any]]] = {b: {} for b in wanted}
-        for key, state in states.items():
-            b = _bucket(key)
-            if b in grouped:
-                grouped[b][key] = state.encode()
-        for b, pairs in sorted(grouped.items()):
-            if pairs:
-                self.store.set_meta(self.prefix + b, json.dumps({"v": STATE_VERSION, "p": pairs},
-                                                                separators=(",", ":"), sort_keys=True))
-            else:
-                self.store.delete_meta(self.prefix + b)
+    def save(self, old: Mapping[str, PairState], new: Mapping[str, PairState]) -> None:
+        """Write the pairs whose state changed and drop the pairs that ended; call inside a transaction."""
+        changed = {k: PairRow(s.d365_synced, s.campaign_synced, s.d365_seen, s.d365_modifiedon, s.synced_at, s.pkey)
+                   for k, s in new.items() if old.get(k) != s}
+        self.store.put_optout_pairs(self.name, changed)
+        self.store.delete_optout_pairs(self.name, [k for k in old if k not in new])
 
     def forget(self) -> int:
-        keys = list(self.store.list_meta(self.prefix))
-        with self.store.transaction():
-            for key in keys:
-                self.store.delete_meta(key)
-        return len(keys)
+        return self.store.delete_optout_pairs(self.name)
 
 
 # ------------------------------------------------------------------------------------------------ the sync
@@ -586,10 +553,8 @@ class OptOutSync:
 
     def _save(self, old: Mapping[str, PairState], new: dict[str, PairState], delta_link: str | None,
               written: set[str]) -> None:
-        dirty = {_bucket(k) for k, s in new.items() if old.get(k) != s}
-        dirty |= {_bucket(k) for k in old if k not in new}  # pairs that ended: drop their state
         with self.store.transaction():
-            self._pairs.save(new, dirty)
+            self._pairs.save(old, new)  # pairs that ended (gone from the key map) lose their state
             if delta_link is not None:
                 self.store.set_cursor(self.cursor_name, delta_link)
             if written:
