@@ -85,8 +85,8 @@ def _entry(store: StateStore, rules: FlowRules, w: Write, outcome: WriteOutcome 
         counts.created += 1
         return KeyEntry(w.key, outcome.target_id, w.hash, True)
     counts.updated += 1
-    # Only records in the key map are updated, and the key map holds only what mapsync wrote.
-    return KeyEntry(w.key, w.target_id, w.hash, True, deleted=w.tombstone)
+    # A record `mode update` found was made by someone else: never one a delete policy may remove.
+    return KeyEntry(w.key, w.target_id, w.hash, w.ours, deleted=w.tombstone)
 
 
 def failure_reason(outcome: WriteOutcome | None) -> str:

@@ -89,6 +89,7 @@ class Write:
     once: frozenset[str] = frozenset()  # fields written only when the record is created
     tombstone: bool = False  # the source record is gone: its entry is marked deleted once this is written
     relinks: bool = False  # changes which target record a source key stands for: linking flows re-read
+    ours: bool = True  # the target record is one mapsync made (only those may `on delete: delete` remove)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +205,8 @@ def plan_page(rules: FlowRules, evaluated: Evaluated, deleted: Sequence[str], *,
     for key in deleted:
         entry = known.get(key)
         if entry is not None and not entry.deleted:
-            writes.append(plan_deletion(rules, entry))
+            # A mirror removes what its source no longer has, however it learns of it.
+            writes.append(plan_removal(entry) if rules.mode == "mirror" else plan_deletion(rules, entry))
         else:
             settled.append(key)
     return PagePlan(tuple(writes), tuple(dead), tuple(deferred), tuple(settled), filtered, rejected, unchanged)
@@ -236,9 +238,9 @@ def _diff(rules: FlowRules, key: str, row: Mapping[str, Any], mapped: Mapped, pa
         if entry.payload_hash == digest or rules.mode == "create":
             return None  # unchanged; create-only flows never touch what they already wrote
         update = {k: v for k, v in payload.items() if k not in once} if once else payload
-        return Write(Op.UPDATE, key, update, entry.target_id, digest, row, once)
+        return Write(Op.UPDATE, key, update, entry.target_id, digest, row, once, ours=entry.created_by_mapsync)
     if rules.mode == "update":
-        return Write(Op.FIND_UPDATE, key, payload, None, digest, row, once)
+        return Write(Op.FIND_UPDATE, key, payload, None, digest, row, once, ours=False)
     return Write(Op.CREATE, key, payload, None, digest, row, once, relinks=entry is not None)
 
 

@@ -176,14 +176,15 @@ def test_an_unchanged_payload_plans_no_write(rows: list[dict[str, Any]], rules: 
 
 @settings(max_examples=200, deadline=None)
 @given(rules_strategy, entries, st.lists(st.integers(0, 12).map(str), max_size=8, unique=True))
-def test_a_deleted_record_plans_a_delete_only_under_on_delete_delete(rules: FlowRules, known: dict[str, KeyEntry],
+def test_a_deleted_record_plans_a_delete_only_under_on_delete_delete_or_a_mirror(rules: FlowRules, known: dict[str, KeyEntry],
                                                                      deleted: list[str]) -> None:
     result = plan([], rules=rules, known=known, deleted=tuple(deleted))
     for write in result.writes:
         assert write.key in deleted
         if write.op is Op.DELETE:
             entry = known[write.key]
-            assert rules.on_delete == "delete" and entry.created_by_mapsync and entry.target_id == write.target_id
+            assert rules.on_delete == "delete" or rules.mode == "mirror"
+            assert entry.created_by_mapsync and entry.target_id == write.target_id
     assert {w.key for w in result.writes} | set(result.settled) == set(deleted)
 
 
@@ -202,3 +203,11 @@ def test_a_record_whose_link_target_is_unknown_is_deferred_never_written_half_li
             assert owner in resolvable and write.payload["owner"] == {"table": "owner", "id": "owner-guid"}
     for deferral in result.deferred:
         assert deferral.link.source_value not in resolvable
+
+
+def test_a_record_update_mode_found_is_never_counted_as_made_by_mapsync() -> None:
+    [found] = plan([{KEY: 1, "name": "a"}], rules=FlowRules("people", mode="update")).writes
+    assert not found.ours
+    known = {"1": KeyEntry("1", "t-1", "old", False)}
+    [update] = plan([{KEY: 1, "name": "a"}], rules=FlowRules("people", mode="update"), known=known).writes
+    assert update.op is Op.UPDATE and not update.ours
