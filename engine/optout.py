@@ -51,7 +51,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -279,9 +279,7 @@ class OptOutResult:
 
     def counts(self) -> dict[str, int]:
         """The counters, for ``StateStore.finish_run`` and ``mapsync status``."""
-        return {"d365_changes_seen": self.d365_changes_seen, "campaign_changes_seen": self.campaign_changes_seen,
-                "written_to_d365": self.written_to_d365, "written_to_campaign": self.written_to_campaign,
-                "conflicts": self.conflicts, "unpaired": self.unpaired, "failed": self.failed, "pairs": self.pairs}
+        return {name: getattr(self, name) for name in (*_COUNTERS, "pairs")}
 
 
 # -------------------------------------------------------------------------------------------- pair storage
@@ -321,6 +319,9 @@ class _Counters:
     unpaired: int = 0
     failed: int = 0
     notes: list[str] = field(default_factory=list)
+
+
+_COUNTERS = tuple(f.name for f in fields(_Counters) if f.name != "notes")  # what a run counts, in this order
 
 
 @dataclass(frozen=True, slots=True)
@@ -562,11 +563,8 @@ class OptOutSync:
 
     def _result(self, n: _Counters, key_map: Mapping[str, str], full_read: bool,
                 planned: tuple[PlannedChange, ...], *, written: bool) -> OptOutResult:
-        result = OptOutResult(
-            name=self.name, d365_changes_seen=n.d365_changes_seen, campaign_changes_seen=n.campaign_changes_seen,
-            written_to_d365=n.written_to_d365, written_to_campaign=n.written_to_campaign, conflicts=n.conflicts,
-            unpaired=n.unpaired, failed=n.failed, pairs=len(key_map), full_read=full_read,
-            dry_run=not written, planned=planned, notes=tuple(n.notes))
+        result = OptOutResult(name=self.name, **{name: getattr(n, name) for name in _COUNTERS}, pairs=len(key_map),
+                              full_read=full_read, dry_run=not written, planned=planned, notes=tuple(n.notes))
         # Debug only: the commands print this result as one sentence; at info it was said twice.
         log.debug("optout %s: %s", self.name, " ".join(f"{k}={v}" for k, v in result.counts().items()),
                  extra={"event": "optout.done", "optout": self.name, **result.counts(), "dry_run": not written})
