@@ -101,6 +101,10 @@ def analyze(project: Project, catalog: Catalog) -> Analysis:
     return _Checker(project, catalog).run()
 
 
+def _action(clause: ast.OnDelete | ast.Setting) -> str:
+    return str(clause.action if isinstance(clause, ast.OnDelete) else clause.value)
+
+
 # ----------------------------------------------------------------------------------------------- values
 
 
@@ -301,6 +305,7 @@ class _Checker:
         self._missing_clauses(flow)
         self._direction(flow, source, target)
         self._settings(flow)
+        self._combinations(flow, source)
         scope = _Scope(file, flow, source, target, self.project.replaces_for(file))
 
         key_source = key_target = None
@@ -369,6 +374,25 @@ class _Checker:
                            "remove it, or use `mode mirror`")
             elif md.percent and md.value > 100:
                 self.error("E112", f"`max deletes` cannot be more than 100%, not {md.value:g}%", md.span)
+
+    def _combinations(self, flow: ast.Flow, source: TableSchema | None) -> None:
+        """Clauses that are valid alone but would not do what they say together."""
+        mode = str(flow.mode.value) if flow.mode is not None else "upsert"
+        removes = [(clause.span, name) for clause, name in ((flow.on_delete, "on delete: delete"),
+                                                             (flow.on_filtered, "on filtered: delete"))
+                   if clause is not None and _action(clause) == "delete"]
+        if mode == "update":
+            # Update mode writes records others made: removing them is never mapsync's to do.
+            for span, name in removes:
+                self.error("E112", f"`{name}` with `mode update`: this flow creates nothing, so it deletes nothing",
+                           span, "use `ignore`, or `on delete: set(...)` to mark the record")
+        if source is not None and source.feed is not None:
+            if flow.on_delete is not None:
+                self.error("E112", f"`on delete` on {source.dotted}: an event feed never deletes an event",
+                           flow.on_delete.span, "remove it")
+            if mode == "mirror" and flow.mode is not None:
+                self.error("E112", f"`mode mirror` on {source.dotted}: an event feed never deletes an event, so "
+                           "there is nothing to mirror", flow.mode.span, "use `mode create` or `mode upsert`")
 
     def _word(self, clause: str, setting: ast.Setting, *, extra: str = "") -> bool:
         span, word = setting.span, str(setting.value)

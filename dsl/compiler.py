@@ -1,7 +1,7 @@
 """The compiler: a checked flow becomes plain Python source, compiled once with ``compile()``.
 
     compile_flow(flow, replaces=..., source=..., target=..., file=..., version="") -> CompiledFlow
-    compile_project(project, catalog) -> dict[str, CompiledFlow]       (cached by the project's hash)
+    compile_project(project, catalog) -> CompiledProject               (cached by the project's hash)
 
 Each flow becomes one small module with one function per concern:
 
@@ -40,6 +40,7 @@ from mapsync.dsl.diagnostics import Diagnostic
 from mapsync.dsl.errors import CheckError, CompileError
 from mapsync.dsl.formatter import format_expr
 from mapsync.dsl.functions import FUNCTIONS, FunctionError
+from mapsync.dsl.plan import CompiledProject, optout_rule, run_order
 from mapsync.dsl.pushdown import split_filter
 from mapsync.dsl.schema import FieldSchema, TableSchema
 from mapsync.dsl.types import ValueType
@@ -925,11 +926,13 @@ def _on_delete(flow: ast.Flow, target: TableSchema) -> OnDeletePolicy:
 
 # ---------------------------------------------------------------------------------------------- projects
 
-_CACHE: dict[tuple[str, tuple[str, ...], int, bool], tuple[Any, dict[str, CompiledFlow]]] = {}
+_CACHE: dict[tuple[str, tuple[str, ...], int, bool], tuple[Any, CompiledProject]] = {}
 
 
-def compile_project(project: Project, catalog: Catalog, *, trace: bool = False) -> dict[str, CompiledFlow]:
-    """Check and compile every flow of a project. Raises ``CheckError`` when the project has errors.
+def compile_project(project: Project, catalog: Catalog, *, trace: bool = False) -> CompiledProject:
+    """Check and compile a project: its flows (by name: the result reads as that mapping), what each links
+    to, its opt-out rules with ``via`` resolved, and the run order. Raises ``CheckError`` when the project has
+    errors.
 
     Cached in memory by the project's content hash (``Project.version``) and the catalog: compiling
     the same mappings twice returns the same objects.
@@ -941,24 +944,26 @@ def compile_project(project: Project, catalog: Catalog, *, trace: bool = False) 
     cached = _CACHE.get(key)
     if cached is not None and cached[0] is catalog:
         return cached[1]
-    from mapsync.dsl.checker import check
+    from mapsync.dsl.checker import analyze
 
-    diagnostics = [d for d in check(project, catalog) if d.is_error]
+    analysis = analyze(project, catalog)
+    diagnostics = [d for d in analysis.diagnostics if d.is_error]
     if diagnostics:
         raise CheckError(f"{len(diagnostics)} error(s) in the mappings", diagnostics)
-    out: dict[str, CompiledFlow] = {}
-    for name, flow in sorted(project.flows.items()):
-        source = catalog.table(flow.source.system, flow.source.name) if flow.source is not None else None
-        target = catalog.table(flow.target.system, flow.target.name) if flow.target is not None else None
-        if source is None or target is None:  # the checker resolved them; a catalog changed since says so here
-            raise CompileError(f"flow `{name}`: its source or target table is not in the schema snapshots")
-        file = project.flow_file(name)
-        out[name] = compile_flow(flow, replaces=project.replaces_for(file), source=source, target=target,
-                                 file=file, version=project.version, trace=trace)
+    flows: dict[str, CompiledFlow] = {}
+    for name, info in sorted(analysis.flows.items()):
+        if info.source is None or info.target is None:
+            raise CompileError(f"flow {name}: its tables were not resolved", [])
+        flows[name] = compile_flow(info.flow, replaces=info.replaces, source=info.source, target=info.target,
+                                   file=info.file, version=project.version, trace=trace)
+    links = {name: frozenset(analysis.flows[name].links) - {name} for name in flows}
+    compiled = CompiledProject(
+        flows, links, {name: optout_rule(info.optout, info.via) for name, info in analysis.optouts.items()},
+        run_order(links, {name: f.source.system for name, f in flows.items()}))
     if len(_CACHE) > 32:
         _CACHE.clear()
-    _CACHE[key] = (catalog, out)
-    return out
+    _CACHE[key] = (catalog, compiled)
+    return compiled
 
 
 # Decimal values appear in repr() of money literals in the future; keep the name importable for exec.

@@ -33,11 +33,10 @@ its own write (a D365 change-tracking row, a new Campaign ``lastModified``) is n
 
 Per-pair state (scales to 100k+ pairs)
 --------------------------------------
-Meta keys ``optout:<name>:pairs:<bucket>``, 4096 buckets (3 hex digits of crc32(source key)); each value is a
-compact JSON object ``{"v": 1, "p": {contactid: [d365_synced, campaign_synced, d365_seen, d365_modifiedon,
-synced_at, pkey]}}`` with booleans as 0/1 (null = unknown); ``pkey`` (the Campaign record the synced values
-belong to) is left off while unknown, and rows written before it existed load with it unknown. 100k pairs are ~25 per bucket (~2 KB): a run loads
-every bucket in one ``list_meta`` query and rewrites only the buckets whose pairs changed. ``d365_seen`` is
+The state store's ``optout_pairs`` table: per rule and source key, ``d365_synced``, ``campaign_synced``,
+``d365_seen``, ``d365_modifiedon``, ``synced_at`` and ``pkey`` (the Campaign record the synced values belong
+to; null while unknown). A run loads its rule's pairs in one query and writes only the pairs that changed.
+(Stores written before migration 4 kept them as JSON buckets in ``meta``; the migration moves them.) ``d365_seen`` is
 kept because change tracking only reports changed rows: a D365 change whose write failed stays visible
 (seen != synced) to the next run even after the cursor has moved.
 
@@ -50,17 +49,25 @@ one mistake an opt-out sync must not make).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from mapsync.dsl import ast
+from mapsync.dsl.plan import (
+    DEFAULT_CONFLICT,
+    DEFAULT_DIRECTION,
+    ConflictRule,
+    Direction,
+    OptOutRule,
+    RuleError,
+)
+from mapsync.dsl.plan import optout_rule as _compile_rule
+from mapsync.dsl.plan import optout_rules as _optout_rules
 from mapsync.engine.connectors.base import ChangeTrackingExpired, WriteOp, WriteOutcome
 from mapsync.engine.errors import ConfigError, SyncError
+from mapsync.engine.state.base import PairRow
 
 if TYPE_CHECKING:
     from mapsync.engine.connectors import Connectors
@@ -88,16 +95,10 @@ __all__ = [
 
 log = logging.getLogger("mapsync.optout")
 
-Direction = Literal["d365-to-campaign", "campaign-to-d365", "both"]
-ConflictRule = Literal["latest-wins", "optout-wins", "d365-wins", "campaign-wins"]
 Side = Literal["d365", "campaign"]
-DIRECTIONS: tuple[Direction, ...] = ("d365-to-campaign", "campaign-to-d365", "both")
-CONFLICT_RULES: tuple[ConflictRule, ...] = ("latest-wins", "optout-wins", "d365-wins", "campaign-wins")
-DEFAULT_DIRECTION: Direction = "both"
-DEFAULT_CONFLICT: ConflictRule = "optout-wins"
+DIRECTIONS: tuple[Direction, ...] = tuple(Direction)
+CONFLICT_RULES: tuple[ConflictRule, ...] = tuple(ConflictRule)
 
-STATE_VERSION = 1
-BUCKETS = 4096
 WRITE_CHUNK = 500  # ops handed to a connector at once: bounds the coroutines alive, not the wire concurrency
 FETCH_CHUNK = 50  # keys per `$filter=pk eq a or pk eq b ...` request (keeps the URL far below its limit)
 
@@ -278,74 +279,34 @@ class OptOutResult:
 
     def counts(self) -> dict[str, int]:
         """The counters, for ``StateStore.finish_run`` and ``mapsync status``."""
-        return {"d365_changes_seen": self.d365_changes_seen, "campaign_changes_seen": self.campaign_changes_seen,
-                "written_to_d365": self.written_to_d365, "written_to_campaign": self.written_to_campaign,
-                "conflicts": self.conflicts, "unpaired": self.unpaired, "failed": self.failed, "pairs": self.pairs}
+        return {name: getattr(self, name) for name in (*_COUNTERS, "pairs")}
 
 
 # -------------------------------------------------------------------------------------------- pair storage
 
 
-def _bucket(key: str) -> str:
-    return f"{zlib.crc32(key.encode('utf-8')) % BUCKETS:03x}"
-
-
 class _PairStore:
-    """Per-pair state in bucketed meta blobs: one query to load, only changed buckets rewritten."""
+    """Per-pair state in the state store's ``optout_pairs`` table: one query to load, only changed pairs written."""
 
     def __init__(self, store: StateStore, name: str) -> None:
         self.store = store
-        self.prefix = f"optout:{name}:pairs:"
+        self.name = name
 
     def load(self) -> dict[str, PairState]:
-        out: dict[str, PairState] = {}
-        for key, value in self.store.list_meta(self.prefix).items():
-            try:
-                blob = json.loads(value)
-                pairs = blob["p"] if blob.get("v") == STATE_VERSION else {}
-            except (ValueError, KeyError, TypeError, AttributeError):
-                log.warning("unreadable opt-out state %s: its pairs are treated as never synced", key,
-                            extra={"event": "optout.state_unreadable", "key": key})
-                continue
-            for source_key, raw in pairs.items():
-                out[source_key] = PairState.decode(raw)
-        return out
+        return {key: PairState(*row) for key, row in self.store.optout_pairs(self.name).items()}
 
-    def save(self, states: Mapping[str, PairState], dirty_buckets: Iterable[str]) -> None:
-        """Rewrite ``dirty_buckets`` from ``states`` (the complete picture); call inside a transaction."""
-        wanted = set(dirty_buckets)
-        if not wanted:
-            return
-        grouped: dict[str, dict[str, list[Any]]] = {b: {} for b in wanted}
-        for key, state in states.items():
-            b = _bucket(key)
-            if b in grouped:
-                grouped[b][key] = state.encode()
-        for b, pairs in sorted(grouped.items()):
-            if pairs:
-                self.store.set_meta(self.prefix + b, json.dumps({"v": STATE_VERSION, "p": pairs},
-                                                                separators=(",", ":"), sort_keys=True))
-            else:
-                self.store.delete_meta(self.prefix + b)
+    def save(self, old: Mapping[str, PairState], new: Mapping[str, PairState]) -> None:
+        """Write the pairs whose state changed and drop the pairs that ended; call inside a transaction."""
+        changed = {k: PairRow(s.d365_synced, s.campaign_synced, s.d365_seen, s.d365_modifiedon, s.synced_at, s.pkey)
+                   for k, s in new.items() if old.get(k) != s}
+        self.store.put_optout_pairs(self.name, changed)
+        self.store.delete_optout_pairs(self.name, [k for k in old if k not in new])
 
     def forget(self) -> int:
-        keys = list(self.store.list_meta(self.prefix))
-        with self.store.transaction():
-            for key in keys:
-                self.store.delete_meta(key)
-        return len(keys)
+        return self.store.delete_optout_pairs(self.name)
 
 
 # ------------------------------------------------------------------------------------------------ the sync
-
-
-def _setting(value: ast.Setting | None, allowed: tuple[str, ...], default: str, what: str, rule: ast.OptOut) -> str:
-    if value is None:
-        return default
-    word = str(value.value)
-    if word not in allowed:
-        raise OptOutRuleError(f"{value.span}: optout {rule.name}: {what} {word!r} is not one of {', '.join(allowed)}")
-    return word
 
 
 @dataclass
@@ -358,6 +319,9 @@ class _Counters:
     unpaired: int = 0
     failed: int = 0
     notes: list[str] = field(default_factory=list)
+
+
+_COUNTERS = tuple(f.name for f in fields(_Counters) if f.name != "notes")  # what a run counts, in this order
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,24 +337,29 @@ class _Pending:
 class OptOutSync:
     """One opt-out rule between Dataverse and Campaign; ``await run()`` once per runner pass."""
 
-    def __init__(self, rule: ast.OptOut, *, d365: D365Connector, campaign: CampaignConnector, store: StateStore,
-                 dry_run: bool = False, via: str | None = None) -> None:
+    def __init__(self, rule: OptOutRule | Any, *, d365: D365Connector, campaign: CampaignConnector,
+                 store: StateStore, dry_run: bool = False, via: str | None = None) -> None:
+        if not isinstance(rule, OptOutRule):
+            try:  # a parsed rule (tests, tools): the compiled project hands the engine compiled ones
+                rule = _compile_rule(rule, via)
+            except RuleError as exc:
+                raise OptOutRuleError(str(exc)) from None
         self.rule = rule
         self.name = rule.name
         self.d365 = d365
         self.campaign = campaign
         self.store = store
         self.dry_run = dry_run
-        self.direction: Direction = _setting(rule.direction, DIRECTIONS, DEFAULT_DIRECTION, "direction", rule)  # type: ignore[assignment]
-        self.conflict: ConflictRule = _setting(rule.conflict, CONFLICT_RULES, DEFAULT_CONFLICT, "conflict", rule)  # type: ignore[assignment]
-        via_name = via or (str(rule.via.value) if rule.via is not None else None)
+        self.direction: Direction = rule.direction
+        self.conflict: ConflictRule = rule.conflict
+        via_name = rule.via or via
         if not via_name:
-            raise OptOutRuleError(f"{rule.span}: optout {rule.name}: no flow pairs the records; add `via FLOW`")
+            raise OptOutRuleError(f"{rule.where}: optout {rule.name}: no flow pairs the records; add `via FLOW`")
         self.via = via_name
-        self.table = rule.d365.table.name
-        self.d365_field = rule.d365.field
-        self.resource = rule.campaign.table.name
-        self.campaign_field = rule.campaign.field
+        self.table = rule.d365_table
+        self.d365_field = rule.d365_field
+        self.resource = rule.campaign_table
+        self.campaign_field = rule.campaign_field
         schema = d365.table(self.table)
         self.d365_key = schema.primary_key if schema is not None else f"{self.table}id"
         self.flow = f"optout:{self.name}"  # dead letters and runs
@@ -571,7 +540,6 @@ class OptOutSync:
 
     def _dead_letters(self, failures: Sequence[tuple[_Pending, WriteOutcome]],
                       c_rows: Mapping[str, tuple[bool, str | None]]) -> None:
-        span = self.rule.span
         with self.store.transaction():
             for p, outcome in failures:
                 c = p.change
@@ -580,16 +548,14 @@ class OptOutSync:
                 status = f" ({outcome.status}{' ' + outcome.code if outcome.code else ''})" if outcome.status else ""
                 why = f"{c.system} rejected {c.table}.{c.field}={str(c.after).lower()}{status}: {outcome.message or 'no message'}"
                 self.store.add_dead_letter(self.flow, p.key, record, why, field=c.field,
-                                           mapping_file=span.file, mapping_line=span.line)
+                                           mapping_file=self.rule.file, mapping_line=self.rule.line)
         log.warning("optout %s: %d writes rejected (dead letters)", self.name, len(failures),
                     extra={"event": "optout.rejected", "optout": self.name, "count": len(failures)})
 
     def _save(self, old: Mapping[str, PairState], new: dict[str, PairState], delta_link: str | None,
               written: set[str]) -> None:
-        dirty = {_bucket(k) for k, s in new.items() if old.get(k) != s}
-        dirty |= {_bucket(k) for k in old if k not in new}  # pairs that ended: drop their state
         with self.store.transaction():
-            self._pairs.save(new, dirty)
+            self._pairs.save(old, new)  # pairs that ended (gone from the key map) lose their state
             if delta_link is not None:
                 self.store.set_cursor(self.cursor_name, delta_link)
             if written:
@@ -597,11 +563,8 @@ class OptOutSync:
 
     def _result(self, n: _Counters, key_map: Mapping[str, str], full_read: bool,
                 planned: tuple[PlannedChange, ...], *, written: bool) -> OptOutResult:
-        result = OptOutResult(
-            name=self.name, d365_changes_seen=n.d365_changes_seen, campaign_changes_seen=n.campaign_changes_seen,
-            written_to_d365=n.written_to_d365, written_to_campaign=n.written_to_campaign, conflicts=n.conflicts,
-            unpaired=n.unpaired, failed=n.failed, pairs=len(key_map), full_read=full_read,
-            dry_run=not written, planned=planned, notes=tuple(n.notes))
+        result = OptOutResult(name=self.name, **{name: getattr(n, name) for name in _COUNTERS}, pairs=len(key_map),
+                              full_read=full_read, dry_run=not written, planned=planned, notes=tuple(n.notes))
         # Debug only: the commands print this result as one sentence; at info it was said twice.
         log.debug("optout %s: %s", self.name, " ".join(f"{k}={v}" for k, v in result.counts().items()),
                  extra={"event": "optout.done", "optout": self.name, **result.counts(), "dry_run": not written})
@@ -611,39 +574,24 @@ class OptOutSync:
 # ------------------------------------------------------------------------------------------------ builder
 
 
-def _rules(project_or_rules: Any) -> list[tuple[ast.OptOut, str | None]]:
-    """(rule, via) pairs from a ``mapsync.dsl.project.Project``, a ``mapsync.dsl.checker.Analysis``, a mapping or a list."""
-    optouts = getattr(project_or_rules, "optouts", project_or_rules)
-    items = optouts.values() if isinstance(optouts, Mapping) else optouts
-    out: list[tuple[ast.OptOut, str | None]] = []
-    for item in items:
-        if isinstance(item, ast.OptOut):
-            out.append((item, None))
-        elif isinstance(getattr(item, "optout", None), ast.OptOut):  # checker's OptOutInfo: `via` resolved
-            out.append((item.optout, getattr(item, "via", None)))
-        elif isinstance(item, ast.Module):
-            out.extend((d, None) for d in item.decls if isinstance(d, ast.OptOut))
-        else:
-            raise TypeError(f"not an opt-out rule: {item!r}")
-    return out
-
-
 def build_optout_syncs(project_or_rules: Any, connectors: Connectors, store: StateStore, *,
                        dry_run: bool = False, only: Iterable[str] | None = None) -> list[OptOutSync]:
     """One ``OptOutSync`` per rule (``only``: just these names), in declaration order.
 
-    ``project_or_rules``: a ``Project`` (``.optouts``), a checker ``Analysis`` (its ``via`` is resolved even
-    when the rule omits it), a mapping or iterable of ``ast.OptOut`` / ``OptOutInfo``, or parsed modules.
+    ``project_or_rules``: a ``CompiledProject`` or a checker ``Analysis`` (their ``via`` is resolved even
+    when the rule omits it), a ``Project``, a mapping or iterable of rules, or parsed modules.
     """
-    rules = _rules(project_or_rules)
+    try:
+        rules = _optout_rules(project_or_rules)
+    except RuleError as exc:
+        raise OptOutRuleError(str(exc)) from None
     if only is not None:
         names = set(only)
-        rules = [(r, v) for r, v in rules if r.name in names]
+        rules = [r for r in rules if r.name in names]
     if not rules:
         return []
     d365, campaign = connectors.d365, connectors.campaign
     if d365 is None or campaign is None:
         missing = "d365" if d365 is None else "campaign"
         raise ConfigError(f"opt-out rules need both services; {missing} is not configured", setting=missing)
-    return [OptOutSync(rule, d365=d365, campaign=campaign, store=store, dry_run=dry_run, via=via)
-            for rule, via in rules]
+    return [OptOutSync(rule, d365=d365, campaign=campaign, store=store, dry_run=dry_run) for rule in rules]

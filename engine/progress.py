@@ -189,13 +189,16 @@ def format_duration(seconds: float) -> str:
 def summary_table(results: Sequence[FlowResult], *, title: str | None = None, planned: bool = False) -> Table:
     table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     table.add_column("flow")
-    for col in _COLUMNS:
+    columns = _COLUMNS
+    if any(r.counts.absent for r in results):  # `mode update` only: keys the target has no record for
+        columns = ("read", "filtered", "absent", *_COLUMNS[2:])
+    for col in columns:
         label = {"created": "to create", "updated": "to update", "deleted": "to delete"}.get(col, col) if planned else col
         table.add_column(label, justify="right")
     table.add_column("time", justify="right")
     for r in results:
         counts = r.counts.as_dict()
-        cells = [f"{counts[c]:,}" if counts[c] else "·" for c in _COLUMNS]
+        cells = [f"{counts[c]:,}" if counts[c] else "·" for c in columns]
         outcome = "" if r.outcome == "ok" else f" ({r.outcome})"
         table.add_row(r.flow + outcome, *cells, f"{r.seconds:.1f}s")
     return table

@@ -22,6 +22,7 @@ from typing import Any
 
 from mapsync.dsl.compiler import CompiledFlow, compile_project
 from mapsync.dsl.errors import CheckError
+from mapsync.dsl.plan import CompiledProject
 from mapsync.dsl.project import Project, load_project
 from mapsync.dsl.schema import Catalog, load_catalog
 from mapsync.engine import leases
@@ -75,7 +76,7 @@ class Job:
     env: Environment
     project: Project
     catalog: Catalog
-    flows: dict[str, CompiledFlow]
+    flows: CompiledProject
 
     def link_tables(self) -> dict[str, str]:
         return {name: f.target.name for name, f in self.flows.items()}
@@ -95,26 +96,9 @@ def load_job(config_path: Path, env_name: str, *, catalog: Catalog | None = None
     return Job(config, env, project, catalog, flows)
 
 
-def order_flows(flows: dict[str, CompiledFlow], project: Project) -> list[str]:
-    """Flows another flow links to come first, so links resolve in the same run."""
-    deps: dict[str, set[str]] = {name: set() for name in flows}
-    for name, flow in project.flows.items():
-        if name in deps:
-            deps[name] = {f for f in _linked_flows(flow) if f in flows and f != name}
-    ordered: list[str] = []
-    ready = sorted(n for n, d in deps.items() if not d)
-    remaining = {n: set(d) for n, d in deps.items() if d}
-    while ready:
-        name = ready.pop(0)
-        ordered.append(name)
-        for other in sorted(remaining):
-            remaining[other].discard(name)
-            if not remaining[other]:
-                del remaining[other]
-                ready.append(other)
-    ordered.extend(sorted(remaining))  # the checker rejects cycles; keep any leftovers runnable anyway
-    # Dynamics 365 -> Campaign flows before the event flows that point back at the contacts they made.
-    return sorted(ordered, key=lambda n: (flows[n].source.system != "d365", ordered.index(n)))
+def order_flows(flows: CompiledProject) -> list[str]:
+    """Flows another flow links to come first, so links resolve in the same run (the compiled run order)."""
+    return list(flows.order)
 
 
 def stages(names: Sequence[str], links: dict[str, frozenset[str]], flows: dict[str, CompiledFlow]) -> list[list[str]]:
@@ -131,15 +115,6 @@ def stages(names: Sequence[str], links: dict[str, frozenset[str]], flows: dict[s
     for name in names:
         grouped.setdefault(depth[name], []).append(name)
     return [grouped[d] for d in sorted(grouped)]
-
-
-def _linked_flows(flow: Any) -> set[str]:
-    from mapsync.dsl import ast
-
-    return {node.args[1].dotted
-            for assignment in flow.assignments for node in ast.walk_expr(assignment.expr)
-            if isinstance(node, ast.Call) and node.name == "link" and len(node.args) == 2
-            and isinstance(node.args[1], ast.Path)}
 
 
 def runner_id() -> str:
@@ -163,14 +138,14 @@ async def run_job(job: Job, *, only: Sequence[str] | None = None, full: bool = F
     if rebind and only:
         raise ConfigError("--rebind re-syncs every flow that reads or writes a moved service: run it without --flow",
                           setting="--rebind")
-    names = [n for n in order_flows(job.flows, job.project) if not only or n in only or n in replay]
+    names = [n for n in order_flows(job.flows) if not only or n in only or n in replay]
     own_store = store is None
     store = store or open_store(job.env.state_url, password=job.env.state_password)
     connectors = build_connectors(job.env, catalog=job.catalog, transport=transport, msal_http_client=msal_http_client,
                                   tokens=tokens)
     report = RunReport()
     holder = runner_id()
-    links = {name: frozenset(_linked_flows(job.project.flows[name])) - {name} for name in names}
+    links = job.flows.links_of(names)
     link_reasons = LinkReasons(job.flows, connectors)
 
     skipped: set[str] = set()  # flows this run left to another runner (lease held), and the flows after them
@@ -270,11 +245,11 @@ async def _all_or_none(coroutines: Iterable[Coroutine[Any, Any, FlowResult]]) ->
 async def _forget_optouts(job: Job, connectors: Connectors, store: StateStore) -> None:
     """After a rebind the opt-out rules start over: their delta link and per-pair values describe the old
     services (with no history, an opt-out on either side wins)."""
-    if not job.project.optouts or connectors.d365 is None or connectors.campaign is None:
+    if not job.flows.optouts or connectors.d365 is None or connectors.campaign is None:
         return
     from mapsync.engine.optout import OptOutSync
 
-    for rule in job.project.optouts.values():
+    for rule in job.flows.optouts.values():
         sync = OptOutSync(rule, d365=connectors.d365, campaign=connectors.campaign, store=store, dry_run=False)
         await asyncio.to_thread(sync.forget)
 
@@ -284,12 +259,12 @@ async def _run_optouts(job: Job, connectors: Connectors, store: StateStore, *, d
                        on_progress: Callable[[str, FlowCounts], None] | None = None,
                        on_finished: Callable[[str], None] | None = None) -> list[Any]:
     """Each rule under its own lease (``optout:<name>``): two runners never write the same change twice."""
-    if not job.project.optouts:
+    if not job.flows.optouts:
         return []
     from mapsync.engine.optout import OptOutSync
 
     results = []
-    for rule in job.project.optouts.values():
+    for rule in job.flows.optouts.values():
         if connectors.d365 is None or connectors.campaign is None:
             raise ConfigError(f"opt-out rule {rule.name} needs both `d365` and `campaign` settings", setting="d365")
         sync = OptOutSync(rule, d365=connectors.d365, campaign=connectors.campaign, store=store, dry_run=dry_run)

@@ -161,6 +161,27 @@ class EventFeedSource:
         return None  # the journal does not say how many events it holds
 
 
+class CampaignResourceSource:
+    """A Campaign resource (profiles, custom resources). Campaign has no change feed for them, so every run
+    reads the resource in full; a record the key map knows and the read did not return was deleted."""
+
+    fetches_current = False  # dead letters keep the record as it was read
+
+    def __init__(self, connector: Any, resource: str) -> None:
+        self.connector = connector
+        self.resource = resource
+
+    async def batches(self, cursor: str | None, *, full: bool) -> AsyncIterator[SourceBatch]:
+        async for rows in self.connector.read(self.resource):
+            yield SourceBatch(rows, full=True)
+
+    async def fetch_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return {}
+
+    async def expected_total(self) -> int | None:
+        return None
+
+
 def source_for(flow: Any, connectors: Any) -> Source:
     """The adapter for a compiled flow's source, or a ConfigError naming the missing service settings."""
     system, table = flow.source.system, flow.source.name
@@ -174,4 +195,9 @@ def source_for(flow: Any, connectors: Any) -> Source:
             raise ConfigError(f"flow {flow.name} reads email events, but the environment has no `events` settings",
                               setting="events")
         return EventFeedSource(connectors.events, table.split(".", 1)[1])
+    if system == "campaign":
+        if connectors.campaign is None:
+            raise ConfigError(f"flow {flow.name} reads Campaign, but the environment has no `campaign` settings",
+                              setting="campaign")
+        return CampaignResourceSource(connectors.campaign, table)
     raise ConfigError(f"flow {flow.name}: reading from {system}.{table} is not supported", setting="mappings")

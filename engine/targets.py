@@ -7,7 +7,8 @@ executor resolves references to target ids; this module turns them into each sys
 Finding a record again: Campaign has no idempotent create, so before creating the executor asks the
 target whether it already holds a record with the flow's key (``find``, or ``existing`` for every record at
 once). A lookup that fails raises ``ConnectorError``: "could not ask" is never taken for "not there".
-Dataverse targets are written by id or alternate key, so their creates are idempotent and need no lookup.
+Dataverse targets are written by id or alternate key, so their creates are idempotent and need no lookup;
+``find`` serves ``mode update``, which writes only the rows the target already has.
 """
 
 from __future__ import annotations
@@ -101,8 +102,8 @@ class D365Target:
         return await self.connector.write(ops)
 
     async def find(self, key_field: str, key: str) -> str | None:
-        # Dataverse targets are written by id or alternate key, so a retried write needs no lookup.
-        return None
+        # Creates need no lookup (they are written by alternate key); `mode update` finds the rows to update.
+        return await self.connector.find(self.table, key_field, key)
 
     async def existing(self, key_field: str) -> AsyncIterator[list[tuple[str, str]]]:
         return

@@ -53,25 +53,14 @@ def tables_used_by_mappings(paths: Iterable[Path], *, strict: bool = True) -> li
 
     A file that does not parse raises ``SyncError``, or is passed over with ``strict=False`` (``validate``
     reports it itself)."""
-    from mapsync.dsl import ast
-    from mapsync.dsl.parser import parse_file
+    from mapsync.dsl.errors import DslSyntaxError
+    from mapsync.dsl.plan import tables_used
     from mapsync.engine.errors import SyncError
 
-    found: set[str] = set()
-    for path in paths:
-        result, _text = parse_file(path)
-        if not result.ok:
-            if not strict:
-                continue
-            raise SyncError(f"{path}: the mapping does not parse; run `mapsync validate` first")
-        for decl in result.module.decls:
-            refs: list[ast.TableRef | None] = []
-            if isinstance(decl, ast.Flow):
-                refs = [decl.source, decl.target]
-            elif isinstance(decl, ast.OptOut):
-                refs = [decl.d365.table, decl.campaign.table]
-            found.update(r.dotted for r in refs if r is not None)
-    return sorted(found)
+    try:
+        return tables_used(paths, strict=strict)
+    except DslSyntaxError as exc:
+        raise SyncError(str(exc)) from None
 
 
 def _map_files(paths: Iterable[Path]) -> list[Path]:
@@ -238,12 +227,3 @@ def live_catalog(args: argparse.Namespace) -> Catalog:
           f"{len(feeds)} event feeds from the shipped snapshots ({EVENT_FEED_NOTE.split(';')[0]})", file=sys.stderr)
     return Catalog.from_tables([*feeds, *live])
 
-
-def _register() -> None:
-    # validate.py owns the command; it asks whoever can pull a live schema to register (no import cycle).
-    from mapsync.engine.commands.validate import set_live_catalog_provider
-
-    set_live_catalog_provider(live_catalog)
-
-
-_register()

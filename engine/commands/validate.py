@@ -4,8 +4,8 @@ Prints every diagnostic (with the source line and a caret, or as a JSON list) an
 Exit 0 when there is no error (warnings are printed), 1 on any error, 2 on a usage error (a path that
 does not exist, no mapping files, unreadable snapshots).
 
-``--env E`` checks against the live schema of an environment instead of the shipped snapshots. The
-connectors provide that catalog: they register a provider with ``set_live_catalog_provider``;
+``--env E`` checks against the live schema of an environment instead of the shipped snapshots, pulled by
+``mapsync.engine.commands.schema.live_catalog`` (or the provider ``run`` is given);
 ``validate(paths, catalog=...)`` takes any ``Catalog`` directly.
 """
 
@@ -24,19 +24,12 @@ from mapsync.dsl.schema import Catalog, SchemaError, load_catalog
 from mapsync.engine.commands._common import add_command, project_snapshots
 from mapsync.engine.errors import ConfigError
 
-__all__ = ["add_parser", "run", "set_live_catalog_provider", "summary", "validate"]
+__all__ = ["add_parser", "run", "summary", "validate"]
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 DEFAULT_PATHS = ("mappings/",)
 
-CatalogProvider = Callable[[argparse.Namespace], Catalog]
-_live_catalog: CatalogProvider | None = None
-
-
-def set_live_catalog_provider(provider: CatalogProvider | None) -> None:
-    """Let ``--env E`` fetch the live schema: ``provider(args)`` returns a ``Catalog`` (args has .env, .config)."""
-    global _live_catalog
-    _live_catalog = provider
+CatalogProvider = Callable[[argparse.Namespace], Catalog]  # (args with .env, .config, .paths) -> live schema
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -49,15 +42,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, *, live_catalog: CatalogProvider | None = None) -> int:
     catalog: Catalog | None = None
     if args.env is not None:
-        if _live_catalog is None:
-            print("mapsync validate: --env needs the live schema connectors, which are not built yet",
-                  file=sys.stderr)
-            return EXIT_USAGE
+        if live_catalog is None:
+            from mapsync.engine.commands.schema import live_catalog
         try:
-            catalog = _live_catalog(args)
+            catalog = live_catalog(args)
         except ConfigError as exc:  # no such environment, no mapsync.yaml, bad credentials: the user's to fix
             print(f"mapsync validate: {exc}", file=sys.stderr)
             return EXIT_USAGE

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     import httpx
@@ -18,21 +18,22 @@ __all__ = ["Connectors", "build_connectors"]
 
 
 class Connectors(NamedTuple):
-    """The environment's connectors (None for a service it does not configure). ``await aclose()`` when done."""
+    """The environment's connectors (None for a service it does not configure), and the token providers their
+    HTTP clients were built with (closed with them). ``await aclose()`` when done."""
 
     d365: D365Connector | None
     campaign: CampaignConnector | None
     events: EventsConnector | None
+    auth: tuple[Any, ...] = ()
 
     async def aclose(self) -> None:
         closed: set[int] = set()
-        for conn in self:
+        for conn in (self.d365, self.campaign, self.events):
             if conn is not None and id(conn.http) not in closed:
                 closed.add(id(conn.http))
                 await conn.http.aclose()
-        for auth in (getattr(self.d365, "entra", None), getattr(self.campaign, "ims", None)):
-            if auth is not None:
-                await auth.aclose()
+        for auth in self.auth:
+            await auth.aclose()
 
 
 def build_connectors(env: Environment, *, catalog: Catalog | None = None,
@@ -55,6 +56,7 @@ def build_connectors(env: Environment, *, catalog: Catalog | None = None,
     verify: bool | str = str(env.ca_file) if env.ca_file else True
     prefix = f"environments.{env.name}"
     d365 = campaign = events = None
+    auth: list[Any] = []
     if env.d365 is not None:
         entra = EntraTokenProvider(env.d365, setting_prefix=f"{prefix}.d365", verify=verify,
                                    http_client=msal_http_client, cache=tokens)
@@ -62,7 +64,7 @@ def build_connectors(env: Environment, *, catalog: Catalog | None = None,
                           base_url=env.d365.api_base, headers={k: v for k, v in ODATA_HEADERS.items()
                                                                if k != "Content-Type"})
         d365 = D365Connector(env.d365, http, catalog)
-        d365.entra = entra  # type: ignore[attr-defined]  # closed with the connectors
+        auth.append(entra)
     ims = None
     if env.campaign is not None:
         ims = ImsTokenProvider(env.campaign, setting_prefix=f"{prefix}.campaign", verify=verify, transport=transport,
@@ -70,7 +72,7 @@ def build_connectors(env: Environment, *, catalog: Catalog | None = None,
         http = HttpClient("campaign", env.campaign.limits, ims, verify=verify, transport=transport,
                           base_url=env.campaign.api_base, headers=campaign_headers(env.campaign))
         campaign = CampaignConnector(env.campaign, http, catalog)
-        campaign.ims = ims  # type: ignore[attr-defined]  # closed with the connectors
+        auth.append(ims)
     if env.events is not None:
         if env.campaign is None or ims is None:
             raise ConfigError(f"{prefix}.campaign: the events journal needs the campaign (IMS) credentials",
@@ -78,4 +80,4 @@ def build_connectors(env: Environment, *, catalog: Catalog | None = None,
         http = HttpClient("events", env.events.limits, ims, verify=verify, transport=transport,
                           headers={"x-api-key": env.campaign.client_id, "Accept": "application/json"})
         events = EventsConnector(env.events, http)
-    return Connectors(d365, campaign, events)
+    return Connectors(d365, campaign, events, tuple(auth))

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from mapsync.dsl.schema import Catalog, FieldSchema, TableSchema
+from mapsync.dsl.types import ValueType as V
 from mapsync.dsl.types import value_type_for
 from mapsync.engine.config import D365Settings
 from mapsync.engine.connectors.base import (
@@ -297,6 +298,18 @@ class D365Connector:
         found = dict(zip(counts.get("Keys") or [], counts.get("Values") or [], strict=False))
         value = found.get(table)
         return int(value) if isinstance(value, int) and value >= 0 else None
+
+    async def find(self, table: str, key_field: str, key: str) -> str | None:
+        """The id of the row whose ``key_field`` is ``key``; None when there is none. A lookup that fails
+        raises ``ConnectorError``: "could not ask" is never taken for "not there"."""
+        schema = self.table(table)
+        pk = schema.primary_key if schema else f"{table}id"
+        field = schema.fields.get(key_field) if schema else None
+        # A text column compares with a quoted string even when the text looks like a GUID or a number.
+        value = "'" + key.replace("'", "''") + "'" if field is not None and field.value_type is V.TEXT else literal(key)
+        query = urlencode({"$select": pk, "$filter": f"{key_field} eq {value}", "$top": "1"}, safe="$,")
+        rows = (await self._get_json(f"{self.entity_set(table)}?{query}")).get("value", [])
+        return str(rows[0][pk]) if rows and rows[0].get(pk) else None
 
     async def _find_by_key(self, table: str, key: tuple[str, str]) -> str | None:
         schema = self.table(table)

@@ -25,6 +25,7 @@ from mapsync.engine.state.base import (
     KeyEntry,
     Lease,
     LeaseConflict,
+    PairRow,
     PendingWrite,
     Run,
     StateStore,
@@ -133,6 +134,8 @@ class SqlStore(StateStore):
         for migration in MIGRATIONS[current:target]:
             for statement in migration.statements:
                 self._execute(statement.format_map(self._types))
+            if migration.convert is not None:
+                migration.convert(self._execute)
             self._execute(
                 "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
                 (migration.version, migration.description, self._ts_in(self._clock())),
@@ -520,6 +523,36 @@ class SqlStore(StateStore):
                 "SELECT key, value FROM meta WHERE substr(key, 1, ?) = ? ORDER BY key", (len(prefix), prefix)
             ).fetchall()
         return {row[0]: row[1] for row in rows}
+
+    # --- opt-out pairs -------------------------------------------------------------------------------------
+    def optout_pairs(self, rule: str) -> dict[str, PairRow]:
+        with self._read():
+            rows = self._execute(
+                "SELECT source_key, d365_synced, campaign_synced, d365_seen, d365_modifiedon, synced_at, pkey"
+                " FROM optout_pairs WHERE rule = ? ORDER BY source_key", (rule,)).fetchall()
+        return {row[0]: PairRow(*(None if v is None else bool(v) for v in row[1:4]), *row[4:]) for row in rows}
+
+    def put_optout_pairs(self, rule: str, pairs: Mapping[str, PairRow]) -> None:
+        if not pairs:
+            return
+        with self.transaction():
+            self._executemany(
+                "INSERT INTO optout_pairs (rule, source_key, d365_synced, campaign_synced, d365_seen,"
+                " d365_modifiedon, synced_at, pkey) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (rule, source_key)"
+                " DO UPDATE SET d365_synced = excluded.d365_synced, campaign_synced = excluded.campaign_synced,"
+                " d365_seen = excluded.d365_seen, d365_modifiedon = excluded.d365_modifiedon,"
+                " synced_at = excluded.synced_at, pkey = excluded.pkey",
+                [(rule, key, *row) for key, row in sorted(pairs.items())])
+
+    def delete_optout_pairs(self, rule: str, source_keys: Iterable[str] | None = None) -> int:
+        with self.transaction():
+            if source_keys is None:
+                return int(self._execute("DELETE FROM optout_pairs WHERE rule = ?", (rule,)).rowcount)
+            keys = sorted(set(source_keys))
+            if not keys:
+                return 0
+            clause, params = self._in_list("source_key", keys)
+            return int(self._execute(f"DELETE FROM optout_pairs WHERE rule = ? AND {clause}", (rule, *params)).rowcount)
 
     # --- identities ----------------------------------------------------------------------------------------
     def get_identities(self, environment: str) -> dict[str, str]:

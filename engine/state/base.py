@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mapsync.engine.errors import ConfigError, LeaseHeld
 from mapsync.engine.redact import redact_url
@@ -37,6 +37,7 @@ __all__ = [
     "KeyEntry",
     "Lease",
     "LeaseConflict",
+    "PairRow",
     "PendingWrite",
     "Run",
     "StateStore",
@@ -59,6 +60,17 @@ class Cursor:
     flow: str
     value: str  # opaque to the store: a delta link, a journal position, a modifiedon watermark
     updated_at: datetime
+
+
+class PairRow(NamedTuple):
+    """What an opt-out rule last synced for one pair (see ``mapsync.engine.optout``)."""
+
+    d365_synced: bool | None = None
+    campaign_synced: bool | None = None
+    d365_seen: bool | None = None
+    d365_modifiedon: str | None = None
+    synced_at: str | None = None
+    pkey: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +301,19 @@ class StateStore(ABC):
 
     @abstractmethod
     def list_meta(self, prefix: str = "") -> dict[str, str]: ...
+
+    # --- opt-out pairs: what each opt-out rule last synced, per pair -----------------------------------------
+    @abstractmethod
+    def optout_pairs(self, rule: str) -> dict[str, PairRow]:
+        """Every pair of ``rule`` by source key (the ``via`` flow's key)."""
+
+    @abstractmethod
+    def put_optout_pairs(self, rule: str, pairs: Mapping[str, PairRow]) -> None:
+        """Insert or replace these pairs of ``rule``."""
+
+    @abstractmethod
+    def delete_optout_pairs(self, rule: str, source_keys: Iterable[str] | None = None) -> int:
+        """Drop these pairs of ``rule`` (None: all of them); returns how many went."""
 
     # --- identities: which services this environment's state belongs to ----------------------------------------
     @abstractmethod

@@ -10,9 +10,17 @@ append a new one. DDL is written once with placeholders for the column types tha
 
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["LATEST_VERSION", "MIGRATIONS", "Migration"]
+
+log = logging.getLogger("mapsync.state")
+
+Execute = Callable[[str, Sequence[Any]], Any]  # the store's own `_execute` (`?` placeholders, a cursor back)
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +28,35 @@ class Migration:
     version: int
     description: str
     statements: tuple[str, ...]
+    # Moves data the statements cannot (e.g. out of JSON), in the same transaction, after the statements.
+    convert: Callable[[Execute], None] | None = None
+
+
+def _pair_row(raw: Sequence[Any]) -> tuple[Any, ...]:
+    """A bucket's pair list (older rows are shorter: what they lack is unknown) as the table's columns."""
+    padded = [*raw, None, None, None, None, None, None][:6]
+    return (*(None if v is None else bool(v) for v in padded[:3]), *padded[3:])
+
+
+def _optout_pairs_from_meta(execute: Execute) -> None:
+    """Opt-out pair state kept before migration 4 as JSON buckets in `meta` (``optout:<rule>:pairs:<bucket>`` =
+    ``{"v": 1, "p": {source_key: [d365_synced, campaign_synced, d365_seen, d365_modifiedon, synced_at,
+    pkey?]}}``, booleans as 0/1) moves into ``optout_pairs``, one row per pair. A bucket that cannot be read
+    stays in `meta`, untouched (its pairs are treated as never synced, as they were before)."""
+    buckets = execute("SELECT key, value FROM meta WHERE key LIKE ? ORDER BY key", ("optout:%:pairs:%",)).fetchall()
+    for key, value in buckets:
+        rule = key[len("optout:") : key.rindex(":pairs:")]
+        try:
+            blob = json.loads(value)
+            pairs = blob["p"] if blob.get("v") == 1 else None
+            rows = [(rule, str(source_key), *_pair_row(raw)) for source_key, raw in pairs.items()]
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+            log.warning("unreadable opt-out state %s left in meta", key, extra={"event": "state.migrate_skipped"})
+            continue
+        for row in rows:
+            execute("INSERT INTO optout_pairs (rule, source_key, d365_synced, campaign_synced, d365_seen,"
+                    " d365_modifiedon, synced_at, pkey) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+        execute("DELETE FROM meta WHERE key = ?", (key,))
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -62,6 +99,16 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE TABLE identities (environment {key} NOT NULL, service {key} NOT NULL, identity TEXT NOT NULL,"
             " bound_at {ts} NOT NULL, PRIMARY KEY (environment, service))",
         ),
+    ),
+    Migration(
+        4,
+        "opt-out pair state in a table of its own (was JSON buckets in meta)",
+        (
+            "CREATE TABLE optout_pairs (rule {key} NOT NULL, source_key {key} NOT NULL, d365_synced {bool},"
+            " campaign_synced {bool}, d365_seen {bool}, d365_modifiedon TEXT, synced_at TEXT, pkey TEXT,"
+            " PRIMARY KEY (rule, source_key)) {without_rowid}",
+        ),
+        _optout_pairs_from_meta,
     ),
 )
 

@@ -204,7 +204,7 @@ def test_opt_outs_cross_both_ways_and_never_bounce_back(tmp_path: Path) -> None:
         assert first.full_read and first.pairs == 3 and writes(first) == 0 and first.failed == 0
         assert first.unpaired > 0  # the other contacts and the seeded profiles have no partner
         assert rig.store.get_cursor("optout:email:d365") is not None
-        assert rig.store.list_meta("optout:email:pairs:")
+        assert rig.store.optout_pairs("email")
 
         # A Campaign user opts A out: Dynamics 365 follows.
         await rig.opt_out_in_campaign(pa)
@@ -399,7 +399,7 @@ def test_pairs_that_join_or_leave_the_key_map_between_runs(tmp_path: Path) -> No
         await rig.opt_out_in_campaign(rig.pairs[a])
         gone = await rig.sync().run()
         assert writes(gone) == 0 and gone.failed == 0
-        assert not any(a in v for v in rig.store.list_meta("optout:email:pairs:").values())
+        assert a not in rig.store.optout_pairs("email")
         # C is not paired: changing it is counted as unpaired and written nowhere.
         await rig.edit_contact(c, True)
         lone = await rig.sync().run()
@@ -418,7 +418,7 @@ def test_the_runner_builds_one_sync_per_rule(tmp_path: Path) -> None:
         assert result.name == "email" and result.pairs == 1 and result.counts()["pairs"] == 1
         sync.forget()  # a replay: the next run is a first run again
         assert rig.store.get_cursor("optout:email:d365") is None
-        assert rig.store.list_meta("optout:email:pairs:") == {}
+        assert rig.store.optout_pairs("email") == {}
         assert (await sync.run()).full_read
 
     scenario(tmp_path, body)

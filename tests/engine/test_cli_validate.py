@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from mapsync.dsl.schema import load_catalog
+from mapsync.engine.commands import schema as schema_cmd
 from mapsync.engine.commands import validate as validate_cmd
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -97,7 +98,8 @@ def test_env_without_live_provider_is_a_usage_error(capsys: pytest.CaptureFixtur
     assert mapsync(["validate", "--env", "stage"]) == 2
 
 
-def test_env_uses_the_registered_live_catalog(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_env_uses_the_live_catalog(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
     # A "live" schema where contact lacks emailaddress1: the shipped contacts flow then has an error.
     shipped = load_catalog()
     contact = shipped.table("d365", "contact")
@@ -112,11 +114,8 @@ def test_env_uses_the_registered_live_catalog(tmp_path: Path, capsys: pytest.Cap
         seen.append(args.env)
         return live
 
-    validate_cmd.set_live_catalog_provider(provider)  # type: ignore[arg-type]
-    try:
-        assert mapsync(["validate", "--env", "stage", "mappings/"]) == 1
-    finally:
-        validate_cmd.set_live_catalog_provider(None)
+    monkeypatch.setattr(schema_cmd, "live_catalog", provider)  # what `--env` asks, instead of a live service
+    assert mapsync(["validate", "--env", "stage", "mappings/"]) == 1
     assert seen == ["stage"]
     assert "unknown field `emailaddress1` on d365.contact" in capsys.readouterr().out
 
@@ -126,3 +125,18 @@ def test_through_the_mapsync_entry_point(capsys: pytest.CaptureFixture[str]) -> 
     from mapsync.engine.cli import main
 
     assert main(["validate", "mappings/"]) == 0
+
+
+def test_env_needs_no_other_module_imported_first(tmp_path: Path) -> None:
+    """`validate --env` used to work only once importing commands/schema.py had set a global in validate.py."""
+    import subprocess
+    import sys
+
+    script = ("import argparse, sys\n"
+              "from mapsync.engine.commands import validate\n"
+              "args = argparse.Namespace(env='stage', config='missing.yaml', paths=['mappings/'], format='text')\n"
+              "sys.exit(validate.run(args))\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "not built yet" not in done.stderr
+    assert "missing.yaml" in done.stderr  # it went for the live schema: the configuration is what is missing

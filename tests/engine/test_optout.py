@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,7 +24,6 @@ from mapsync.engine.optout import (
     Decision,
     OptOutRuleError,
     PairState,
-    _bucket,
     _PairStore,
     build_optout_syncs,
     decide,
@@ -231,7 +229,7 @@ def test_users_editing_between_runs_never_cause_ping_pong(start: tuple[bool, boo
 # ------------------------------------------------------------------------------------------- pair storage
 
 
-def test_pair_state_round_trips_through_the_store_and_only_dirty_buckets_are_written(tmp_path: Path) -> None:
+def test_pair_state_round_trips_through_the_store_and_only_changed_pairs_are_written(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'state.sqlite'}")
     try:
         pairs = _PairStore(store, "email")
@@ -239,33 +237,26 @@ def test_pair_state_round_trips_through_the_store_and_only_dirty_buckets_are_wri
                                                                     "2024-05-01T10:00:00Z", None)
                   for i in range(2000)}
         with store.transaction():
-            pairs.save(states, {_bucket(k) for k in states})
+            pairs.save({}, states)
         assert pairs.load() == states
-        blobs = store.list_meta("optout:email:pairs:")
-        assert 1000 < len(blobs) <= 4096  # spread over buckets: each rewrite stays small
-        assert all(json.loads(v)["v"] == 1 for v in blobs.values())
-        # One pair changes: one bucket is rewritten, the others keep their bytes.
+        assert _PairStore(store, "other").load() == {}  # rules keep their own pairs
+        # One pair changes: one row is written.
         key = next(iter(states))
-        changed = {**states, key: PairState(True, True, True, None, "2024-05-02T00:00:00Z")}
+        changed = {**states, key: PairState(True, True, True, None, "2024-05-02T00:00:00Z", "@p")}
+        written: list[dict[str, object]] = []
+        put = store.put_optout_pairs
+        store.put_optout_pairs = lambda rule, rows: (written.append(dict(rows)), put(rule, rows))  # type: ignore[method-assign]
         with store.transaction():
-            pairs.save(changed, {_bucket(key)})
-        after = store.list_meta("optout:email:pairs:")
-        assert {k for k in after if after[k] != blobs[k]} == {f"optout:email:pairs:{_bucket(key)}"}
+            pairs.save(states, changed)
+        assert [list(w) for w in written] == [[key]]
         assert pairs.load() == changed
-        # A pair that ends (gone from the key map) and was alone in its bucket: the bucket goes away.
-        per_bucket: dict[str, list[str]] = {}
-        for k in changed:
-            per_bucket.setdefault(_bucket(k), []).append(k)
-        alone = next(ks[0] for ks in per_bucket.values() if len(ks) == 1)
-        changed.pop(alone)
+        # A pair that ends (gone from the key map): its row goes away.
+        gone = next(k for k in changed if k != key)
+        rest = {k: v for k, v in changed.items() if k != gone}
         with store.transaction():
-            pairs.save(changed, {_bucket(alone)})
-        assert f"optout:email:pairs:{_bucket(alone)}" not in store.list_meta("optout:email:pairs:")
-        assert pairs.load() == changed
-        after = store.list_meta("optout:email:pairs:")
-        store.set_meta("optout:email:pairs:zzz", "not json")  # unreadable: skipped with a warning, not a crash
-        assert pairs.load() == changed
-        assert pairs.forget() == len(after) + 1
+            pairs.save(changed, rest)
+        assert gone not in store.optout_pairs("email") and pairs.load() == rest
+        assert pairs.forget() == len(rest)
         assert pairs.load() == {}
     finally:
         store.close()

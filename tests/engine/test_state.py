@@ -523,3 +523,37 @@ def test_postgres_unreachable_server() -> None:
         port = sock.getsockname()[1]
     with pytest.raises(StateError, match=r"cannot connect to the state store postgresql://u:\*\*\*@127.0.0.1"):
         open_store(f"postgresql://u:secret-Zq7@127.0.0.1:{port}/db")
+
+
+def test_opt_out_pairs_kept_as_json_buckets_in_meta_move_into_their_table_without_loss(store_factory) -> None:
+    """A store written by schema version 3 kept each rule's pairs as JSON buckets in `meta`; migration 4 moves
+    every readable pair into `optout_pairs` and leaves the rest of `meta` alone."""
+    import json
+    import zlib
+
+    from mapsync.engine.optout import PairState, _PairStore
+
+    email = {f"{i:08d}-0000-0000-0000-000000000000": PairState(
+        i % 2 == 0, i % 3 == 0, None if i % 7 == 0 else i % 5 == 0, f"2024-05-01T10:{i % 60:02d}:00Z",
+        None if i % 4 else "2024-05-02T00:00:00Z", None if i % 3 else f"@pkey{i}") for i in range(300)}
+    sms = {"c-1": PairState(True, True, True, None, None, None)}
+    old = _open_at(store_factory, 3)
+    with old.transaction():
+        for rule, states in (("email", email), ("sms", sms)):
+            buckets: dict[str, dict[str, list[object]]] = {}
+            for key, state in states.items():  # exactly what the bucket store wrote (v1, 0/1 booleans)
+                buckets.setdefault(f"{zlib.crc32(key.encode()) % 4096:03x}", {})[key] = state.encode()
+            for bucket, pairs in buckets.items():
+                old.set_meta(f"optout:{rule}:pairs:{bucket}", json.dumps({"v": 1, "p": pairs}, separators=(",", ":")))
+        old.set_meta("optout:email:pairs:fff", "not json")  # unreadable then, kept as it was
+        old.set_meta("optout:legacy:pairs:001", json.dumps({"v": 1, "p": {"short": [1]}}))  # an older, shorter row
+        old.set_meta("links:contacts:generation", "4")
+    old.close()
+
+    new = store_factory()
+    assert new.schema_version == LATEST_VERSION
+    assert _PairStore(new, "email").load() == email
+    assert _PairStore(new, "sms").load() == sms
+    assert _PairStore(new, "legacy").load() == {"short": PairState(True)}
+    assert new.list_meta("optout:") == {"optout:email:pairs:fff": "not json"}
+    assert new.get_meta("links:contacts:generation") == "4"

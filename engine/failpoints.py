@@ -1,0 +1,28 @@
+"""Crash tests only: ``MAPSYNC_FAILPOINT=site:n`` kills this process (SIGKILL, no cleanup) the n-th time a
+flow reaches ``site`` (before-write, after-write, after-ack). Read when a flow starts, not at import."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+__all__ = ["Failpoint"]
+
+
+class Failpoint:
+    def __init__(self, spec: str | None) -> None:
+        site, _, count = (spec or "").partition(":")
+        self.site = site or None
+        self.left = int(count) if count.isdigit() else 1
+
+    @classmethod
+    def from_env(cls) -> Failpoint:
+        return cls(os.environ.get("MAPSYNC_FAILPOINT"))
+
+    def reach(self, site: str) -> None:
+        """Unset, this costs one comparison."""
+        if site != self.site:
+            return
+        self.left -= 1
+        if self.left <= 0:
+            os.kill(os.getpid(), signal.SIGKILL)
