@@ -6,6 +6,6 @@ once with its location; nothing here is ever shown as a traceback.
 
 from __future__ import annotations
 
-from mapsync.errors import CheckError, CompileError, DslError, MapsyncError, RecordError
+from mapsync.errors import CheckError, CompileError, DslError, DslSyntaxError, MapsyncError, RecordError
 
-__all__ = ["CheckError", "CompileError", "DslError", "MapsyncError", "RecordError"]
+__all__ = ["CheckError", "CompileError", "DslError", "DslSyntaxError", "MapsyncError", "RecordError"]

@@ -7,6 +7,7 @@ always under one of these.
     │   ├── CheckError                the project does not parse or check (carries every diagnostic)
     │   ├── ProjectPathError          a path given on the command line does not exist (dsl/project.py)
     │   ├── CompileError              a checked mapping could not be turned into code
+    │   ├── DslSyntaxError            a mapping file does not parse where only its tables are wanted
     │   ├── FormatError               a tree cannot be written as text (dsl/formatter.py)
     │   └── SchemaError               a schema snapshot the checker reads is not valid (dsl/schema.py)
     ├── RecordError                   one record's data cannot go through a mapping: the record is
@@ -52,6 +53,7 @@ __all__ = [
     "ConfigError",
     "ConnectorError",
     "DslError",
+    "DslSyntaxError",
     "LeaseHeld",
     "MapsyncError",
     "RecordError",
@@ -85,6 +87,11 @@ class CheckError(DslError):
 
 class CompileError(DslError):
     """A checked mapping could not be compiled (an internal limit, never a user typo)."""
+
+
+class DslSyntaxError(DslError):
+    """A mapping file does not parse, where a command only needs its tables (``schema pull``): run
+    ``mapsync validate`` for the diagnostics."""
 
 
 # ---------------------------------------------------------------------------------------- records
