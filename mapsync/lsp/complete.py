@@ -17,8 +17,8 @@ from mapsync.dsl import ast
 from mapsync.dsl.checker import CLAUSE_VALUES
 from mapsync.dsl.functions import FUNCTIONS, function_markdown
 from mapsync.dsl.schema import Catalog, FieldSchema, TableSchema
-from mapsync.engine.lsp.describe import describe_field
-from mapsync.engine.lsp.workspace import Snapshot
+from mapsync.lsp.describe import describe_field
+from mapsync.lsp.workspace import Snapshot
 
 __all__ = ["complete"]
 

@@ -17,8 +17,8 @@ from mapsync.dsl.formatter import FormatError, format_module
 from mapsync.dsl.functions import FUNCTIONS
 from mapsync.dsl.parser import parse
 from mapsync.engine.commands.fmt import _same_meaning as same_meaning
-from mapsync.engine.lsp.locate import Occurrence, at, occurrences
-from mapsync.engine.lsp.workspace import Snapshot
+from mapsync.lsp.locate import Occurrence, at, occurrences
+from mapsync.lsp.workspace import Snapshot
 
 __all__ = ["Edit", "Fix", "RenameError", "definition", "fixes", "format_document", "references", "rename",
            "rename_target"]

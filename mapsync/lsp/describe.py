@@ -6,8 +6,8 @@ from __future__ import annotations
 from mapsync.dsl import ast
 from mapsync.dsl.functions import FUNCTIONS, function_markdown
 from mapsync.dsl.schema import Catalog, FieldSchema, TableSchema
-from mapsync.engine.lsp.locate import Occurrence
-from mapsync.engine.lsp.workspace import Snapshot
+from mapsync.lsp.locate import Occurrence
+from mapsync.lsp.workspace import Snapshot
 
 __all__ = ["describe", "describe_field", "field_at", "table_of"]
 

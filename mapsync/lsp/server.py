@@ -1,4 +1,4 @@
-"""The pygls wiring: LSP requests in, the answers of ``engine.lsp`` out. Runs over stdio (`mapsync lsp`).
+"""The pygls wiring: LSP requests in, the answers of ``mapsync.lsp`` out. Runs over stdio (`mapsync lsp`).
 
 Diagnostics are published after every open, change, save and close, for every file of the changed file's
 project: a change in `replacements.map` shows up in `contacts.map`, which imports it. Each LSP diagnostic
@@ -19,11 +19,11 @@ from pygls.workspace import PositionCodec
 from mapsync import __version__
 from mapsync.dsl import ast
 from mapsync.dsl.diagnostics import Diagnostic, Severity
-from mapsync.engine.lsp import complete as completion
-from mapsync.engine.lsp import edits
-from mapsync.engine.lsp.describe import describe
-from mapsync.engine.lsp.locate import at
-from mapsync.engine.lsp.workspace import Snapshot, Workspace, offset_of, position_of
+from mapsync.lsp import complete as completion
+from mapsync.lsp import edits
+from mapsync.lsp.describe import describe
+from mapsync.lsp.locate import at
+from mapsync.lsp.workspace import Snapshot, Workspace, offset_of, position_of
 
 __all__ = ["build_server", "main"]
 
