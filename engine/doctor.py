@@ -124,8 +124,8 @@ def _d365_target(needs: Needs, catalog: Catalog, flow: ast.Flow, user: str) -> N
                 _add(needs.privileges, ("AppendTo", target), f"{user} ({assignment.target.dotted})")
     if flow.key is not None:
         column = flow.key.target.dotted
-        _flows = needs.keys.get(table, (column, set()))[1]
-        needs.keys[table] = (column, _flows | {user})
+        flows = needs.keys.get(table, (column, set()))[1]
+        needs.keys[table] = (column, flows | {user})
 
 
 def _field(needs: Needs, resource: str, path: str | None, user: str) -> None:
@@ -211,7 +211,7 @@ async def _dataverse(run: _Run, d365: Any) -> None:
         if run.needs.d365_tables:
             run.add(Check("d365", False, f"the mappings use Dynamics 365 ({_users(run.needs.d365_tables)}) but "
                                          "the environment configures no d365 section",
-                          f"add {run.prefix}.d365 (url, tenant_id, client_id, client_secret): {OPS} section 1.4"))
+                          f"add {run.prefix}.d365 (url, tenant_id, client_id, client_secret): {OPS} 1.4"))
         return
     failed = await _entra(run, d365.entra)
     if failed is not None:

@@ -43,6 +43,10 @@ async def test_whoami_user_is_an_enabled_non_interactive_application_user(client
     assert "fullname" not in row  # $select is honoured
     other = await client.get(API + "systemusers(00000000-0000-0000-0000-000000000001)")
     assert other.status_code == 404
+    filters = (await client.get(API + "sdkmessagefilters", params={
+        "$select": "sdkmessagefilterid", "$filter": "primaryobjecttypecode eq 'systemuser'",
+        "$expand": "sdkmessageid($select=name)"})).json()["value"]
+    assert {f["sdkmessageid"]["name"] for f in filters} == {"Retrieve", "RetrieveUserPrivileges"}
 
 
 async def test_retrieve_user_privileges_lists_role_privileges_and_follows_the_switch(client: httpx.AsyncClient) -> None:
