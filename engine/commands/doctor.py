@@ -45,8 +45,14 @@ def run(args: argparse.Namespace) -> int:
     if errors:
         raise CheckError(f"{len(errors)} error(s) in the mappings: run `mapsync validate` to see them", errors)
     catalog = load_catalog(config.snapshots)
-    logging.getLogger("mapsync").setLevel(logging.ERROR)  # retries and the like: the findings say what matters
-    checks = asyncio.run(diagnose(env, needs_of(project, catalog), catalog=catalog))
+    # Retries and the like would interleave with the checklist: the findings say what matters.
+    logger = logging.getLogger("mapsync")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        checks = asyncio.run(diagnose(env, needs_of(project, catalog), catalog=catalog))
+    finally:
+        logger.setLevel(level)
     if args.format == "json":
         print(json.dumps([c.as_dict() for c in checks], indent=2, ensure_ascii=False))
     else:

@@ -5,6 +5,7 @@ A check that cannot run because an earlier one failed is skipped, not failed; no
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,9 @@ def checks(config: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[
 
 
 def test_a_correct_setup_passes_every_check(live: Live, capsys: pytest.CaptureFixture[str]) -> None:
+    level = logging.getLogger("mapsync").level
     code, text = doctor(live.config, capsys)
+    assert logging.getLogger("mapsync").level == level  # quiet while it runs, as it was afterwards
     assert code == 0, text
     lines = text.splitlines()
     assert lines[0] == "mapsync doctor — environment emulator"
