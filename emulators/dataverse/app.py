@@ -51,6 +51,7 @@ from mapsync.emulators.dataverse.organization import (
     RETRIEVE_CURRENT_ORGANIZATION,
     access_type,
     current_organization,
+    organization_id,
 )
 from mapsync.emulators.dataverse.security import (
     USER_ID,
@@ -214,8 +215,6 @@ class DataverseApi:
         if state == "missing":
             return DataverseError("not_a_member")
         if state == "disabled":
-            from mapsync.emulators.dataverse.organization import organization_id
-
             return DataverseError("user_disabled", user=USER_ID, organization=organization_id(root))
         return None
 
