@@ -15,6 +15,11 @@
     GET    /_emulator/counters                            requests, statuses, 429s, faults injected
     POST   /_emulator/clock                               {"advance_seconds": N}: tokens, journal retention, dates
     POST   /_emulator/tokens/expire                       every issued token becomes invalid (401 next)
+    GET    /_emulator/setup                               the setup switches as they are now
+    PUT    /_emulator/setup                               break (or mend) the setup: application user, privileges,
+                                                          change tracking, key status, Campaign resources,
+                                                          journal, clock skew (emulators/setup.py)
+    DELETE /_emulator/setup                               every switch back to a correct setup
     POST   /_emulator/reset                               back to the freshly seeded state
     POST   /_emulator/reload                              serve the snapshots as they are on disk now (also done
                                                           by itself, at most once a second, when a file changes)
@@ -190,6 +195,13 @@ def control_routes(emu: Emulator) -> list[Route]:
         adobe.issuer.expire_all()
         return Response(status_code=204)
 
+    async def setup(request: Request) -> Response:
+        if request.method == "PUT":
+            emu.setup.update(await _body(request))
+        elif request.method == "DELETE":
+            emu.setup.reset()
+        return JSONResponse(emu.setup.as_dict())
+
     async def reset(request: Request) -> Response:
         emu.reset()
         return Response(status_code=204)
@@ -230,6 +242,7 @@ def control_routes(emu: Emulator) -> list[Route]:
         Route("/_emulator/counters", guarded(counters), methods=["GET"]),
         Route("/_emulator/clock", guarded(clock), methods=["POST"]),
         Route("/_emulator/tokens/expire", guarded(expire_tokens), methods=["POST"]),
+        Route("/_emulator/setup", guarded(setup), methods=["GET", "PUT", "DELETE"]),
         Route("/_emulator/reset", guarded(reset), methods=["POST"]),
         Route("/_emulator/reload", guarded(reload), methods=["POST"]),
         Route("/_emulator/generate", guarded(generate), methods=["POST"]),

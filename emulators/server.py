@@ -159,6 +159,7 @@ class DataverseServices:
 
     def __init__(self, data: SeedData, *, clock: Clock, credentials: Credentials, token_lifetime: int | None,
                  limits: Limits, snapshots: Path | None = None) -> None:
+        from mapsync.emulators.dataverse.security import DataverseSetup
         from mapsync.emulators.dataverse.store import DataverseStore
 
         self.data = data
@@ -170,6 +171,7 @@ class DataverseServices:
         self.snapshots = (snapshots or resources.snapshots_dir()) / "d365"
         self.store = DataverseStore(self.snapshots, clock=clock.now)
         self.protection = limits.dataverse(clock.time)
+        self.setup = DataverseSetup()  # the application user, its privileges, tracking and key switches
 
     def routes(self, faults: FaultInjector | None = None) -> list[BaseRoute]:
         from mapsync.emulators.dataverse.app import dataverse_routes
@@ -177,7 +179,8 @@ class DataverseServices:
 
         # The Dataverse routes apply the fault injector themselves, with Dataverse's error body.
         return [*entra_routes(self.issuer),
-                *dataverse_routes(self.store, self.issuer, self.protection, faults, tenant=self.tenant_id)]
+                *dataverse_routes(self.store, self.issuer, self.protection, faults, tenant=self.tenant_id,
+                                  setup=self.setup)]
 
     def set_limits(self, limits: Limits) -> None:
         # The routes hold this object, so it is changed in place rather than replaced.
@@ -345,6 +348,7 @@ class Emulator:
     ) -> None:
         # Imported here so that the Adobe half (AdobeServices) does not need the Dataverse package.
         from mapsync.emulators.control import control_routes
+        from mapsync.emulators.setup import Setup, SetupMiddleware
 
         self.seed = seed
         # The schema snapshots served: a project's own (`mapsync emulate` in a project), else the built-in ones.
@@ -370,7 +374,8 @@ class Emulator:
         inner = FaultMiddleware(router, self.adobe_faults, campaign_error_body,
                                 on_token_expiry=self.adobe.issuer.expire_older_than,
                                 applies=lambda scope: _service(scope.get("path", ""), org) in ("campaign", "journal"))
-        self.counting = _Counting(inner, org)
+        self.setup = Setup(dataverse=self.dataverse.setup)
+        self.counting = _Counting(SetupMiddleware(inner, self.setup, org), org)
         self.app = _ReloadOnChange(self.counting, self)
 
     def reload(self) -> dict[str, dict[str, list[str]]]:
@@ -419,6 +424,7 @@ class Emulator:
         self.counting.reset()
         self.dataverse_faults.counts.clear()
         self.adobe_faults.counts.clear()
+        self.setup.reset()
 
     def counters(self) -> dict[str, Any]:
         statuses: dict[str, dict[str, int]] = {}
@@ -518,6 +524,7 @@ def _uvicorn_server(emulator: Emulator, host: str, port: int, ca: Any) -> Any:
 
     # A client that keeps a TLS connection idle would hold a graceful shutdown until its TLS close times out.
     config = uvicorn.Config(emulator.app, host=host, port=port, log_level="warning", lifespan="off",
+                            date_header=False,  # the services' Date comes from SetupMiddleware (clock skew)
                             timeout_graceful_shutdown=2, **ca.ssl_kwargs(host))
     return uvicorn.Server(config)
 

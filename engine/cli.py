@@ -28,6 +28,7 @@ COMMANDS: tuple[str, ...] = (
     "status",
     "deadletters",
     "explain",
+    "doctor",
     "schema",
     "emulate",
     "demo",

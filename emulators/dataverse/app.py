@@ -51,6 +51,15 @@ from mapsync.emulators.dataverse.organization import (
     RETRIEVE_CURRENT_ORGANIZATION,
     access_type,
     current_organization,
+    organization_id,
+)
+from mapsync.emulators.dataverse.security import (
+    USER_ID,
+    DataverseSetup,
+    privilege_count,
+    privilege_name,
+    system_user,
+    user_privileges,
 )
 from mapsync.emulators.dataverse.store import DataverseStore
 from mapsync.emulators.entra import entra_routes
@@ -68,6 +77,8 @@ JSON_TYPE = "application/json; odata.metadata=minimal"
 _KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\((.*)\)$", re.S)
 _KEY_PAIR = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*('(?:[^']|'')*'|[^,]+)\s*(?:,|$)")
 _TOTAL_COUNT = re.compile(r"^RetrieveTotalRecordCount\(EntityNames=(\[.*\]|@\w+)\)$", re.S)
+_SYSTEM_USER = re.compile(r"^systemusers\(([0-9A-Fa-f-]{36})\)(/Microsoft\.Dynamics\.CRM\.RetrieveUserPrivileges\(\))?$")
+_ACCESS_OF_METHOD = {"GET": "Read", "POST": "Create", "PATCH": "Write", "DELETE": "Delete"}
 _DEF = re.compile(r"^EntityDefinitions(?:\((?:LogicalName=)?'?([^')]+)'?\))?"
                   r"(?:/(\w+)(?:\(LogicalName='([^']+)'\))?(?:/Microsoft\.Dynamics\.CRM\.(\w+))?)?$")
 
@@ -153,8 +164,10 @@ class DataverseApi:
 
     def __init__(self, store: DataverseStore, issuer: TokenIssuer, protection: ServiceProtection | None,
                  base: str = "/api/data/v9.2", *, authority: str = "https://login.microsoftonline.com/common",
-                 tenant: str | None = None) -> None:
+                 tenant: str | None = None, setup: DataverseSetup | None = None) -> None:
         self.store = store
+        self.setup = setup or DataverseSetup()  # the setup switches (security.py)
+        self.client_id = ""  # the application the last admitted token was issued to: the application user's
         self.tenant = tenant  # when set, challenges name this tenant on the emulator's own Entra ID
         self.issuer = issuer
         self.protection = protection
@@ -170,6 +183,10 @@ class DataverseApi:
         if user is None:
             return Response(b"", 401, headers={"WWW-Authenticate": self._challenge(root, check.problem),
                                                "REQ_ID": str(uuid.uuid4())})
+        refused = self._refused_user(root)
+        if refused is not None:
+            return self._response(_error(refused))
+        self.client_id = user
         if self.protection is not None:
             throttle = self.protection.begin(user)
             if throttle is not None:
@@ -191,6 +208,15 @@ class DataverseApi:
             if exec_left is not None:
                 inner.headers.append(("x-ms-ratelimit-time-remaining-xrm-requests", f"{exec_left:.2f}"))
         return self._response(inner)
+
+    def _refused_user(self, root: str) -> DataverseError | None:
+        """Dataverse admits a token's application only through an enabled application user (security.py)."""
+        state = self.setup.application_user
+        if state == "missing":
+            return DataverseError("not_a_member")
+        if state == "disabled":
+            return DataverseError("user_disabled", user=USER_ID, organization=organization_id(root))
+        return None
 
     def _challenge(self, root: str, problem: str | None) -> str:
         """The ``WWW-Authenticate`` of a 401. Without a token Dataverse names the tenant's authority and
@@ -258,6 +284,14 @@ class DataverseApi:
         if m and access_type(m.group(1), params) is not None:
             self._only(method, "GET", f"{api}/{path}")
             return _json(200, current_organization(api, root, self.store))
+        m = _SYSTEM_USER.match(path)
+        if m:
+            self._only(method, "GET", f"{api}/{path}")
+            if m.group(1).lower() != USER_ID:
+                raise DataverseError("not_found", table="systemuser", id=m.group(1))
+            if m.group(2):
+                return _json(200, user_privileges(api, self.store.tables, self.setup))
+            return _json(200, system_user(api, self.client_id, self.setup, params.get("$select")))
         m = _TOTAL_COUNT.match(path)
         if m:
             self._only(method, "GET", f"{api}/{path}")
@@ -269,7 +303,7 @@ class DataverseApi:
             if m.group(1) is None:
                 if m.group(2) is not None:
                     raise DataverseError("segment_not_found", segment=m.group(2))
-                return _json(200, definitions_list(self.store.tables, params, api))
+                return _json(200, definitions_list(self.setup.tables(self.store.tables), params, api))
             return self._definitions(m.group(1), m.group(2), m.group(3), m.group(4), params, api)
         if path in MESSAGE_SETS:
             self._only(method, "GET", f"{api}/{path}")
@@ -281,6 +315,8 @@ class DataverseApi:
         table = self.store.by_entity_set.get(entity_set)
         if table is None:
             raise DataverseError("segment_not_found", segment=entity_set)
+        table = self.setup.applied(table)
+        self._require(_ACCESS_OF_METHOD.get(method), table)
         if km is None:
             if method == "GET":
                 return self._query(table, params, headers, prefer, api)
@@ -295,6 +331,15 @@ class DataverseApi:
         if method == "DELETE":
             return self._delete(table, rid, key_values)
         raise DataverseError("method_not_allowed", method=method)
+
+    def _require(self, access: str | None, table: TableDef) -> None:
+        """Refuse what the application user's role does not allow (0x80040220), as Dataverse does."""
+        if access is None or not self.setup.removed_privileges:
+            return
+        privilege = privilege_name(access, table.name)
+        if not self.setup.has(privilege):
+            raise DataverseError("missing_privilege", user=USER_ID, privilege=privilege, table=table.name,
+                                 count=privilege_count(self.store.tables, self.setup))
 
     @staticmethod
     def _only(method: str, allowed: str, uri: str) -> None:
@@ -535,14 +580,17 @@ class DataverseApi:
     def _definitions(self, key: str, segment: str | None, attribute: str | None, cast: str | None,
                      params: dict[str, str], api: str) -> Inner:
         """``EntityDefinitions(LogicalName='x')`` or ``EntityDefinitions(<MetadataId>)`` and its collections."""
-        tables = self.store.tables
+        tables = self.setup.tables(self.store.tables)
         table = tables.get(key) or next((t for t in tables.values()
                                          if entity_metadata(t)["MetadataId"] == key.lower()), None)
         if table is None:
             raise DataverseError("not_found", table="EntityMetadata", id=key)
         if (cast is not None or attribute is not None) and segment != "Attributes":
             raise DataverseError("segment_not_found", segment=f"Microsoft.Dynamics.CRM.{cast}" if cast else segment)
-        return _json(200, definitions_reply(tables, table, segment, cast, params, api, attribute=attribute))
+        body = definitions_reply(tables, table, segment, cast, params, api, attribute=attribute)
+        if self.setup.key_status:
+            self.setup.patch_keys(table.name, body.get("Keys") or (body.get("value") or [] if segment == "Keys" else []))
+        return _json(200, body)
 
     # -- writes -----------------------------------------------------------------------------------------
     def _payload(self, table: TableDef, body: bytes) -> dict[str, Any]:
@@ -725,9 +773,9 @@ def _as_batch_part(method: str, inner: Inner) -> Inner:
 
 def dataverse_routes(store: DataverseStore, issuer: TokenIssuer, protection: ServiceProtection | None,
                      faults: FaultInjector | None = None, base: str = "/api/data/v9.2", *,
-                     tenant: str | None = None) -> list[BaseRoute]:
+                     tenant: str | None = None, setup: DataverseSetup | None = None) -> list[BaseRoute]:
     """The Web API routes under ``base``; with ``faults``, each request first draws its injected fault."""
-    api = DataverseApi(store, issuer, protection, base, tenant=tenant)
+    api = DataverseApi(store, issuer, protection, base, tenant=tenant, setup=setup)
     app = FaultMiddleware(request_response(api.endpoint), faults, dataverse_fault_body,
                           on_token_expiry=issuer.expire_older_than)
     methods = ["GET", "POST", "PATCH", "DELETE", "PUT"]

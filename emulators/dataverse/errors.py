@@ -134,6 +134,20 @@ ERRORS: dict[str, ErrorSpec] = {
         assumed=True,
     ),
     "method_not_allowed": ErrorSpec(405, "0x80060888", "The HTTP method '{method}' is not allowed here.", assumed=True),
+    # The application user and its roles (docs/emulators.md, "Setup switches"). The missing-privilege message is
+    # the one Dataverse answers (0x80040220, "Principal user ... is missing prv... privilege"), shortened; the
+    # not-a-member and disabled-user wordings are seen in replies, their codes and the 403 status are assumed.
+    "missing_privilege": ErrorSpec(
+        403, "0x80040220",
+        "Principal user (Id={user}, type=8, roleCount=1, privilegeCount={count}, accessMode=4), is missing "
+        "{privilege} privilege on OTC=0 for entity '{table}'.",
+    ),
+    "not_a_member": ErrorSpec(403, "0x80072560", "The user is not a member of the organization.", assumed=True),
+    "user_disabled": ErrorSpec(
+        403, "0x8004ac7b",
+        "The user with SystemUserId={user} in OrganizationContext={organization} is disabled. Disabled users "
+        "cannot access the system. Consider enabling this user.", assumed=True,
+    ),
     "unexpected": ErrorSpec(500, "0x80040216", "An unexpected error occurred."),
     # Served by the gateway when the org is unavailable; body shape kept like every other error (assumed).
     "unavailable": ErrorSpec(503, "0x80040216", "The service is temporarily unavailable. Please try again later.",

@@ -6,7 +6,8 @@ Microsoft documents the query a client sends ("Table operations: detect whether 
 primaryobjecttypecode eq @table&@message='CreateMultiple'&@table='account'`` answers one filter when the table
 supports the message and an empty ``value`` when it does not; with ``$expand=sdkmessageid($select=name)`` each
 filter carries its message. The rows here list exactly what the emulator serves: the single-record messages
-for every table, and the unbound ``WhoAmI`` and ``RetrieveTotalRecordCount`` (``primaryobjecttypecode`` 'none').
+for every table, the unbound ``WhoAmI`` and ``RetrieveTotalRecordCount`` (``primaryobjecttypecode`` 'none'), and
+``Retrieve`` and ``RetrieveUserPrivileges`` of the application user's ``systemuser`` row (``security.py``).
 The bulk messages (``CreateMultiple``, ``UpdateMultiple``, ``UpsertMultiple``, ``DeleteMultiple``) are not
 emulated, so a client that checks for them is told they are unavailable and falls back to ``$batch``.
 """
@@ -26,6 +27,8 @@ __all__ = ["MESSAGE_SETS", "message_reply"]
 _NS = uuid.UUID("0b7e59a2-4c4e-4b55-9d0e-736466b6d657")
 TABLE_MESSAGES = ("Create", "Delete", "Retrieve", "RetrieveMultiple", "Update", "Upsert")
 UNBOUND_MESSAGES = ("RetrieveTotalRecordCount", "WhoAmI")
+# The application user's row and privileges (security.py): messages of the systemuser table.
+SYSTEM_USER_MESSAGES = ("Retrieve", "RetrieveUserPrivileges")
 MESSAGE_SETS = {"sdkmessages": "sdkmessage", "sdkmessagefilters": "sdkmessagefilter"}
 _FILTERS_OF_MESSAGE = "sdkmessageid_sdkmessagefilter"  # collection-valued navigation, message -> filters
 
@@ -36,11 +39,12 @@ def _message_id(name: str) -> str:
 
 def _messages() -> list[Record]:
     return [{"@odata.etag": 'W/"1"', "name": name, "isprivate": False, "isactive": True,
-             "sdkmessageid": _message_id(name)} for name in sorted(TABLE_MESSAGES + UNBOUND_MESSAGES)]
+             "sdkmessageid": _message_id(name)} for name in sorted(set(TABLE_MESSAGES + UNBOUND_MESSAGES + SYSTEM_USER_MESSAGES))]
 
 
 def _filters(tables: Mapping[str, TableDef]) -> list[Record]:
     pairs = [(m, t) for t in sorted(tables) for m in TABLE_MESSAGES] + [(m, "none") for m in UNBOUND_MESSAGES]
+    pairs += [(m, "systemuser") for m in SYSTEM_USER_MESSAGES if "systemuser" not in tables]
     return [{"@odata.etag": 'W/"1"', "primaryobjecttypecode": table, "secondaryobjecttypecode": "none",
              "iscustomprocessingstepallowed": True, "isvisible": True,
              "_sdkmessageid_value": _message_id(message),

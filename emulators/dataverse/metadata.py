@@ -450,12 +450,18 @@ def relationships_of(tables: Mapping[str, TableDef], table: TableDef, segment: s
     return []
 
 
+def schema_name(table: str) -> str:
+    """A table's SchemaName: system tables' is the logical name with a capital first letter (``Contact``);
+    custom ones keep the logical name (assumed: the maker portal keeps the case the maker typed)."""
+    return table if "_" in table else table[:1].upper() + table[1:]
+
+
 def entity_metadata(table: TableDef) -> dict[str, Any]:
     """The EntityMetadata properties of a table (without its Attributes and Keys collections)."""
     return {
         "MetadataId": str(uuid.uuid5(_NS, f"entity:{table.name}")),
         "LogicalName": table.name,
-        "SchemaName": table.name,
+        "SchemaName": schema_name(table.name),
         "EntitySetName": table.entity_set,
         "LogicalCollectionName": table.entity_set,
         "DisplayName": _label(table.display_name),
