@@ -141,6 +141,11 @@ class CompiledFlow:
     def key_source_wire(self) -> str:
         return self.select[0]
 
+    @property
+    def target_fields(self) -> tuple[str, ...]:
+        """The target fields the ``map`` block assigns (dotted for nested paths), in mapping order."""
+        return tuple(self._target_lines)
+
     def line_of(self, target_field: str) -> int | None:
         """The mapping line that assigns ``target_field`` (dotted for nested paths)."""
         return self._target_lines.get(target_field)

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
-from mapsync.dsl import ast
 from mapsync.engine.errors import ConfigError, ConnectorError, MapsyncError, ServiceDown
 
 if TYPE_CHECKING:
     import httpx
 
-    from mapsync.dsl.project import Project
+    from mapsync.dsl.compiler import CompiledFlow
+    from mapsync.dsl.plan import CompiledProject
     from mapsync.dsl.schema import Catalog, FieldSchema
     from mapsync.engine.config import Environment
 
@@ -72,60 +72,55 @@ class Needs:
     events: set[str] = field(default_factory=set)  # flows reading the journal
 
 
-def needs_of(project: Project, catalog: Catalog) -> Needs:
+def needs_of(project: CompiledProject, catalog: Catalog) -> Needs:
     needs = Needs()
     for name, flow in sorted(project.flows.items()):
-        if flow.source is None or flow.target is None:
-            continue
         user = f"flow {name}"
-        if flow.source.system == "d365":
-            _add(needs.d365_tables, flow.source.name, user)
-            _add(needs.d365_reads, flow.source.name, user)
-            _add(needs.privileges, ("Read", flow.source.name), user)
-        elif flow.source.name.startswith("events."):
+        source, target = flow.source, flow.target
+        if source.system == "d365":
+            _add(needs.d365_tables, source.name, user)
+            _add(needs.d365_reads, source.name, user)
+            _add(needs.privileges, ("Read", source.name), user)
+        elif source.name.startswith("events."):
             needs.events.add(name)
         else:
-            _field(needs, flow.source.name, flow.key.source.dotted if flow.key else None, user)
-        if flow.target.system == "d365":
+            _field(needs, source.name, flow.key_source, user)
+        if target.system == "d365":
             _d365_target(needs, catalog, flow, user)
-        elif flow.target.system == "campaign":
-            _field(needs, flow.target.name, flow.key.target.dotted if flow.key else None, user)
-            assignments = [*flow.assignments, *(flow.on_delete.assignments if flow.on_delete else ())]
-            for assignment in assignments:
-                _field(needs, flow.target.name, assignment.target.dotted, user)
+        elif target.system == "campaign":
+            _field(needs, target.name, flow.key_target, user)
+            for path in (*flow.target_fields, *flow.on_delete.values):
+                _field(needs, target.name, path, user)
     for name, rule in sorted(project.optouts.items()):
         user = f"opt-out {name}"
-        table = rule.d365.table.name
+        table = rule.d365_table
         _add(needs.d365_tables, table, user)
         _add(needs.d365_reads, table, user)
         _add(needs.privileges, ("Read", table), user)
-        if (rule.direction.value if rule.direction else "both") != "d365-to-campaign":
-            _add(needs.privileges, ("Write", table), f"{user} (writes {rule.d365.field})")
-        _field(needs, rule.campaign.table.name, rule.campaign.field, user)
+        if rule.direction.value != "d365-to-campaign":
+            _add(needs.privileges, ("Write", table), f"{user} (writes {rule.d365_field})")
+        _field(needs, rule.campaign_table, rule.campaign_field, user)
     return needs
 
 
-def _d365_target(needs: Needs, catalog: Catalog, flow: ast.Flow, user: str) -> None:
-    assert flow.target is not None
+def _d365_target(needs: Needs, catalog: Catalog, flow: CompiledFlow, user: str) -> None:
     table = flow.target.name
     schema = catalog.table("d365", table)
-    mode = str(flow.mode.value) if flow.mode else "upsert"
     _add(needs.d365_tables, table, user)
-    accesses = {"create": ("Create", "Read"), "update": ("Write", "Read")}.get(mode, ("Create", "Write", "Read"))
+    accesses = {"create": ("Create", "Read"), "update": ("Write", "Read")}.get(flow.mode, ("Create", "Write", "Read"))
     for access in accesses:
         _add(needs.privileges, (access, table), user)
     if schema is not None and schema.is_activity:
         needs.activities.add(table)
-    for assignment in flow.assignments:
-        column = schema.fields.get(assignment.target.dotted) if schema is not None else None
+    for path in flow.target_fields:
+        column = schema.fields.get(path) if schema is not None else None
         if column is not None and column.targets:
             _add(needs.privileges, ("Append", table), user)
-            for target in column.targets:  # a record points at another: Append on it, Append To on the other
-                _add(needs.privileges, ("AppendTo", target), f"{user} ({assignment.target.dotted})")
-    if flow.key is not None:
-        column = flow.key.target.dotted
-        flows = needs.keys.get(table, (column, set()))[1]
-        needs.keys[table] = (column, flows | {user})
+            for other in column.targets:  # a record points at another: Append on it, Append To on the other
+                _add(needs.privileges, ("AppendTo", other), f"{user} ({path})")
+    column = flow.key_target
+    flows = needs.keys.get(table, (column, set()))[1]
+    needs.keys[table] = (column, flows | {user})
 
 
 def _field(needs: Needs, resource: str, path: str | None, user: str) -> None:

@@ -29,28 +29,17 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mapsync.dsl.errors import CheckError
-    from mapsync.dsl.project import load_project
-    from mapsync.dsl.schema import load_catalog
-    from mapsync.engine.config import load_config
     from mapsync.engine.doctor import diagnose, needs_of
-    from mapsync.engine.errors import ConfigError
+    from mapsync.engine.runner import load_job
 
-    config = load_config(Path(args.config), only=args.env)
-    env = config.environment(args.env)
-    if not config.mappings.exists():
-        raise ConfigError(f"mappings folder {config.mappings} does not exist", setting="mappings")
-    project, diagnostics = load_project([config.mappings], root=config.mappings)
-    errors = [d for d in diagnostics if d.is_error]
-    if errors:
-        raise CheckError(f"{len(errors)} error(s) in the mappings: run `mapsync validate` to see them", errors)
-    catalog = load_catalog(config.snapshots)
+    job = load_job(Path(args.config), args.env)  # the mappings must check first: it says so, naming validate
+    env, catalog = job.env, job.catalog
     # Retries and the like would interleave with the checklist: the findings say what matters.
     logger = logging.getLogger("mapsync")
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        checks = asyncio.run(diagnose(env, needs_of(project, catalog), catalog=catalog))
+        checks = asyncio.run(diagnose(env, needs_of(job.flows, catalog), catalog=catalog))
     finally:
         logger.setLevel(level)
     if args.format == "json":

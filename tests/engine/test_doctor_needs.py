@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mapsync.dsl.compiler import compile_project
 from mapsync.dsl.project import load_project
 from mapsync.dsl.schema import load_catalog
 from mapsync.engine.commands.doctor import render
@@ -12,7 +13,8 @@ from tests.paths import FIXTURE_MAPPINGS, FIXTURE_SNAPSHOTS
 def fixture_needs():  # type: ignore[no-untyped-def]
     project, diagnostics = load_project([FIXTURE_MAPPINGS], root=FIXTURE_MAPPINGS)
     assert not [d for d in diagnostics if d.is_error]
-    return needs_of(project, load_catalog(FIXTURE_SNAPSHOTS))
+    catalog = load_catalog(FIXTURE_SNAPSHOTS)
+    return needs_of(compile_project(project, catalog), catalog)
 
 
 def test_privileges_follow_what_each_flow_reads_and_writes() -> None:
