@@ -212,7 +212,7 @@ async def _dataverse(run: _Run, d365: Any) -> None:
                                          "the environment configures no d365 section",
                           f"add {run.prefix}.d365 (url, tenant_id, client_id, client_secret): {OPS} 1.4"))
         return
-    failed = await _entra(run, d365.entra)
+    failed = await _entra(run, d365.http.auth)
     if failed is not None:
         for name in names[names.index(failed) + 1:]:
             run.add(skipped(name, failed))
@@ -453,7 +453,7 @@ async def _campaign(run: _Run, campaign: Any) -> bool:
         return False
     where = f"{run.prefix}.campaign"
     try:
-        await campaign.ims.token()
+        await campaign.http.auth.token()
     except (ConfigError, ConnectorError) as exc:
         setting = (getattr(exc, "setting", None) or "").rsplit(".", 1)[-1]
         fix = {

@@ -419,7 +419,7 @@ class HttpClient:
     ) -> None:
         self.service = service
         self.limits = limits
-        self._auth = auth
+        self.auth = auth  # the token provider, None for a service without one
         self._clock = clock
         self._sleep = sleep
         self._rng = rng
@@ -501,8 +501,8 @@ class HttpClient:
             await self._wait_for_pause()
             if self.window is not None:
                 await self.window.acquire()
-            if self._auth is not None:
-                token = await self._auth.token()
+            if self.auth is not None:
+                token = await self.auth.token()
             send_headers = dict(headers or {})
             if token is not None:
                 send_headers["Authorization"] = f"Bearer {token}"
@@ -537,7 +537,7 @@ class HttpClient:
                 self._observe(number, attempt, method, path, sent_at, response.status_code, None, None, None)
                 return response
 
-            if response is not None and response.status_code == 401 and self._auth is not None:
+            if response is not None and response.status_code == 401 and self.auth is not None:
                 self._observe(number, attempt, method, path, sent_at, 401, None, None, 0.0)
                 if token in refused or len(refused) >= MAX_TOKEN_REFRESHES or (refused and not self.stats.accepted):
                     # Renewing did not help: the credentials, not the token's age, are what the service refuses.
@@ -545,7 +545,7 @@ class HttpClient:
                 # The token may have expired or been revoked between issue and use: renew, resend at once.
                 refused.add(token)
                 self.stats.refreshed_tokens += 1
-                await self._auth.token(stale=token)
+                await self.auth.token(stale=token)
                 continue
 
             error, retriable, retry_after = self._classify(method, path, response, failure, safe)
@@ -622,7 +622,7 @@ class HttpClient:
 
     def _auth_rejected(self, method: str, path: str, response: httpx.Response) -> AuthRejected:
         code, message, request_id = error_details(response.content, response.headers)
-        setting = getattr(self._auth, "credential_setting", None) or f"{self.service}.client_secret"
+        setting = getattr(self.auth, "credential_setting", None) or f"{self.service}.client_secret"
         text = (f"{setting}: {self.service} refused a freshly renewed access token "
                 f"({method} {path} -> HTTP 401{f' [{code}]' if code else ''}{f': {message}' if message else ''}"
                 f"{f', request id {request_id}' if request_id else ''}); check the credentials and that the "
