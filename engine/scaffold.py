@@ -80,7 +80,7 @@ GITIGNORE = """\
 README = """\
 # Dynamics 365 ↔ Adobe Campaign integration
 
-Driven by [mapsync](https://pypi.org/project/mapsync/) {version}. What is here:
+Driven by mapsync {version} (`mapsync --version`). What is here:
 
 | path | holds |
 | --- | --- |
