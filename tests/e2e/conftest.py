@@ -11,6 +11,7 @@ import asyncio
 import shutil
 import ssl
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -32,6 +33,17 @@ PG_PASSWORD_VARIABLE = "MAPSYNC_E2E_PG_PASSWORD"
 def project(tmp_path: Path) -> Path:
     shutil.copytree(FIXTURE_MAPPINGS, tmp_path / "mappings")
     return tmp_path
+
+
+@contextmanager
+def serving(*, seed: int, contacts: int) -> Iterator[tuple[Emulator, Served]]:
+    """An emulator served over TLS on loopback while the block runs (for module-scoped fixtures)."""
+    emulator = Emulator(seed=seed, contacts=contacts)
+    served = start_in_thread(emulator)
+    try:
+        yield emulator, served
+    finally:
+        served.stop()
 
 
 def counts(report: RunReport, flow: str) -> dict[str, int]:

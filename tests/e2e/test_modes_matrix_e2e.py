@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 from mapsync.dsl.errors import CheckError
-from mapsync.emulators.server import Emulator, Served, start_in_thread, write_config
+from mapsync.emulators.server import Emulator, Served, write_config
 from mapsync.engine.runner import RunReport, load_job, run_job
-from tests.e2e.conftest import counts
+from tests.e2e.conftest import counts, serving
 from tests.paths import FIXTURE_MAPPINGS
 
 MODES = ("create", "update", "upsert", "mirror")
@@ -60,12 +60,8 @@ flow sends {{
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[tuple[Emulator, Served]]:
-    emu = Emulator(seed=11, contacts=12)
-    served = start_in_thread(emu)
-    try:
-        yield emu, served
-    finally:
-        served.stop()
+    with serving(seed=11, contacts=12) as pair:
+        yield pair
 
 
 class Case:

@@ -23,7 +23,8 @@ from urllib.parse import quote
 import pytest
 import yaml
 
-from mapsync.emulators.server import Emulator, start_in_thread
+from mapsync.emulators.server import Emulator
+from tests.e2e.conftest import serving
 from tests.paths import FIXTURE_MAPPINGS
 from tests.postgres_server import PostgresServer, fresh_schema
 
@@ -38,12 +39,8 @@ CONTACT = "2f1e3c1a-6b8d-4c1e-9a3e-0d5f7b9c1e2a"
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[tuple[Emulator, Any]]:
-    emulator = Emulator(seed=3, contacts=40)
-    running = start_in_thread(emulator)
-    try:
-        yield emulator, running
-    finally:
-        running.stop()
+    with serving(seed=3, contacts=40) as pair:
+        yield pair
 
 
 def _state_url(server: PostgresServer, schema: str, password: str, where: str, port: int | None = None) -> str:

@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 
 from mapsync.dsl import check, load_project
 from mapsync.dsl.schema import load_catalog
-from mapsync.emulators.server import Emulator, Served, start_in_thread, write_config
+from mapsync.emulators.server import Emulator, Served, write_config
 from mapsync.engine.runner import load_job, run_job
+from tests.e2e.conftest import serving
 from tests.paths import FIXTURE_MAPPINGS, FIXTURE_SNAPSHOTS
 
 CLAUSES = {
@@ -32,12 +33,8 @@ CLAUSES = {
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[tuple[Emulator, Served]]:
-    emu = Emulator(seed=5, contacts=10)
-    served = start_in_thread(emu)
-    try:
-        yield emu, served
-    finally:
-        served.stop()
+    with serving(seed=5, contacts=10) as pair:
+        yield pair
 
 
 def _flow_clauses(text: str, flow: str, choice: dict[str, str]) -> str:
