@@ -228,6 +228,12 @@ def test_the_10_minute_rule_with_a_short_interval(live: Api) -> None:
     assert live.signal("WKFIMPPROFILE").status_code == 200
 
 
+def test_a_payload_above_64_kb_is_refused(live: Api) -> None:
+    refused = live.signal("WKFIMPPROFILE", "x" * (64 * 1024))
+    assert refused.status_code == 400 and "64 KB" in refused.json()["message"]
+    assert live.signal("WKFIMPPROFILE").status_code == 200  # the refused one did not count as fired
+
+
 def test_the_10_minute_rule_by_default() -> None:
     emulator = Emulator(contacts=0)
     served = start_in_thread(emulator)
