@@ -283,6 +283,29 @@ def test_the_reply_does_not_wait_for_the_import_and_stop_ends_the_job() -> None:
         served.stop()
 
 
+def test_a_paused_workflow_holds_its_import_until_resumed() -> None:
+    emulator = Emulator(contacts=0, signal_interval_seconds=0, import_rows_per_second=20)
+    served = start_in_thread(emulator)
+    api = Api(emulator, served)
+    name = "mapsync_contacts_run1_00001.csv"
+    importer = emulator.adobe.importer
+    assert importer is not None
+    try:
+        upload(emulator, {name: csv_bytes([["externalId"]] + [[f"k{i}"] for i in range(200)])})
+        assert api.signal("WKFIMPPROFILE").status_code == 200
+        assert api.command("WKFIMPPROFILE", "pause").status_code == 200
+        importer.rows_per_second = 1e6  # were it not held, the rest would load at once
+        assert not importer.wait_idle(0.5)
+        assert outgoing(emulator, name)[0] is None
+        assert api.command("WKFIMPPROFILE", "resume").status_code == 200
+        imported(api)
+        marker, _ = outgoing(emulator, name)
+        assert marker is not None and marker["imported"] == 200
+    finally:
+        api.client.close()
+        served.stop()
+
+
 def test_signal_refused_answers_400_once(live: Api) -> None:
     live.emulator.set_faults("signal_refused")
     refused = live.signal("WKFIMPPROFILE")
