@@ -62,11 +62,11 @@ class MessageAvailability:
             body = await self._get_json(f"sdkmessagefilters?{query}")
         except ConnectorError as exc:
             log.warning("could not ask whether %s supports %s (%s); writing through $batch", table, message, exc,
-                        extra={"event": "d365.message_unknown", "table": table, "message": message})
+                        extra={"event": "d365.message_unknown", "table": table, "sdk_message": message})
             return False
         found = bool(body.get("value"))
         log.info("%s %s %s", table, "supports" if found else "does not support", message,
-                 extra={"event": "d365.message_available", "table": table, "message": message, "available": found})
+                 extra={"event": "d365.message_available", "table": table, "sdk_message": message, "available": found})
         return found
 
 
