@@ -17,8 +17,9 @@
     POST   /_emulator/tokens/expire                       every issued token becomes invalid (401 next)
     GET    /_emulator/setup                               the setup switches as they are now
     PUT    /_emulator/setup                               break (or mend) the setup: application user, privileges,
-                                                          change tracking, key status, Campaign resources,
-                                                          journal, clock skew (emulators/setup.py)
+                                                          change tracking, key status, SDK messages, rows a
+                                                          plug-in refuses, Campaign resources, journal, clock
+                                                          skew (emulators/setup.py)
     DELETE /_emulator/setup                               every switch back to a correct setup
     POST   /_emulator/reset                               back to the freshly seeded state
     POST   /_emulator/reload                              serve the snapshots as they are on disk now (also done

@@ -85,6 +85,15 @@ class Setup:
             if any(":" not in k for k in statuses):
                 raise ValueError("key_status keys are table:key, e.g. acs_emailsend:acs_eventid_key")
             return lambda: _merge(dv.key_status, {k: (None if v == "Active" else v) for k, v in statuses.items()})
+        if name == "messages":
+            remove, restore = _remove_restore(name, value)
+            if any(":" not in m for m in (*remove, *restore)):
+                raise ValueError("messages are table:Message, e.g. acs_emailsend:CreateMultiple")
+            return lambda: _apply(dv.removed_messages, set(remove), set(restore))
+        if name == "reject_rows":
+            rows = _object(name, value, lambda v: v is None or (isinstance(v, list) and all(isinstance(x, str) for x in v)),
+                           "a list of strings or null")
+            return lambda: _merge(dv.rejected_rows, {t: None if v is None else set(v) for t, v in rows.items()})
         if name == "journal":
             if value not in ("up", "down"):
                 raise ValueError("journal must be \"up\" or \"down\"")
@@ -95,7 +104,7 @@ class Setup:
                                  f"{MAX_SKEW_SECONDS:.0f}")
             return lambda: setattr(self, "clock_skew_seconds", float(value))
         raise ValueError(f"unknown setup switch {name!r} (known: application_user, privileges, change_tracking, "
-                         "key_status, campaign_resources, journal, clock_skew_seconds)")
+                         "key_status, campaign_resources, messages, reject_rows, journal, clock_skew_seconds)")
 
     # -- what the middleware asks ---------------------------------------------------------------------
     def removed_resource(self, path: str, organization: str) -> str | None:

@@ -124,8 +124,10 @@ class D365TableSource:
 class EventFeedSource:
     """One kind of email event (send, open, click, bounce) out of the events journal.
 
-    Journal pages are small and hold every kind of event, so events are gathered over pages until a
-    batch is worth a write (``min_batch``); the cursor of a batch is the position of its last page.
+    Journal pages are small and hold every kind of event, so events are gathered over pages into batches of
+    exactly ``min_batch`` (a full bulk request; the last batch of a read may be smaller). A batch may end inside
+    a page: its cursor is then the position of the page before, so the page's other events are read again
+    after a crash rather than lost; a batch that ends with its last page carries that page's position.
     """
 
     def __init__(self, connector: EventsConnector, feed: str, min_batch: int = 1000) -> None:
@@ -136,18 +138,19 @@ class EventFeedSource:
     async def batches(self, cursor: str | None, *, full: bool) -> AsyncIterator[SourceBatch]:
         since = None if full else cursor
         rows: list[dict[str, Any]] = []
-        position: str | None = None
+        done: str | None = None  # the position every event before which is in `rows` or an earlier batch
         notes: tuple[str, ...] = ()
         async for page in self.connector.read(since):
             rows.extend(e for e in (item.get("event") or {} for item in page.events) if e.get("type") == self.feed)
-            position = page.position or position
             if self.connector.last_gap is not None:
                 notes = (str(self.connector.last_gap),)
-            if len(rows) >= self.min_batch:
-                yield SourceBatch(rows, cursor=position, full=since is None, notes=notes)
-                rows = []
-        if rows or position is not None:
-            yield SourceBatch(rows, cursor=position, full=since is None, notes=notes)
+            while len(rows) >= self.min_batch:
+                batch, rows = rows[:self.min_batch], rows[self.min_batch:]
+                yield SourceBatch(batch, cursor=done if rows else page.position or done, full=since is None,
+                                  notes=notes)
+            done = page.position or done
+        if rows or done is not None:
+            yield SourceBatch(rows, cursor=done, full=since is None, notes=notes)
 
     fetches_current = False  # the journal cannot be queried by event id; dead letters keep the whole event
 

@@ -29,6 +29,7 @@ from mapsync.emulators.dataverse.annotations import (
     formatted_value,
 )
 from mapsync.emulators.dataverse.batch import BatchRequest, ChangeSet, PartResponse, parse_batch, render_batch
+from mapsync.emulators.dataverse.bulk import BULK_ACTION, BULK_ROW_EXECUTION_MS, bulk_targets, target_payload
 from mapsync.emulators.dataverse.errors import DataverseError, error_body
 from mapsync.emulators.dataverse.messages import MESSAGE_SETS, message_reply
 from mapsync.emulators.dataverse.metadata import (
@@ -100,6 +101,7 @@ class Inner:
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
     entity_url: str | None = None
+    bulk_rows: int = 0  # targets a bulk message wrote: their execution time is charged (bulk.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +203,8 @@ class DataverseApi:
         finally:
             if self.protection is not None:
                 self.protection.end(user, (time.perf_counter() - started) * 1000)
+        if self.protection is not None and inner.bulk_rows:
+            self.protection.charge(user, inner.bulk_rows * BULK_ROW_EXECUTION_MS)
         if self.protection is not None:
             left, exec_left = self.protection.remaining(user)
             if left is not None:
@@ -307,7 +311,11 @@ class DataverseApi:
             return self._definitions(m.group(1), m.group(2), m.group(3), m.group(4), params, api)
         if path in MESSAGE_SETS:
             self._only(method, "GET", f"{api}/{path}")
-            return _json(200, message_reply(path, params, self.store.tables, api))
+            return _json(200, message_reply(path, params, self.store.tables, api, self.setup.supports))
+        m = BULK_ACTION.match(path)
+        if m and m.group(1) in self.store.by_entity_set:
+            self._only(method, "POST", f"{api}/{path}")
+            return self._bulk(self.setup.applied(self.store.by_entity_set[m.group(1)]), m.group(2), body, api)
         if "/" in path:
             raise DataverseError("segment_not_found", segment=path.split("/", 1)[1].split("(")[0])
         km = _KEY.match(path)
@@ -607,7 +615,9 @@ class DataverseApi:
         return [("Location", url), ("OData-EntityId", url)] if in_batch else [("OData-EntityId", url)]
 
     def _create(self, table: TableDef, body: bytes, prefer: _Prefer, api: str, in_batch: bool) -> Inner:
-        row = self.store.create(table.name, self._payload(table, body))
+        payload = self._payload(table, body)
+        self._planted(table, payload)
+        row = self.store.create(table.name, payload)
         rid = row[self.store.column_index(table.name)[table.primary_key][0]]
         url = f"{api}/{table.entity_set}({rid})"
         if prefer.return_representation:
@@ -623,6 +633,7 @@ class DataverseApi:
     def _upsert(self, table: TableDef, rid: str | None, key_values: dict[str, Any] | None,
                 headers: Mapping[str, str], body: bytes, prefer: _Prefer, api: str, in_batch: bool) -> Inner:
         payload = self._payload(table, body)
+        self._planted(table, {**payload, **(key_values or {})})
         found = self._resolve(table, rid, key_values)
         if_match = headers.get("if-match")
         if_none = headers.get("if-none-match")
@@ -654,6 +665,59 @@ class DataverseApi:
             inner = Inner(204, self._entity_headers(url, in_batch))
         inner.entity_url = url
         return inner
+
+    def _planted(self, table: TableDef, payload: Mapping[str, Any]) -> None:
+        """A row the setup switch ``reject_rows`` plants: refused as a synchronous plug-in refuses it."""
+        value = self.setup.refused(table.name, payload.values())
+        if value is not None:
+            raise DataverseError("plugin_refused", message=f"A plug-in refused the {table.name} row '{value}'.")
+
+    def _bulk(self, table: TableDef, message: str, body: bytes, api: str) -> Inner:
+        """``CreateMultiple``/``UpdateMultiple``/``UpsertMultiple`` (bulk.py): every target, or none."""
+        self._require("Write" if message == "UpdateMultiple" else "Create", table)
+        if not self.setup.supports(table.name, message):
+            raise DataverseError("message_unavailable", message=message, table=table.name)
+        targets = bulk_targets(table, body)
+        pk_index = self.store.column_index(table.name)[table.primary_key][0]
+        ids: list[str] = []
+        with self.store.transaction():  # a standard table: one failing row rolls back the rows before it
+            for target in targets:
+                ids.append(self._bulk_row(table, message, target)[pk_index])
+        if message == "CreateMultiple":
+            inner = _json(200, {"@odata.context": f"{api}/$metadata#Microsoft.Dynamics.CRM.CreateMultipleResponse",
+                                "Ids": ids})
+        else:
+            inner = Inner(204)
+        inner.bulk_rows = len(targets)
+        return inner
+
+    def _bulk_row(self, table: TableDef, message: str, target: Mapping[str, Any]) -> tuple[Any, ...]:
+        payload = target_payload(target)
+        self._planted(table, payload)
+        if message == "CreateMultiple":
+            return self.store.create(table.name, payload)
+        if message == "UpdateMultiple":
+            rid = str(payload.pop(table.primary_key, "") or "").lower()
+            if not rid or self.store.row(table.name, rid) is None:
+                raise DataverseError("bulk_update_missing", table=table.name, id=rid)
+            return self.store.modify(table.name, rid, payload)
+        rid, key_values = None, None
+        if "@odata.id" in target:
+            km = _KEY.match(str(target["@odata.id"]).split(self.base + "/", 1)[-1].lstrip("/"))
+            if km is None or km.group(1) != table.entity_set:
+                raise DataverseError("bad_key")
+            rid, key_values = self._parse_key(table, km.group(2))
+        else:
+            key_values = next(({c: payload[c] for c in cols} for _n, cols in table.alternate_keys
+                               if all(c in payload for c in cols)), None)
+            if key_values is None and payload.get(table.primary_key):
+                rid = str(payload[table.primary_key]).lower()
+        found = self._resolve(table, rid, key_values) if (rid or key_values) else None
+        if found is not None:
+            return self.store.modify(table.name, found, payload)
+        if rid is not None:
+            payload = {**payload, table.primary_key: rid}
+        return self.store.create(table.name, payload, key_values=key_values)
 
     def _delete(self, table: TableDef, rid: str | None, key_values: dict[str, Any] | None) -> Inner:
         found = self._resolve(table, rid, key_values)
@@ -784,6 +848,8 @@ def dataverse_routes(store: DataverseStore, issuer: TokenIssuer, protection: Ser
 
 
 def build_dataverse_app(store: DataverseStore, issuer: TokenIssuer, protection: ServiceProtection | None = None,
-                        faults: FaultInjector | None = None, base: str = "/api/data/v9.2") -> Starlette:
+                        faults: FaultInjector | None = None, base: str = "/api/data/v9.2", *,
+                        setup: DataverseSetup | None = None) -> Starlette:
     """A standalone app: Entra ID token endpoints plus the Web API (for tests and single-service use)."""
-    return Starlette(routes=[*entra_routes(issuer), *dataverse_routes(store, issuer, protection, faults, base)])
+    return Starlette(routes=[*entra_routes(issuer), *dataverse_routes(store, issuer, protection, faults, base,
+                                                                      setup=setup)])

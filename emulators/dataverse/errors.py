@@ -149,6 +149,22 @@ ERRORS: dict[str, ErrorSpec] = {
         "cannot access the system. Consider enabling this user.", assumed=True,
     ),
     "unexpected": ErrorSpec(500, "0x80040216", "An unexpected error occurred."),
+    # Bulk operation messages ("Use bulk operation messages"; emulators/dataverse/bulk.py). The update
+    # message is the one Microsoft lists under "Troubleshooting common errors"; the rest are assumed.
+    "bulk_no_targets": ErrorSpec(400, "0x80048d19", "The 'Targets' parameter is required and holds at least one record.",
+                                 assumed=True),
+    "bulk_odata_type": ErrorSpec(
+        400, "0x80048d19", "Every item of 'Targets' must carry \"@odata.type\": \"{expected}\".", assumed=True
+    ),
+    "bulk_update_missing": ErrorSpec(404, "0x80040217", "{table} With Ids = {id} Do Not Exist"),
+    "message_unavailable": ErrorSpec(
+        400, "0x80040800",
+        "The '{message}' method does not support entities of type '{table}'. MessageProcessorCache returned "
+        "MessageProcessor.Empty.", assumed=True,
+    ),
+    # What a synchronous plug-in's InvalidPluginExecutionException answers (a row planted to fail by the setup
+    # switch "reject_rows"); code documented, status and wording assumed.
+    "plugin_refused": ErrorSpec(400, "0x80040265", "{message}", assumed=True),
     # Served by the gateway when the org is unavailable; body shape kept like every other error (assumed).
     "unavailable": ErrorSpec(503, "0x80040216", "The service is temporarily unavailable. Please try again later.",
                              assumed=True),

@@ -6,18 +6,21 @@ Microsoft documents the query a client sends ("Table operations: detect whether 
 primaryobjecttypecode eq @table&@message='CreateMultiple'&@table='account'`` answers one filter when the table
 supports the message and an empty ``value`` when it does not; with ``$expand=sdkmessageid($select=name)`` each
 filter carries its message. The rows here list exactly what the emulator serves: the single-record messages
-for every table, the unbound ``WhoAmI`` and ``RetrieveTotalRecordCount`` (``primaryobjecttypecode`` 'none'), and
-``Retrieve`` and ``RetrieveUserPrivileges`` of the application user's ``systemuser`` row (``security.py``).
-The bulk messages (``CreateMultiple``, ``UpdateMultiple``, ``UpsertMultiple``, ``DeleteMultiple``) are not
-emulated, so a client that checks for them is told they are unavailable and falls back to ``$batch``.
+and the bulk messages ``CreateMultiple``, ``UpdateMultiple`` and ``UpsertMultiple`` (``bulk.py``) for every table,
+the unbound ``WhoAmI`` and ``RetrieveTotalRecordCount`` (``primaryobjecttypecode`` 'none'), and ``Retrieve`` and
+``RetrieveUserPrivileges`` of the application user's ``systemuser`` row (``security.py``). Microsoft says many
+standard tables support the bulk messages but not all; the emulator assumes every table of the snapshots does,
+unless the setup switch ``messages`` removes one (then its filter is gone and the action refused).
+``DeleteMultiple`` is for elastic tables only and is not listed.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from mapsync.emulators.dataverse.bulk import BULK_MESSAGES
 from mapsync.emulators.dataverse.errors import DataverseError
 from mapsync.emulators.dataverse.metadata import TableDef, split_options
 from mapsync.emulators.dataverse.records import Record, query_records
@@ -25,7 +28,7 @@ from mapsync.emulators.dataverse.records import Record, query_records
 __all__ = ["MESSAGE_SETS", "message_reply"]
 
 _NS = uuid.UUID("0b7e59a2-4c4e-4b55-9d0e-736466b6d657")
-TABLE_MESSAGES = ("Create", "Delete", "Retrieve", "RetrieveMultiple", "Update", "Upsert")
+TABLE_MESSAGES = ("Create", "Delete", "Retrieve", "RetrieveMultiple", "Update", "Upsert", *BULK_MESSAGES)
 UNBOUND_MESSAGES = ("RetrieveTotalRecordCount", "WhoAmI")
 # The application user's row and privileges (security.py): messages of the systemuser table.
 SYSTEM_USER_MESSAGES = ("Retrieve", "RetrieveUserPrivileges")
@@ -42,8 +45,9 @@ def _messages() -> list[Record]:
              "sdkmessageid": _message_id(name)} for name in sorted(set(TABLE_MESSAGES + UNBOUND_MESSAGES + SYSTEM_USER_MESSAGES))]
 
 
-def _filters(tables: Mapping[str, TableDef]) -> list[Record]:
-    pairs = [(m, t) for t in sorted(tables) for m in TABLE_MESSAGES] + [(m, "none") for m in UNBOUND_MESSAGES]
+def _filters(tables: Mapping[str, TableDef], supports: Callable[[str, str], bool]) -> list[Record]:
+    pairs = [(m, t) for t in sorted(tables) for m in TABLE_MESSAGES if supports(t, m)]
+    pairs += [(m, "none") for m in UNBOUND_MESSAGES]
     pairs += [(m, "systemuser") for m in SYSTEM_USER_MESSAGES if "systemuser" not in tables]
     return [{"@odata.etag": 'W/"1"', "primaryobjecttypecode": table, "secondaryobjecttypecode": "none",
              "iscustomprocessingstepallowed": True, "isvisible": True,
@@ -73,9 +77,11 @@ def _expand_options(text: str) -> dict[str, dict[str, str]]:
     return out
 
 
-def message_reply(entity_set: str, params: Mapping[str, str], tables: Mapping[str, TableDef], api: str) -> dict[str, Any]:
-    """The body of ``GET sdkmessages`` or ``GET sdkmessagefilters`` with its query options."""
-    messages, filters = _messages(), _filters(tables)
+def message_reply(entity_set: str, params: Mapping[str, str], tables: Mapping[str, TableDef], api: str,
+                  supports: Callable[[str, str], bool] = lambda table, message: True) -> dict[str, Any]:
+    """The body of ``GET sdkmessages`` or ``GET sdkmessagefilters`` with its query options; ``supports(table,
+    message)`` False leaves that filter out (a table without the message)."""
+    messages, filters = _messages(), _filters(tables, supports)
     by_id = {m["sdkmessageid"]: m for m in messages}
     expand = _expand_options(params.get("$expand", ""))
     if entity_set == "sdkmessagefilters":

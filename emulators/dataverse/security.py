@@ -12,7 +12,10 @@ switch (``PUT /_emulator/setup``, docs/emulators.md) says otherwise:
   needs one is refused with ``0x80040220`` (Read for GET, Create for POST, Write for PATCH, Delete for DELETE);
 - change tracking per table (``ChangeTrackingEnabled`` and the tracked reads follow it);
 - the ``EntityKeyIndexStatus`` of an alternate key (``Pending``, ``InProgress``, ``Active``, ``Failed``): only
-  the metadata shows it; writes do not depend on it (assumed: no public source says what a write does then).
+  the metadata shows it; writes do not depend on it (assumed: no public source says what a write does then);
+- SDK messages a table lacks (``"acs_emailsend:CreateMultiple"``): left out of ``sdkmessagefilters`` and refused;
+- rows a synchronous plug-in refuses: a create or update of ``table`` whose values include a planted one fails
+  (``0x80040265``), in a ``$batch`` part alone, in a bulk request with every row of the request.
 
 Privilege names follow Dataverse's ``prv<Access><SchemaName>`` (``prvReadContact``); system tables' schema
 names are the logical name with a capital first letter, custom ones (with a publisher prefix) keep theirs.
@@ -58,12 +61,26 @@ class DataverseSetup:
     removed_privileges: set[str] = field(default_factory=set)  # lower-cased privilege names
     change_tracking: dict[str, bool] = field(default_factory=dict)  # table -> overridden ChangeTrackingEnabled
     key_status: dict[str, str] = field(default_factory=dict)  # "table:key" -> EntityKeyIndexStatus
+    removed_messages: set[str] = field(default_factory=set)  # "table:Message" the table does not support
+    rejected_rows: dict[str, set[str]] = field(default_factory=dict)  # table -> values a plug-in refuses
 
     def reset(self) -> None:
         self.application_user = "enabled"
         self.removed_privileges.clear()
         self.change_tracking.clear()
         self.key_status.clear()
+        self.removed_messages.clear()
+        self.rejected_rows.clear()
+
+    def supports(self, table: str, message: str) -> bool:
+        return f"{table}:{message}" not in self.removed_messages
+
+    def refused(self, table: str, values: Iterable[Any]) -> str | None:
+        """The planted value among ``values`` that makes a plug-in refuse this row of ``table``, or None."""
+        planted = self.rejected_rows.get(table)
+        if not planted:
+            return None
+        return next((v for v in values if isinstance(v, str) and v in planted), None)
 
     def has(self, privilege: str) -> bool:
         return privilege.lower() not in self.removed_privileges
@@ -88,7 +105,9 @@ class DataverseSetup:
     def as_dict(self) -> dict[str, Any]:
         return {"application_user": self.application_user, "privileges_removed": sorted(self.removed_privileges),
                 "change_tracking": dict(sorted(self.change_tracking.items())),
-                "key_status": dict(sorted(self.key_status.items()))}
+                "key_status": dict(sorted(self.key_status.items())),
+                "messages_removed": sorted(self.removed_messages),
+                "reject_rows": {t: sorted(v) for t, v in sorted(self.rejected_rows.items())}}
 
 
 def system_user(api: str, client_id: str, setup: DataverseSetup, select: str | None) -> dict[str, Any]:

@@ -2,9 +2,11 @@
 
 Reads follow ``@odata.nextLink`` verbatim (Dataverse has no ``$skip``). Change tracking returns rows and
 ``$deletedEntity`` tombstones, then a delta link; an expired delta token raises ``ChangeTrackingExpired``
-so the executor does a full read. Writes go in ``$batch`` requests with ``Prefer: odata.continue-on-error``
-and every record its own part (no change set), so one bad row fails alone; parts that failed transiently
-are sent again, the others become per-record outcomes.
+so the executor does a full read. Many creates or upserts of one table go through the bulk messages
+``CreateMultiple`` / ``UpsertMultiple`` where the table supports them (``d365_bulk``: one request per 1,000
+rows, a failed request split until its bad rows are alone). Other writes go in ``$batch`` requests with
+``Prefer: odata.continue-on-error`` and every record its own part (no change set), so one bad row fails alone;
+parts that failed transiently are sent again, the others become per-record outcomes.
 """
 
 from __future__ import annotations
@@ -32,12 +34,22 @@ from mapsync.engine.connectors.base import (
     WriteOutcome,
     outcome_from_error,
 )
+from mapsync.engine.connectors.d365_bulk import (
+    BULK_MIN_WRITES,
+    BULK_SIZE,
+    DUPLICATE_CODES,
+    BulkMessage,
+    BulkRow,
+    MessageAvailability,
+    bisect_write,
+)
 from mapsync.engine.connectors.odata import (
     BatchPart,
     build_batch,
     entity_id_from,
     key_segment,
     literal,
+    odata_quote,
     parse_batch,
 )
 from mapsync.engine.errors import ConnectorError, RequestError, TerminalError, TransientError
@@ -61,9 +73,8 @@ ODATA_HEADERS = {
 }
 MAX_PAGE_SIZE = 5000
 MAX_BATCH = 1000
+ADOPT_CHUNK = 50  # keys per `$filter` (`key eq a or key eq b ...`) when adopting rows a bulk request found written
 EXPIRED_MARKER = "Version stamp associated with the client has expired"
-# "A record with matching key values already exists" (duplicate alternate key / duplicate record).
-DUPLICATE_CODES = frozenset({"0x80060892", "0x80040237"})
 _EDMX = "{http://docs.oasis-open.org/odata/ns/edmx}"
 _EDM = "{http://docs.oasis-open.org/odata/ns/edm}"
 
@@ -95,11 +106,15 @@ class D365Connector:
     """Dataverse through one ``HttpClient`` whose base URL is ``settings.api_base``."""
 
     def __init__(self, settings: D365Settings, http: HttpClient, catalog: Catalog, *,
-                 batch_size: int | None = None, sleep: Any = asyncio.sleep) -> None:
+                 batch_size: int | None = None, sleep: Any = asyncio.sleep, bulk_min: int = BULK_MIN_WRITES,
+                 bulk_size: int = BULK_SIZE) -> None:
         self.settings = settings
         self.http = http
         self.catalog = catalog
         self.batch_size = max(1, min(MAX_BATCH, batch_size or settings.limits.batch_size))
+        self.bulk_min = bulk_min  # creates/upserts of a table in one write call before the bulk messages are used
+        self.bulk_size = max(1, bulk_size)
+        self.messages = MessageAvailability(self._get_json)  # asked once per table and message (a run)
         self._sleep = sleep
 
     # -- addressing --------------------------------------------------------------------------------
@@ -212,14 +227,110 @@ class D365Connector:
                 prepared.append(self._prepare(i, op))
             except RequestError as exc:
                 outcomes[i] = WriteOutcome(ref=op.ref, ok=False, message=str(exc))
+        bulk, prepared = await self._route(prepared)
         chunks = [prepared[i:i + self.batch_size] for i in range(0, len(prepared), self.batch_size)]
-        results = await asyncio.gather(*(self._write_chunk(chunk) for chunk in chunks))
+        results = await asyncio.gather(*(self._write_chunk(chunk) for chunk in chunks),
+                                       *(self._write_bulk(message, rows[i:i + self.bulk_size])
+                                         for message, rows in bulk for i in range(0, len(rows), self.bulk_size)))
         for chunk_result in results:
             for index, outcome in chunk_result:
                 outcomes[index] = outcome
         missing = [i for i, o in enumerate(outcomes) if o is None]
         assert not missing, f"no outcome for ops {missing}"
         return [o for o in outcomes if o is not None]
+
+    # -- bulk messages (d365_bulk) -------------------------------------------------------------------
+
+    async def _route(self, prepared: list[_Prepared]) -> tuple[list[tuple[BulkMessage, list[BulkRow]]], list[_Prepared]]:
+        """Split off the creates and upserts that go through a bulk message: many of one table, each safe to
+        repeat (addressed by alternate key or id), the table supporting the message. The rest: ``$batch``."""
+        groups: dict[tuple[str, BulkMessage], list[_Prepared]] = {}
+        for item in prepared:
+            if item.idempotent and item.op.op in ("create", "upsert"):
+                message: BulkMessage = "CreateMultiple" if item.op.op == "create" else "UpsertMultiple"
+                groups.setdefault((item.op.table, message), []).append(item)
+        bulk: list[tuple[BulkMessage, list[BulkRow]]] = []
+        routed: set[int] = set()
+        for (table, message), items in groups.items():
+            if len(items) >= self.bulk_min and await self.messages.available(table, message):
+                bulk.append((message, [BulkRow(i.index, i.op, self._target(i)) for i in items]))
+                routed.update(i.index for i in items)
+        return bulk, [i for i in prepared if i.index not in routed]
+
+    def _target(self, item: _Prepared) -> dict[str, Any]:
+        """One ``Targets`` item: the columns, ``@odata.type``, and for an upsert the record's ``@odata.id``."""
+        target = {**(item.part.body or {}), "@odata.type": f"Microsoft.Dynamics.CRM.{item.op.table}"}
+        if item.op.op == "upsert":
+            op = item.op
+            address = f"({op.target_id})" if op.target_id is not None else \
+                f"({op.alternate_key[0]}={odata_quote(str(op.alternate_key[1]))})"  # type: ignore[index]
+            target["@odata.id"] = self.entity_set(op.table) + address
+        return target
+
+    async def _write_bulk(self, message: BulkMessage, rows: list[BulkRow]) -> list[tuple[int, WriteOutcome]]:
+        return await bisect_write(rows, lambda part: self._send_bulk(message, part), self._adopt, self._alone)
+
+    async def _send_bulk(self, message: BulkMessage, rows: Sequence[BulkRow]) -> list[str | None] | ConnectorError:
+        """One bulk request: the new ids in order (None each for ``UpsertMultiple``, which answers none)."""
+        url = f"{self.entity_set(rows[0].op.table)}/Microsoft.Dynamics.CRM.{message}"
+        try:  # every row is safe to repeat (_route), so a lost reply may be resent by the HTTP layer
+            resp = await self.http.request("POST", url, json={"Targets": [r.target for r in rows]},
+                                           headers=ODATA_HEADERS, idempotent=True)
+        except ConnectorError as exc:
+            return exc
+        if message == "UpsertMultiple":
+            return [None] * len(rows)
+        try:
+            ids = resp.json().get("Ids")
+        except ValueError:
+            ids = None
+        if not isinstance(ids, list) or len(ids) != len(rows):
+            return TransientError(f"d365: {message} reply has no id for each of its {len(rows)} records",
+                                  service="d365", status=resp.status_code)
+        return [str(i) for i in ids]
+
+    async def _adopt(self, rows: Sequence[BulkRow]) -> dict[int, str]:
+        """Of ``rows``, those the table already holds (by alternate key or id): their ids by index. A lookup
+        that fails answers nothing, so the request is split instead."""
+        table = rows[0].op.table
+        schema = self.table(table)
+        pk = schema.primary_key if schema else f"{table}id"
+        by_column: dict[str, dict[str, int]] = {}
+        for r in rows:
+            column, value = r.op.alternate_key if r.op.alternate_key is not None else (pk, r.op.target_id)
+            by_column.setdefault(column, {})[str(value).lower() if column == pk else str(value)] = r.index
+        found: dict[int, str] = {}
+        try:
+            for column, wanted in by_column.items():
+                values = list(wanted)
+                for start in range(0, len(values), ADOPT_CHUNK):
+                    chunk = values[start:start + ADOPT_CHUNK]
+                    query = urlencode({"$select": f"{pk},{column}" if column != pk else pk,
+                                       "$filter": " or ".join(f"{column} eq {self._value(table, column, v)}" for v in chunk)},
+                                      safe="$,")
+                    for row in (await self._get_json(f"{self.entity_set(table)}?{query}")).get("value", []):
+                        value = str(row.get(column, ""))
+                        index = wanted.get(value.lower() if column == pk else value)
+                        if index is not None and row.get(pk):
+                            found[index] = str(row[pk])
+        except ConnectorError:
+            return {}
+        return found
+
+    async def _alone(self, row: BulkRow, error: ConnectorError) -> WriteOutcome:
+        """The outcome of a row whose one-row request failed: adopted when it exists already, else the error."""
+        op = row.op
+        if op.op == "create" and op.alternate_key is not None and (error.code in DUPLICATE_CODES or error.status == 412):
+            existing = await self._find_by_key(op.table, op.alternate_key)
+            if existing is not None:
+                return WriteOutcome(op.ref, True, existing, error.status, error.code, "already existed")
+        return WriteOutcome(op.ref, False, op.target_id, error.status, error.code, str(error), False)
+
+    def _value(self, table: str, column: str, value: str) -> str:
+        schema = self.table(table)
+        field = schema.fields.get(column) if schema else None
+        # A text column compares with a quoted string even when the text looks like a GUID or a number.
+        return odata_quote(value) if field is not None and field.value_type is V.TEXT else literal(value)
 
     async def _write_chunk(self, chunk: list[_Prepared]) -> list[tuple[int, WriteOutcome]]:
         done: list[tuple[int, WriteOutcome]] = []

@@ -19,8 +19,9 @@ async def test_message_availability_query_as_microsoft_documents_it(dv: httpx.As
     body = r.json()
     assert body["@odata.context"].endswith("/$metadata#sdkmessagefilters(sdkmessagefilterid)")
     assert len(body["value"]) == 1 and set(body["value"][0]) == {"@odata.etag", "sdkmessagefilterid"}
-    for bulk in ("CreateMultiple", "UpsertMultiple", "UpdateMultiple"):  # not emulated: said so, not faked
-        assert (await dv.get(query.format(bulk))).json()["value"] == []
+    for bulk in ("CreateMultiple", "UpsertMultiple", "UpdateMultiple"):  # served: listed (tests/emulators/test_dataverse_bulk.py)
+        assert len((await dv.get(query.format(bulk))).json()["value"]) == 1
+    assert (await dv.get(query.format("DeleteMultiple"))).json()["value"] == []  # elastic tables only: not listed
 
 
 async def test_messages_of_a_table_with_expand(dv: httpx.AsyncClient, store: DataverseStore) -> None:
@@ -32,7 +33,8 @@ async def test_messages_of_a_table_with_expand(dv: httpx.AsyncClient, store: Dat
     assert list(first) == ["@odata.etag", "sdkmessagefilterid", "sdkmessageid"]
     assert list(first["sdkmessageid"]) == ["name", "sdkmessageid"]
     names = {v["sdkmessageid"]["name"] for v in body["value"]}
-    assert names == {"Create", "Delete", "Retrieve", "RetrieveMultiple", "Update", "Upsert"}
+    assert names == {"Create", "Delete", "Retrieve", "RetrieveMultiple", "Update", "Upsert", "CreateMultiple",
+                     "UpdateMultiple", "UpsertMultiple"}
     by_id = await dv.get("sdkmessagefilters", params={
         "$select": "primaryobjecttypecode", "$filter": f"_sdkmessageid_value eq {first['sdkmessageid']['sdkmessageid']}"})
     assert {v["primaryobjecttypecode"] for v in by_id.json()["value"]} == set(store.tables)
