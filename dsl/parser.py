@@ -13,6 +13,7 @@ skips to the next top-level declaration and goes on, so one run reports every br
 from __future__ import annotations
 
 import functools
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path as FsPath
@@ -172,15 +173,35 @@ def _described(exc: UnexpectedInput, text: str) -> UnexpectedInput:
 
     The builder's stack holds AST nodes, not the tokens the phrasing looks back at (the target before a
     missing `=`, the token after which something was expected); the grammar and so the LALR states are the
-    same, so the tree parser stops at the same token with the same expectations.
+    same, so the tree parser stops at the same token with the same expectations. It reads only the
+    declaration that failed, the ones before it blanked (lines kept): a declaration is parsed in the same
+    states wherever it starts, and the messages look back no further than its first token.
     """
     if not isinstance(exc, UnexpectedToken):
         return exc  # a character no terminal matches: the lexer says all there is to say
+    start = _failed_decl_start(exc)
+    if start:
+        text = _BLANK.sub(lambda m: " " * len(m.group()), text[:start]) + text[start:]
     try:
         _lark().parse(text)
     except UnexpectedInput as again:
         return again
     return exc
+
+
+_BLANK = re.compile(r"[^\n]+")
+
+
+def _failed_decl_start(exc: UnexpectedToken) -> int | None:
+    """Where the declaration lark was reading starts; None at the top level (between declarations)."""
+    stack = getattr(getattr(exc.interactive_parser, "parser_state", None), "value_stack", None) or []
+    for item in stack:
+        if isinstance(item, Tree) and str(item.data).startswith("__start"):
+            continue  # the declarations already read
+        if isinstance(item, Token) and exc.token is not item:
+            return item.start_pos  # the keyword that opens the declaration
+        break
+    return None
 
 
 def _too_deep_diagnostic(span: ast.Span) -> Diagnostic:
