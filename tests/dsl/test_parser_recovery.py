@@ -76,3 +76,26 @@ def test_a_syntax_error_is_reported_from_any_working_folder(tmp_path: Path) -> N
     code = "from mapsync.dsl.parser import parse; print(parse('mport x', 'x.map').diagnostics[0].code)"
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout, done.stderr) == (0, "E001\n", "")
+
+
+@settings(max_examples=150)
+@given(st.sampled_from(sorted(SHIPPED_TEXT)), st.lists(st.tuples(st.integers(min_value=0), st.sampled_from(PIECES)),
+                                                       min_size=1, max_size=3))
+def test_a_syntax_error_reads_the_same_from_its_declaration_alone(name: str, edits: list[tuple[int, str]]) -> None:
+    # The tree parse that phrases an error reads the failing declaration only (the ones before it blanked):
+    # the messages must be those a tree parse of the whole text gives.
+    text = SHIPPED_TEXT[name]
+    for index, piece in edits:
+        tokens = list(_TOKEN.finditer(text))
+        tok = tokens[index % len(tokens)]
+        text = text[: tok.start()] + piece + text[tok.end() :]
+    alone = parse(text, "t.map").diagnostics
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("mapsync.dsl.parser._failed_decl_start", lambda exc: None)
+        assert parse(text, "t.map").diagnostics == alone
+
+
+def test_an_error_after_a_whole_declaration_looks_back_into_it() -> None:
+    (diag,) = parse("flow a {\n}\nflow b {\n  map { x = y }\n}\n)", "t.map").diagnostics
+    assert (diag.span.line, diag.span.col) == (6, 1)
+    assert diag.message.endswith("after `}`, found `)`")
