@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from lark.exceptions import UnexpectedInput, UnexpectedToken
 
-from mapsync.dsl.parser import parse
+from mapsync.dsl.parser import _build, _lark, parse
 from tests.dsl.test_parser import _TOKEN, SHIPPED_TEXT
 from tests.dsl.test_spans import deep
 
@@ -99,3 +100,26 @@ def test_an_error_after_a_whole_declaration_looks_back_into_it() -> None:
     (diag,) = parse("flow a {\n}\nflow b {\n  map { x = y }\n}\n)", "t.map").diagnostics
     assert (diag.span.line, diag.span.col) == (6, 1)
     assert diag.message.endswith("after `}`, found `)`")
+
+
+@settings(max_examples=150)
+@given(st.sampled_from(sorted(SHIPPED_TEXT)), st.lists(st.tuples(st.integers(min_value=0), st.sampled_from(PIECES)),
+                                                       min_size=1, max_size=3))
+def test_the_building_parser_and_the_tree_parser_stop_at_the_same_token(name: str, edits: list[tuple[int, str]]) -> None:
+    # One grammar, two lark parsers (the AST built inline; lark's tree, read to phrase an error): the same
+    # LALR tables, so the same verdict on every text, and the same token and expectations when it fails.
+    text = SHIPPED_TEXT[name]
+    for index, piece in edits:
+        tokens = list(_TOKEN.finditer(text))
+        tok = tokens[index % len(tokens)]
+        text = text[: tok.start()] + piece + text[tok.end() :]
+    verdicts = []
+    for run in (lambda: _build(text, "t.map"), lambda: _lark().parse(text)):
+        try:
+            run()
+            verdicts.append(None)
+        except UnexpectedToken as exc:
+            verdicts.append((exc.token.type, exc.token.start_pos, frozenset(exc.interactive_parser.accepts())))
+        except UnexpectedInput as exc:
+            verdicts.append((type(exc).__name__, exc.pos_in_stream))
+    assert verdicts[0] == verdicts[1]
