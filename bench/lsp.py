@@ -3,9 +3,9 @@
 
     python -m bench.lsp [--lines N] [--changes K]
 
-Two kinds of change are timed: one that leaves the mapping valid (a literal edited: the parser's fast path
-and the checker), and one that breaks a line and then mends it (the broken half goes through lark and its
-error recovery). It prints the median and 90th percentile of each, the server's CPU time per change (from
+Two kinds of change are timed: one that leaves the mapping valid (a literal edited: one lark pass and the
+checker), and one that breaks a line and then mends it (the broken half goes through the parser's error
+recovery: the pass that fails, the tree parser that phrases the error, and a pass over the mended text). It prints the median and 90th percentile of each, the server's CPU time per change (from
 /proc, so the load of a shared machine can be told apart), and the ratio of the valid median to the
 target of 50 ms; a ratio above 1 misses the target.
 """

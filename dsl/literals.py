@@ -1,6 +1,6 @@
 """Literal text of the mapping language, read and written in one place: string escapes and dates.
 
-The parsers (dsl/parser.py, dsl/_fastparse.py) read literals with ``unescape`` and ``parse_datetime``;
+The parser (its AST builder, dsl/builder.py) reads literals with ``unescape`` and ``parse_datetime``;
 the printer (dsl/formatter.py, which the compiler uses too) writes them with ``quote``. ``odata_quote``
 writes a text value as an OData string literal for a ``$filter`` (dsl/pushdown.py, the connectors).
 """

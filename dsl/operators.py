@@ -1,4 +1,4 @@
-"""Operator precedence of the mapping language: the one table the parsers, the printer and push-down read.
+"""Operator precedence of the mapping language: the one table the printer (formatter and compiler) and push-down read.
 
 grammar.lark spells the same order as nested rules (lark needs it that way); tests/dsl/test_operators.py
 parses every pair of operators with lark and checks the grouping this table predicts, so the two cannot
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-__all__ = ["BINARY", "COMPARISONS", "INFIX_WORDS", "MAX_DEPTH", "MIRRORED", "NEGATED", "Level", "operand_levels"]
+__all__ = ["BINARY", "COMPARISONS", "MAX_DEPTH", "MIRRORED", "NEGATED", "Level", "operand_levels"]
 
 # Deeper expressions than this are refused (E005): never written by hand, and the later passes recurse.
 MAX_DEPTH = 200
@@ -41,8 +41,6 @@ BINARY: dict[str, Level] = {
     "+": Level.SUM, "-": Level.SUM, "*": Level.PRODUCT, "/": Level.PRODUCT,
     **dict.fromkeys(COMPARISONS, Level.CMP),
 }
-# Words that continue an expression after an operand (`a in (...)`, `a not in (...)`, `a is null`).
-INFIX_WORDS: dict[str, Level] = {"or": Level.OR, "and": Level.AND, "in": Level.CMP, "not": Level.CMP, "is": Level.CMP}
 # `not (a < b)` is `a >= b`; `1 < a` is `a > 1`.
 NEGATED = {"==": "!=", "!=": "==", "<": ">=", "<=": ">", ">": "<=", ">=": "<"}
 MIRRORED = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}

@@ -1,5 +1,10 @@
 """Text of a `.map` file -> ``Module`` (the frozen dataclass AST), or diagnostics that say what is wrong.
 
+lark parses the grammar (dsl/grammar.lark: LALR with the contextual lexer) and builds the AST as it goes
+(dsl/builder.py is its inline transformer, so no parse tree is made); its tables come from lark's cache
+(``cache=True``) after the first run. That is the only parser: `python -m bench.parse` measures it against
+an editor's budget of 50 ms per keystroke for a 1,000-line mapping.
+
 The parser never lets a lark exception out. Syntax errors become ``Diagnostic`` objects phrased for the
 person who wrote the file ("expected `=` after target field `email`"), and after an error the parser
 skips to the next top-level declaration and goes on, so one run reports every broken declaration.
@@ -8,19 +13,19 @@ skips to the next top-level declaration and goes on, so one run reports every br
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path as FsPath
 from typing import Any
 
-from lark import Lark, Token, Transformer, Tree, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 from lark.lark import PostLex
 
 from mapsync.dsl import ast
-from mapsync.dsl._fastparse import Bail, TooDeep, parse_fast
+from mapsync.dsl.builder import Builder, too_deep
 from mapsync.dsl.diagnostics import Diagnostic
-from mapsync.dsl.literals import parse_datetime, unescape
 from mapsync.dsl.operators import MAX_DEPTH
 
 __all__ = ["MAX_DEPTH", "ParseResult", "parse", "parse_file"]
@@ -68,12 +73,24 @@ class _MinusAfterOperand(PostLex):
             previous = tok
 
 
+_OPTIONS: dict[str, Any] = {"parser": "lalr", "lexer": "contextual", "maybe_placeholders": True, "cache": True}
+
+
+@functools.cache
+def _building() -> tuple[Lark, Builder, threading.Lock]:
+    """The parser: lark with the AST builder inline, and the lock that gives the builder one parse at a time."""
+    builder = Builder()
+    lark = Lark.open_from_package(
+        "mapsync.dsl", "grammar.lark", **_OPTIONS, keep_all_tokens=True, postlex=_MinusAfterOperand(),
+        transformer=builder, lexer_callbacks={"COMMENT": builder.comment},
+    )
+    return lark, builder, threading.Lock()
+
+
 @functools.cache
 def _lark() -> Lark:
-    return Lark.open_from_package(
-        "mapsync.dsl", "grammar.lark", parser="lalr", lexer="contextual", propagate_positions=True, maybe_placeholders=True,
-        postlex=_MinusAfterOperand(),
-    )
+    """The same grammar building lark's own tree: read only to phrase a syntax error (``_described``)."""
+    return Lark.open_from_package("mapsync.dsl", "grammar.lark", **_OPTIONS, postlex=_MinusAfterOperand())
 
 
 def parse_file(path: str | FsPath, *, display_name: str | None = None) -> tuple[ParseResult, str]:
@@ -95,11 +112,18 @@ def parse_file(path: str | FsPath, *, display_name: str | None = None) -> tuple[
     return parse(text, name), text
 
 
-def parse(text: str, file: str = "<text>", *, fast: bool = True) -> ParseResult:
-    """Parse mapping text. Always returns; errors are in ``diagnostics``.
+@dataclass(frozen=True, slots=True)
+class _Built:
+    """What one successful pass of the parser built."""
 
-    ``fast=False`` skips the hand-written fast path and always uses lark (the tests compare the two).
-    """
+    decls: list[ast.Decl]
+    comments: list[Token]
+    diagnostics: list[Diagnostic]  # E006, E007: found while building
+    too_deep: ast.Span | None
+
+
+def parse(text: str, file: str = "<text>") -> ParseResult:
+    """Parse mapping text. Always returns; errors are in ``diagnostics``."""
     if "\x00" in text:
         # NUL never belongs in a mapping, and it defeats line-based recovery: report it once.
         offset = text.index("\x00")
@@ -108,90 +132,81 @@ def parse(text: str, file: str = "<text>", *, fast: bool = True) -> ParseResult:
             Diagnostic.error("E004", "the file contains a NUL byte: it is binary, not a mapping", span),
         ))
     module_span = _span_at(text, file, 0, len(text))
-    if fast:
-        try:  # the common case, a valid file, without lark: same tree, ~10x faster (see dsl/_fastparse.py)
-            return ParseResult(parse_fast(text, file, module_span), ())
-        except Bail:
-            pass
-        except TooDeep as deep:  # valid text, but a huge expression lark would take minutes to reject
-            return ParseResult(ast.Module(span=module_span, file=file), (_too_deep_diagnostic(deep.span),))
     diagnostics: list[Diagnostic] = []
-    comments: list[Token] = []
     working = text
-    tree: Tree | None = None
-    for attempt in range(MAX_SYNTAX_ERRORS + 1):
-        comments.clear()
-        if attempt and fast:
-            # The broken declarations are blanked now; when the rest is plain, the fast path builds the same
-            # tree lark would (spans and comments included), without a second lark pass over the whole text.
-            try:
-                return ParseResult(parse_fast(working, file, module_span), tuple(diagnostics))
-            except Bail:
-                pass
+    while True:
         try:
-            tree = _parse_collecting(working, comments)
+            built = _build(working, file)
             break
         except UnexpectedInput as exc:
-            diagnostics.append(_syntax_diagnostic(exc, working, file))
+            diagnostics.append(_syntax_diagnostic(_described(exc, working), working, file))
             blanked = _blank_failed_decl(working, exc)
             if blanked is None or len(diagnostics) >= MAX_SYNTAX_ERRORS:
-                tree = None
-                break
+                return ParseResult(ast.Module(span=module_span, file=file), tuple(diagnostics))
             working = blanked
-    if tree is None:
+    if built.too_deep is not None:
+        diagnostics.append(_too_deep_diagnostic(built.too_deep))
         return ParseResult(ast.Module(span=module_span, file=file), tuple(diagnostics))
-    depth_problem = _too_deep(tree)
-    if depth_problem is not None:
-        span = _meta_span(depth_problem, file) if hasattr(depth_problem, "meta") else module_span
-        diagnostics.append(_too_deep_diagnostic(span))
-        return ParseResult(ast.Module(span=module_span, file=file), tuple(diagnostics))
-    try:
-        decls = _ToAst(file, diagnostics).transform(tree)
-    except VisitError as exc:  # a bug in a callback, not in the user's text: show the real cause
-        raise exc.orig_exc from exc
     module = ast.Module(
         span=module_span,
         file=file,
-        decls=tuple(decls),
-        comments=tuple(ast.Comment(span=_token_span(c, file), text=str(c)) for c in comments),
+        decls=tuple(built.decls),
+        comments=tuple(ast.Comment(span=_token_span(c, file), text=str(c).rstrip()) for c in built.comments),
     )
-    return ParseResult(module, tuple(diagnostics))
+    return ParseResult(module, (*diagnostics, *built.diagnostics))
+
+
+def _build(text: str, file: str) -> _Built:
+    """One pass of lark over ``text``, building the AST; raises lark's ``UnexpectedInput`` on a syntax error."""
+    lark, builder, lock = _building()
+    with lock:
+        builder.begin(file)
+        try:
+            decls = lark.parse(text)
+            return _Built(decls, builder.comments, builder.diagnostics, too_deep(builder, text))
+        finally:
+            builder.begin(file)  # let go of what it built
+
+
+def _described(exc: UnexpectedInput, text: str) -> UnexpectedInput:
+    """The same syntax error as lark's own tree parser raises it, whose stack the messages read.
+
+    The builder's stack holds AST nodes, not the tokens the phrasing looks back at (the target before a
+    missing `=`, the token after which something was expected); the grammar and so the LALR states are the
+    same, so the tree parser stops at the same token with the same expectations. It reads only the
+    declaration that failed, the ones before it blanked (lines kept): a declaration is parsed in the same
+    states wherever it starts, and the messages look back no further than its first token.
+    """
+    if not isinstance(exc, UnexpectedToken):
+        return exc  # a character no terminal matches: the lexer says all there is to say
+    start = _failed_decl_start(exc)
+    if start:
+        text = _BLANK.sub(lambda m: " " * len(m.group()), text[:start]) + text[start:]
+    try:
+        _lark().parse(text)
+    except UnexpectedInput as again:
+        return again
+    return exc
+
+
+_BLANK = re.compile(r"[^\n]+")
+
+
+def _failed_decl_start(exc: UnexpectedToken) -> int | None:
+    """Where the declaration lark was reading starts; None at the top level (between declarations)."""
+    stack = getattr(getattr(exc.interactive_parser, "parser_state", None), "value_stack", None) or []
+    for item in stack:
+        if isinstance(item, Tree) and str(item.data).startswith("__start"):
+            continue  # the declarations already read
+        if isinstance(item, Token) and exc.token is not item:
+            return item.start_pos  # the keyword that opens the declaration
+        break
+    return None
 
 
 def _too_deep_diagnostic(span: ast.Span) -> Diagnostic:
     return Diagnostic.error("E005", f"this expression is nested more than {MAX_DEPTH} levels deep", span,
                             "split it into smaller expressions or replacements")
-
-
-def _parse_collecting(text: str, comments: list[Token]) -> Tree:
-    # The grammar ignores comments; one cheap scan after a successful parse recovers them for the formatter.
-    result = _lark().parse(text)
-    comments.extend(_scan_comments(text))
-    return result
-
-
-def _scan_comments(text: str) -> list[Token]:
-    """Find `# ...` comments outside string literals, as lark tokens with positions."""
-    found: list[Token] = []
-    line, line_start, i, n = 1, 0, 0, len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "\n":
-            line, line_start = line + 1, i + 1
-        elif ch == '"':
-            i += 1
-            while i < n and text[i] not in '"\n':
-                i += 2 if text[i] == "\\" else 1
-        elif ch == "#":
-            end = text.find("\n", i)
-            end = n if end == -1 else end
-            tok = Token("COMMENT", text[i:end].rstrip(), start_pos=i, line=line, column=i - line_start + 1,
-                        end_line=line, end_column=end - line_start + 1, end_pos=end)
-            found.append(tok)
-            i = end
-            continue
-        i += 1
-    return found
 
 
 # --------------------------------------------------------------------------------------- syntax errors
@@ -391,20 +406,6 @@ def _decl_start_after(text: str, pos: int) -> int | None:
     return None
 
 
-# ----------------------------------------------------------------------------------------- depth guard
-
-
-def _too_deep(tree: Tree) -> Tree | None:
-    """Return the first subtree deeper than MAX_DEPTH, found without recursion."""
-    stack: list[tuple[Tree, int]] = [(tree, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            return node
-        stack.extend((child, depth + 1) for child in node.children if isinstance(child, Tree))
-    return None
-
-
 # ------------------------------------------------------------------------------------------ spans
 
 
@@ -419,291 +420,3 @@ def _span_at(text: str, file: str, start: int, end: int) -> ast.Span:
 def _token_span(tok: Token, file: str) -> ast.Span:
     return ast.Span(file, tok.line or 1, tok.column or 1, tok.end_line or tok.line or 1,
                     tok.end_column or (tok.column or 1), tok.start_pos or 0, tok.end_pos or 0)
-
-
-def _meta_span(node: Tree, file: str) -> ast.Span:
-    m = node.meta
-    if getattr(m, "empty", True):
-        return ast.Span.unknown(file)
-    return ast.Span(file, m.line, m.column, m.end_line, m.end_column, m.start_pos, m.end_pos)
-
-
-# --------------------------------------------------------------------------------------- tree -> AST
-
-
-def _spanned(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Give a transformer callback the node's span as first argument."""
-
-    @functools.wraps(fn)
-    def wrapper(self: _ToAst, meta: Any, children: list[Any]) -> Any:
-        return fn(self, self._span(meta), *children)
-
-    return v_args(meta=True)(wrapper)
-
-
-class _ToAst(Transformer):
-    """lark tree -> dsl.ast nodes. Only builds nodes; checking is a separate pass."""
-
-    def __init__(self, file: str, diagnostics: list[Diagnostic]) -> None:
-        super().__init__()
-        self.file = file
-        self.diagnostics = diagnostics
-
-    def _span(self, meta: Any) -> ast.Span:
-        if getattr(meta, "empty", True):
-            return ast.Span.unknown(self.file)
-        return ast.Span(self.file, meta.line, meta.column, meta.end_line, meta.end_column, meta.start_pos, meta.end_pos)
-
-    def _tok(self, tok: Token) -> ast.Span:
-        return _token_span(tok, self.file)
-
-    # ---- top level
-    def start(self, children: list[Any]) -> list[ast.Decl]:
-        return list(children)
-
-    @_spanned
-    def import_decl(self, span: ast.Span, path: Token) -> ast.Import:
-        return ast.Import(span=span, path=unescape(str(path), self._tok(path), self.diagnostics))
-
-    # ---- flows
-    @v_args(meta=True)
-    def flow(self, meta: Any, children: list[Any]) -> ast.Flow:
-        name, *clauses = children
-        fields: dict[str, Any] = {}
-        assignments: list[ast.Assignment] = []
-        seen: dict[str, ast.Span] = {}
-        for kind, clause_span, value in clauses:
-            if kind == "map":
-                assignments.extend(value)
-            if kind in seen and kind != "map":
-                self.diagnostics.append(Diagnostic.error(
-                    "E007", f"flow `{name}` has more than one `{_CLAUSE_WORDS[kind]}` clause", clause_span,
-                    f"the first one is on line {seen[kind].line}; keep one"))
-                continue
-            seen.setdefault(kind, clause_span)
-            if kind != "map":
-                fields[kind] = value
-        return ast.Flow(span=self._span(meta), name=str(name), name_span=self._tok(name),
-                        assignments=tuple(assignments), **fields)
-
-    @_spanned
-    def from_clause(self, span: ast.Span, ref: ast.TableRef) -> tuple[str, ast.Span, ast.TableRef]:
-        return ("source", span, ref)
-
-    @_spanned
-    def to_clause(self, span: ast.Span, ref: ast.TableRef) -> tuple[str, ast.Span, ast.TableRef]:
-        return ("target", span, ref)
-
-    @_spanned
-    def table_ref(self, span: ast.Span, system: Token, *names: Token) -> ast.TableRef:
-        return ast.TableRef(span=span, system=str(system), name=".".join(str(n) for n in names))
-
-    @_spanned
-    def key_clause(self, span: ast.Span, source: ast.Path, target: ast.Path) -> tuple[str, ast.Span, ast.KeyClause]:
-        return ("key", span, ast.KeyClause(span=span, source=source, target=target))
-
-    @_spanned
-    def mode_clause(self, span: ast.Span, value: Token) -> tuple[str, ast.Span, ast.Setting]:
-        return ("mode", span, ast.Setting(span=self._tok(value), value=str(value)))
-
-    @_spanned
-    def where_clause(self, span: ast.Span, expr: ast.Expr) -> tuple[str, ast.Span, ast.Expr]:
-        return ("where", span, expr)
-
-    @_spanned
-    def on_filtered(self, span: ast.Span, value: Token) -> tuple[str, ast.Span, ast.Setting]:
-        return ("on_filtered", span, ast.Setting(span=self._tok(value), value=str(value)))
-
-    @_spanned
-    def on_delete(self, span: ast.Span, action: Token | tuple[ast.Assignment, ...]) -> tuple[str, ast.Span, ast.OnDelete]:
-        if isinstance(action, Token):
-            return ("on_delete", span, ast.OnDelete(span=self._tok(action), action=str(action)))  # type: ignore[arg-type]
-        return ("on_delete", span, ast.OnDelete(span=span, action="set", assignments=action))
-
-    @_spanned
-    def set_action(self, span: ast.Span, *assignments: ast.Assignment | None) -> tuple[ast.Assignment, ...]:
-        return tuple(a for a in assignments if a is not None)
-
-    @_spanned
-    def batch_clause(self, span: ast.Span, value: Token) -> tuple[str, ast.Span, ast.Setting]:
-        return ("batch", span, ast.Setting(span=self._tok(value), value=int(value)))
-
-    @_spanned
-    def max_deletes(self, span: ast.Span, value: Token, percent: Token | None) -> tuple[str, ast.Span, ast.MaxDeletes]:
-        number = float(value)
-        return ("max_deletes", span, ast.MaxDeletes(span=span, value=number, percent=percent is not None))
-
-    @_spanned
-    def map_block(self, span: ast.Span, *assignments: ast.Assignment) -> tuple[str, ast.Span, tuple[ast.Assignment, ...]]:
-        return ("map", span, tuple(assignments))
-
-    @_spanned
-    def assignment(self, span: ast.Span, target: ast.Path, expr: ast.Expr, modifier: str | None) -> ast.Assignment:
-        return ast.Assignment(span=span, target=target, expr=expr, modifier=modifier)  # type: ignore[arg-type]
-
-    def modifier(self, children: list[Token]) -> str:
-        return str(children[0])
-
-    # ---- replacements
-    @v_args(meta=True)
-    def replace(self, meta: Any, children: list[Any]) -> ast.Replace:
-        name, *rest = children
-        default = None
-        if rest and isinstance(rest[-1], tuple) and rest[-1][0] == "else":
-            default = rest.pop()[1]
-        return ast.Replace(span=self._span(meta), name=str(name), name_span=self._tok(name),
-                           cases=tuple(rest), default=default)
-
-    @_spanned
-    def replace_case(self, span: ast.Span, match: ast.Literal, result: ast.Expr) -> ast.ReplaceCase:
-        return ast.ReplaceCase(span=span, match=match, result=result)
-
-    @_spanned
-    def replace_else(self, span: ast.Span, result: ast.Expr) -> tuple[str, ast.Expr]:
-        return ("else", result)
-
-    @_spanned
-    def case_value(self, span: ast.Span, value: ast.Literal | Token) -> ast.Literal:
-        if isinstance(value, Token):  # NEG_NUMBER
-            return _number_literal(span, str(value))
-        return value
-
-    # ---- opt-out
-    @v_args(meta=True)
-    def optout(self, meta: Any, children: list[Any]) -> ast.OptOut:
-        name, left, right, *clauses = children
-        fields: dict[str, ast.Setting] = {}
-        for kind, clause_span, setting in clauses:
-            if kind in fields:
-                self.diagnostics.append(Diagnostic.error(
-                    "E007", f"opt-out `{name}` has more than one `{kind}` clause", clause_span,
-                    f"the first one is on line {fields[kind].span.line}; keep one"))
-                continue
-            fields[kind] = setting
-        return ast.OptOut(span=self._span(meta), name=str(name), name_span=self._tok(name),
-                          d365=left, campaign=right, **fields)
-
-    @_spanned
-    def field_ref(self, span: ast.Span, system: Token, table: Token, field: Token) -> ast.FieldRef:
-        table_span = ast.Span(self.file, system.line or 1, system.column or 1, table.end_line or 1,
-                              table.end_column or 1, system.start_pos or 0, table.end_pos or 0)
-        return ast.FieldRef(span=span, table=ast.TableRef(span=table_span, system=str(system), name=str(table)),
-                            field=str(field))
-
-    @_spanned
-    def direction_clause(self, span: ast.Span, value: Token) -> tuple[str, ast.Span, ast.Setting]:
-        return ("direction", span, ast.Setting(span=self._tok(value), value=str(value)))
-
-    @_spanned
-    def conflict_clause(self, span: ast.Span, value: Token) -> tuple[str, ast.Span, ast.Setting]:
-        return ("conflict", span, ast.Setting(span=self._tok(value), value=str(value)))
-
-    @_spanned
-    def via_clause(self, span: ast.Span, value: Token) -> tuple[str, ast.Span, ast.Setting]:
-        return ("via", span, ast.Setting(span=self._tok(value), value=str(value)))
-
-    # ---- expressions
-    @_spanned
-    def or_op(self, span: ast.Span, left: ast.Expr, right: ast.Expr) -> ast.Binary:
-        return ast.Binary(span=span, op="or", left=left, right=right)
-
-    @_spanned
-    def and_op(self, span: ast.Span, left: ast.Expr, right: ast.Expr) -> ast.Binary:
-        return ast.Binary(span=span, op="and", left=left, right=right)
-
-    @_spanned
-    def not_op(self, span: ast.Span, operand: ast.Expr) -> ast.Unary:
-        return ast.Unary(span=span, op="not", operand=operand)
-
-    @_spanned
-    def neg(self, span: ast.Span, operand: ast.Expr) -> ast.Expr:
-        return ast.Unary(span=span, op="-", operand=operand)
-
-    @_spanned
-    def compare(self, span: ast.Span, left: ast.Expr, op: Token, right: ast.Expr) -> ast.Binary:
-        return ast.Binary(span=span, op=str(op), left=left, right=right)  # type: ignore[arg-type]
-
-    @_spanned
-    def arith(self, span: ast.Span, left: ast.Expr, op: Token, right: ast.Expr) -> ast.Binary:
-        return ast.Binary(span=span, op=str(op), left=left, right=right)  # type: ignore[arg-type]
-
-    @_spanned
-    def concat_op(self, span: ast.Span, left: ast.Expr, right: ast.Expr) -> ast.Binary:
-        return ast.Binary(span=span, op="&", left=left, right=right)
-
-    @_spanned
-    def coalesce_op(self, span: ast.Span, left: ast.Expr, right: ast.Expr) -> ast.Binary:
-        return ast.Binary(span=span, op="??", left=left, right=right)
-
-    @_spanned
-    def in_list(self, span: ast.Span, operand: ast.Expr, items: tuple[ast.Expr, ...]) -> ast.InList:
-        return ast.InList(span=span, operand=operand, items=items, negated=False)
-
-    @_spanned
-    def not_in_list(self, span: ast.Span, operand: ast.Expr, items: tuple[ast.Expr, ...]) -> ast.InList:
-        return ast.InList(span=span, operand=operand, items=items, negated=True)
-
-    @_spanned
-    def is_null(self, span: ast.Span, operand: ast.Expr) -> ast.IsNull:
-        return ast.IsNull(span=span, operand=operand, negated=False)
-
-    @_spanned
-    def is_not_null(self, span: ast.Span, operand: ast.Expr) -> ast.IsNull:
-        return ast.IsNull(span=span, operand=operand, negated=True)
-
-    @_spanned
-    def call(self, span: ast.Span, name: Token, args: tuple[ast.Expr, ...] | None) -> ast.Call:
-        return ast.Call(span=span, name=str(name), name_span=self._tok(name), args=args or ())
-
-    @_spanned
-    def expr_list(self, span: ast.Span, *items: ast.Expr) -> tuple[ast.Expr, ...]:
-        return tuple(items)
-
-    @_spanned
-    def target_path(self, span: ast.Span, head: str, *names: Token) -> ast.Path:
-        return ast.Path(span=span, parts=(head, *(str(n) for n in names)))
-
-    def target_head(self, children: list[Token]) -> str:
-        return str(children[0])
-
-    @_spanned
-    def path(self, span: ast.Span, *names: Token) -> ast.Path:
-        return ast.Path(span=span, parts=tuple(str(n) for n in names))
-
-    # ---- literals
-    @_spanned
-    def string(self, span: ast.Span, tok: Token) -> ast.Literal:
-        return ast.Literal(span=span, kind="text", value=unescape(str(tok), span, self.diagnostics))
-
-    @_spanned
-    def number(self, span: ast.Span, tok: Token) -> ast.Literal:
-        return _number_literal(span, str(tok))
-
-    @_spanned
-    def true(self, span: ast.Span) -> ast.Literal:
-        return ast.Literal(span=span, kind="bool", value=True)
-
-    @_spanned
-    def false(self, span: ast.Span) -> ast.Literal:
-        return ast.Literal(span=span, kind="bool", value=False)
-
-    @_spanned
-    def null(self, span: ast.Span) -> ast.Literal:
-        return ast.Literal(span=span, kind="null", value=None)
-
-    @_spanned
-    def datetime(self, span: ast.Span, tok: Token) -> ast.Literal:
-        kind, value = parse_datetime(str(tok), span, self.diagnostics)
-        return ast.Literal(span=span, kind=kind, value=value)
-
-
-def _number_literal(span: ast.Span, raw: str) -> ast.Literal:
-    if "." in raw:
-        return ast.Literal(span=span, kind="number", value=float(raw))
-    return ast.Literal(span=span, kind="int", value=int(raw))
-
-
-_CLAUSE_WORDS = {
-    "source": "from", "target": "to", "key": "key", "mode": "mode", "on_delete": "on delete",
-    "where": "where", "on_filtered": "on filtered", "batch": "batch", "max_deletes": "max deletes",
-}

@@ -1,7 +1,7 @@
 """The precedence table (dsl/operators.py) and grammar.lark agree, and every printer uses the table.
 
-For every pair of binary operators, ``a op1 b op2 c`` is parsed by lark alone (``fast=False``) and by
-the default path, and the grouping must be the one the table predicts. The formatter and the compiler's
+For every pair of binary operators, ``a op1 b op2 c`` is parsed (by lark, the only parser), and the
+grouping must be the one the table predicts. The formatter and the compiler's
 messages print through the same table, so a printed expression parses back to the same tree.
 """
 
@@ -24,8 +24,8 @@ from tests.dsl import strategies as dst
 PAIRS = list(itertools.product(BINARY, repeat=2))
 
 
-def _where(text: str, *, fast: bool) -> ast.Expr | None:
-    result = parse(f"flow f {{ where {text} }}", "t.map", fast=fast)
+def _where(text: str) -> ast.Expr | None:
+    result = parse(f"flow f {{ where {text} }}", "t.map")
     if result.diagnostics:
         return None
     (flow,) = result.module.decls
@@ -49,23 +49,22 @@ def _expected(op1: str, op2: str) -> str | None:
 def test_grammar_groups_as_the_table_says(op1: str, op2: str) -> None:
     text = f"a {op1} b {op2} c"
     expected = _expected(op1, op2)
-    for fast in (False, True):
-        tree = _where(text, fast=fast)
-        if expected is None:
-            assert tree is None, f"{text} parsed, but comparisons do not chain"
-            continue
-        assert isinstance(tree, ast.Binary)
-        grouped = "left" if isinstance(tree.left, ast.Binary) else "right"
-        assert grouped == expected, f"{text}: lark groups {grouped}, the table says {expected}"
-        assert format_expr(tree) == text  # the table needs no parentheses here, so the printer adds none
+    tree = _where(text)
+    if expected is None:
+        assert tree is None, f"{text} parsed, but comparisons do not chain"
+        return
+    assert isinstance(tree, ast.Binary)
+    grouped = "left" if isinstance(tree.left, ast.Binary) else "right"
+    assert grouped == expected, f"{text}: lark groups {grouped}, the table says {expected}"
+    assert format_expr(tree) == text  # the table needs no parentheses here, so the printer adds none
 
 
 @pytest.mark.parametrize(("op1", "op2"), PAIRS, ids=[f"{a} {b}" for a, b in PAIRS])
 def test_the_printer_adds_the_parentheses_the_table_needs(op1: str, op2: str) -> None:
     for text in (f"(a {op1} b) {op2} c", f"a {op1} (b {op2} c)"):
-        tree = _where(text, fast=False)
+        tree = _where(text)
         assert tree is not None
-        assert _where(format_expr(tree), fast=False) == tree
+        assert _where(format_expr(tree)) == tree
 
 
 def test_comparison_tables_are_complete() -> None:
