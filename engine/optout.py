@@ -106,6 +106,7 @@ __all__ = [
     "build_optout_syncs",
     "decide",
     "parse_time",
+    "plan_pairs",
 ]
 
 log = logging.getLogger("mapsync.optout")
@@ -364,6 +365,13 @@ class _Now:
     campaign_created: bool
 
 
+def plan_pairs(rule: OptOutRule, d365_key: str, key_map: Mapping[str, str], states: Mapping[str, PairState],
+               reading: Reading, *, result: OptOutResult, now: str) -> PairPlan:
+    """Every pair of a run decided (``decide``), each decision to write as a planner ``Write``: a function of
+    plain data, counting what it saw into ``result``. ``now`` stamps the pairs whose synced values change."""
+    return _Planner(rule, d365_key, result, now).plan_all(key_map, states, reading)
+
+
 class _Planner:
     """Decides every pair of a run (``decide``) and turns each decision to write into a planner ``Write``."""
 
@@ -482,7 +490,7 @@ class OptOutSync:
         reading = await self._read(key_map, states, cursor, result)
         result.full_read = reading.full_read
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        plan = _Planner(self.rule, self.d365_key, result, now).plan_all(key_map, states, reading)
+        plan = plan_pairs(self.rule, self.d365_key, key_map, states, reading, result=result, now=now)
         if self.dry_run:
             result.planned = tuple(plan.changes.values())
             return self._done(result)
