@@ -52,7 +52,7 @@ def acknowledge(store: StateStore, rules: FlowRules, page: Page, counts: Any,
                 _dead_letter(store, rules, w, outcome)
         for d in page.dead:
             store.add_dead_letter(rules.name, d.key, dict(d.record), d.reason, field=d.field, mapping_file=d.file,
-                                  mapping_line=d.line, mapping_version=rules.version)
+                                  mapping_line=d.line, mapping_version=rules.version or None)
         (record or record_key_map)(store, rules, page, counts)
         went_through = [w.key for w, o in zip(page.writes, page.outcomes, strict=True) if o is not None and o.ok]
         if went_through or page.settled:
@@ -74,7 +74,7 @@ def _dead_letter(store: StateStore, rules: FlowRules, w: Write, outcome: WriteOu
     if outcome is not None and outcome.transient:
         reason = TRANSIENT_PREFIX + reason  # retried automatically by the next run
     store.add_dead_letter(rules.name, w.key, dict(w.record or {"key": w.key}), reason, field=w.field,
-                          mapping_file=rules.file, mapping_line=rules.line, mapping_version=rules.version)
+                          mapping_file=rules.file, mapping_line=rules.line, mapping_version=rules.version or None)
 
 
 def record_key_map(store: StateStore, rules: FlowRules, page: Page, counts: Any) -> None:

@@ -354,7 +354,7 @@ class PairPlan:
 
 
 @dataclass(frozen=True, slots=True)
-class _Now:
+class _PairValues:
     """One pair's values at this run. ``campaign_created``: the via flow made its Campaign record anew."""
 
     key: str
@@ -384,12 +384,12 @@ class _Planner:
 
     def plan_all(self, key_map: Mapping[str, str], states: Mapping[str, PairState], reading: Reading) -> PairPlan:
         for key, pkey in key_map.items():
-            pair = self._values(key, pkey, states.get(key, PairState()), reading)
+            pair = self._pair_values(key, pkey, states.get(key, PairState()), reading)
             if pair is not None:
                 self._decide(pair)
         return self.plan
 
-    def _values(self, key: str, pkey: str, old: PairState, reading: Reading) -> _Now | None:
+    def _pair_values(self, key: str, pkey: str, old: PairState, reading: Reading) -> _PairValues | None:
         """The pair's values now; None when there is nothing to decide (its state says why)."""
         campaign_created = old.pkey is not None and old.pkey != pkey
         if campaign_created:
@@ -408,9 +408,9 @@ class _Planner:
             self.result.unpaired += 1  # the profile is gone (or not readable): nothing to pair with
             self.plan.states[key] = replace(old, d365_seen=d365[0], d365_modifiedon=d365[1])
             return None
-        return _Now(key, pkey, old, d365, reading.campaign[pkey], campaign_created)
+        return _PairValues(key, pkey, old, d365, reading.campaign[pkey], campaign_created)
 
-    def _decide(self, pair: _Now) -> None:
+    def _decide(self, pair: _PairValues) -> None:
         (d_now, d_time), (c_now, c_time), old = pair.d365, pair.campaign, pair.old
         decision = decide(d365_synced=old.d365_synced, d365_now=d_now, campaign_synced=old.campaign_synced,
                           campaign_now=c_now, d365_time=parse_time(d_time), campaign_time=parse_time(c_time),
@@ -431,7 +431,7 @@ class _Planner:
         self.plan.written[pair.key] = done
         self._write(pair, self._change(pair, decision))
 
-    def _change(self, pair: _Now, decision: Decision) -> PlannedChange:
+    def _change(self, pair: _PairValues, decision: Decision) -> PlannedChange:
         rule = self.rule
         if decision.write_d365 is not None:
             return PlannedChange(pair.key, "d365", rule.d365_table, pair.key, rule.d365_field, pair.d365[0],
@@ -440,7 +440,7 @@ class _Planner:
         return PlannedChange(pair.key, "campaign", rule.campaign_table, pair.pkey, rule.campaign_field,
                              pair.campaign[0], after, decision.reason)
 
-    def _write(self, pair: _Now, c: PlannedChange) -> None:
+    def _write(self, pair: _PairValues, c: PlannedChange) -> None:
         record = {self.d365_key: pair.key, "PKey": pair.pkey, "write_to": c.system, "table": c.table,
                   "field": c.field, "value": c.after, "before": c.before, "reason": c.reason}
         self.plan.writes.append(Write(Op.UPDATE, pair.key, {c.field: c.after}, c.target_id, record=record,
