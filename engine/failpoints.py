@@ -1,5 +1,6 @@
 """Crash tests only: ``MAPSYNC_FAILPOINT=site:n`` kills this process (SIGKILL, no cleanup) the n-th time a
-flow reaches ``site`` (before-write, after-write, after-ack). Read when a flow starts, not at import."""
+flow reaches ``site`` (before-write, after-write, after-ack; an opt-out rule's writes reach before-write too).
+Read when a flow or an opt-out run starts, not at import."""
 
 from __future__ import annotations
 

@@ -7,15 +7,18 @@ The runner calls one ``OptOutSync`` per rule after the contacts flow::
 
 How a run works
 ---------------
+A run takes the steps a flow takes — read (``engine.sources``), write (``engine.writer``), acknowledge
+(``engine.acknowledge``) — and only the decision in between is its own:
+
 1. **Pairs** come from the ``via`` flow's key map: source key (``contactid``) -> target id (profile ``PKey``).
    A record on either side without a partner is skipped and counted ``unpaired``.
-2. **D365 side**: change tracking on the table, selecting only the key, the opt-out field and ``modifiedon``;
-   the delta link is the cursor ``optout:<name>:d365``. No cursor, or an expired one (``ChangeTrackingExpired``),
-   means a full read (logged, and ``OptOutResult.full_read`` says so). Pairs that joined the key map since the
-   last run and did not change in D365 are fetched by key.
-3. **Campaign side**: Campaign has no change feed, so every run reads the resource and keeps, per pair, only
-   the opt-out value and ``lastModified``.
-4. **Decision** per pair (``decide``): a side *changed* when its value differs from the last value synced
+2. **Read.** D365 through ``D365TableSource``, as a flow reads it: change tracking, selecting only the key, the
+   opt-out field and ``modifiedon``; the delta link is the cursor ``optout:<name>:d365``. No cursor, or an
+   expired one, means a full read (the expiry is logged and noted; ``OptOutResult.full_read`` says so). Pairs
+   that joined the key map since the last run and did not change in D365 are fetched by key
+   (``fetch_many``). Campaign through ``CampaignResourceSource``: it has no change feed, so every run reads
+   the resource and keeps, per pair, only the opt-out value and ``lastModified``.
+3. **Decision** per pair (``decide``, pure): a side *changed* when its value differs from the last value synced
    for that side. One side changed -> it wins; both changed to different values -> the conflict rule;
    then the direction decides whether the winner's value may be written to the other side. A one-way rule
    records the other side's own change as seen and leaves it alone; under ``both``, a difference that
@@ -24,9 +27,12 @@ How a run works
    reactivated: the via flow deleted the profile and created another), has no history to compare with, and
    the new record's value is a default, not anybody's choice: a difference is settled for the opted-out
    side under every rule, so a sync artefact never cancels an opt-out.
-5. **Writes** go out batched through the connectors; a record the service rejects becomes a dead letter
-   (flow ``optout:<name>``) and never stops the run. Then, in one transaction, the per-pair state and the
-   new delta link are saved: the cursor never runs ahead of the state.
+4. **Write.** A decision to write becomes a planner ``Write`` (``Op.UPDATE`` of the one field, by id, on the
+   other side), sent by the flows' ``Writer`` (batches, the rounds for transient failures), both sides at once.
+5. **Acknowledge**, in one transaction (``acknowledge``): a write the service rejected becomes a dead letter
+   (flow ``optout:<name>``, pointing at the rule's line and the field; it never stops the run), dead letters
+   of writes that went through are resolved, the per-pair state is saved and the new delta link stored:
+   the cursor never runs ahead of the state.
 
 No ping-pong: after mapsync writes value v, v is recorded as the synced value of *both* sides, so the echo of
 its own write (a D365 change-tracking row, a new Campaign ``lastModified``) is not a change next run.
@@ -65,9 +71,16 @@ from mapsync.dsl.plan import (
 )
 from mapsync.dsl.plan import optout_rule as _compile_rule
 from mapsync.dsl.plan import optout_rules as _optout_rules
-from mapsync.engine.connectors.base import ChangeTrackingExpired, WriteOp, WriteOutcome
+from mapsync.engine.acknowledge import Page, Record, acknowledge
+from mapsync.engine.connectors.base import WriteOutcome
+from mapsync.engine.creates import Creates
 from mapsync.engine.errors import ConfigError, SyncError
+from mapsync.engine.failpoints import Failpoint
+from mapsync.engine.planner import FlowRules, Op, Write
+from mapsync.engine.sources import CampaignResourceSource, D365TableSource
 from mapsync.engine.state.base import PairRow
+from mapsync.engine.targets import CampaignTarget, D365Target, Target
+from mapsync.engine.writer import Writer
 
 if TYPE_CHECKING:
     from mapsync.engine.connectors import Connectors
@@ -86,11 +99,14 @@ __all__ = [
     "OptOutResult",
     "OptOutRuleError",
     "OptOutSync",
+    "PairPlan",
     "PairState",
     "PlannedChange",
+    "Reading",
     "build_optout_syncs",
     "decide",
     "parse_time",
+    "plan_pairs",
 ]
 
 log = logging.getLogger("mapsync.optout")
@@ -99,8 +115,6 @@ Side = Literal["d365", "campaign"]
 DIRECTIONS: tuple[Direction, ...] = tuple(Direction)
 CONFLICT_RULES: tuple[ConflictRule, ...] = tuple(ConflictRule)
 
-WRITE_CHUNK = 500  # ops handed to a connector at once: bounds the coroutines alive, not the wire concurrency
-FETCH_CHUNK = 50  # keys per `$filter=pk eq a or pk eq b ...` request (keeps the URL far below its limit)
 
 
 class OptOutRuleError(SyncError):
@@ -165,7 +179,7 @@ def decide(*, d365_synced: bool | None, d365_now: bool, campaign_synced: bool | 
         return Decision(None, None, d365_now, campaign_now, d_changed, c_changed, False, None, "in step")
     is_conflict = d_changed and c_changed
     if d365_synced is None and campaign_synced is None:
-        winner: Side | None = "d365" if d365_now else "campaign"
+        winner: Side = "d365" if d365_now else "campaign"
         history = "new Campaign record made by mapsync" if campaign_created else "first sync, values differ"
         reason = f"{history}: opted out wins -> {winner}"
     elif is_conflict:
@@ -184,7 +198,6 @@ def decide(*, d365_synced: bool | None, d365_now: bool, campaign_synced: bool | 
     else:
         # A one-way rule leaves the other side's own changes alone, and keeps leaving them alone.
         return Decision(None, None, d365_now, campaign_now, False, False, False, None, "left as is")
-    assert winner is not None
     if winner == "d365":
         if direction in ("d365-to-campaign", "both"):
             return Decision(None, d365_now, d365_now, d365_now, d_changed, c_changed, is_conflict, winner, reason)
@@ -261,25 +274,32 @@ class PlannedChange:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+def _counter(meaning: str) -> Any:
+    """A count a run makes, and what it counts: ``OptOutResult.counts`` reports the fields made so."""
+    return field(default=0, metadata={"counts": meaning})
+
+
+@dataclass
 class OptOutResult:
+    """What one run of a rule saw and did; the run counts into it as it goes."""
+
     name: str
-    d365_changes_seen: int = 0
-    campaign_changes_seen: int = 0
-    written_to_d365: int = 0
-    written_to_campaign: int = 0
-    conflicts: int = 0
-    unpaired: int = 0
-    failed: int = 0
-    pairs: int = 0
+    d365_changes_seen: int = _counter("pairs whose D365 value moved from the value last synced")
+    campaign_changes_seen: int = _counter("pairs whose Campaign value moved from the value last synced")
+    written_to_d365: int = _counter("values written to D365")
+    written_to_campaign: int = _counter("values written to Campaign")
+    conflicts: int = _counter("pairs settled by the conflict rule")
+    unpaired: int = _counter("records read without a partner on the other side")
+    failed: int = _counter("writes that did not go through (dead letters)")
+    pairs: int = _counter("pairs in the via flow's key map")
     full_read: bool = False  # D365 was read in full (first run, or the delta token had expired)
     dry_run: bool = False
     planned: tuple[PlannedChange, ...] = ()  # the writes (made, or planned when dry_run)
     notes: tuple[str, ...] = ()
 
     def counts(self) -> dict[str, int]:
-        """The counters, for ``StateStore.finish_run`` and ``mapsync status``."""
-        return {name: getattr(self, name) for name in (*_COUNTERS, "pairs")}
+        """The counters by name (the run's ``optout.done`` log event)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if "counts" in f.metadata}
 
 
 # -------------------------------------------------------------------------------------------- pair storage
@@ -306,36 +326,137 @@ class _PairStore:
         return self.store.delete_optout_pairs(self.name)
 
 
-# ------------------------------------------------------------------------------------------------ the sync
+# ------------------------------------------------------------------------------------------- planning pairs
 
-
-@dataclass
-class _Counters:
-    d365_changes_seen: int = 0
-    campaign_changes_seen: int = 0
-    written_to_d365: int = 0
-    written_to_campaign: int = 0
-    conflicts: int = 0
-    unpaired: int = 0
-    failed: int = 0
-    notes: list[str] = field(default_factory=list)
-
-
-_COUNTERS = tuple(f.name for f in fields(_Counters) if f.name != "notes")  # what a run counts, in this order
+Values = dict[str, tuple[bool, str | None]]  # key -> (opt-out value, when it last changed, as the wire says)
 
 
 @dataclass(frozen=True, slots=True)
-class _Pending:
+class Reading:
+    """Both sides as one run read them, reduced to what the decision needs."""
+
+    d365: Values  # by D365 key: the pairs change tracking reported (all of them on a full read)
+    deleted: frozenset[str]  # D365 keys of paired contacts deleted since the last run
+    campaign: Values  # by PKey: every paired profile
+    full_read: bool
+    cursor: str | None  # the delta link to store with the outcome
+
+
+@dataclass
+class PairPlan:
+    """What a run does to its pairs: the state of every pair that goes on (for a pair with a write, the state
+    that keeps the write due, in case it fails), and the writes, at most one per pair."""
+
+    states: dict[str, PairState] = field(default_factory=dict)
+    writes: list[Write] = field(default_factory=list)
+    changes: dict[str, PlannedChange] = field(default_factory=dict)  # by pair key, in the order of ``writes``
+    written: dict[str, PairState] = field(default_factory=dict)  # the state of a pair once its write went through
+
+
+@dataclass(frozen=True, slots=True)
+class _PairValues:
+    """One pair's values at this run. ``campaign_created``: the via flow made its Campaign record anew."""
+
     key: str
     pkey: str
-    decision: Decision
-    new_state: PairState  # the state to save if the write succeeds
-    failed_state: PairState  # ...and if it fails: seen values updated, synced ones kept, so it is retried
-    change: PlannedChange
+    old: PairState
+    d365: tuple[bool, str | None]
+    campaign: tuple[bool, str | None]
+    campaign_created: bool
+
+
+def plan_pairs(rule: OptOutRule, d365_key: str, key_map: Mapping[str, str], states: Mapping[str, PairState],
+               reading: Reading, *, result: OptOutResult, now: str) -> PairPlan:
+    """Every pair of a run decided (``decide``), each decision to write as a planner ``Write``: a function of
+    plain data, counting what it saw into ``result``. ``now`` stamps the pairs whose synced values change."""
+    return _Planner(rule, d365_key, result, now).plan_all(key_map, states, reading)
+
+
+class _Planner:
+    """Decides every pair of a run (``decide``) and turns each decision to write into a planner ``Write``."""
+
+    def __init__(self, rule: OptOutRule, d365_key: str, result: OptOutResult, now: str) -> None:
+        self.rule = rule
+        self.d365_key = d365_key
+        self.result = result  # counts what the run saw
+        self.now = now
+        self.plan = PairPlan()
+
+    def plan_all(self, key_map: Mapping[str, str], states: Mapping[str, PairState], reading: Reading) -> PairPlan:
+        for key, pkey in key_map.items():
+            pair = self._pair_values(key, pkey, states.get(key, PairState()), reading)
+            if pair is not None:
+                self._decide(pair)
+        return self.plan
+
+    def _pair_values(self, key: str, pkey: str, old: PairState, reading: Reading) -> _PairValues | None:
+        """The pair's values now; None when there is nothing to decide (its state says why)."""
+        campaign_created = old.pkey is not None and old.pkey != pkey
+        if campaign_created:
+            # The via flow made a new record for this contact: the synced values belonged to the old one.
+            old = PairState(d365_seen=old.d365_seen, d365_modifiedon=old.d365_modifiedon, pkey=pkey)
+        if key in reading.deleted or (reading.full_read and key not in reading.d365):
+            return None  # the contact is gone: its pair (and state) ends here
+        if key in reading.d365:
+            d365 = reading.d365[key]
+        elif old.d365_seen is not None:
+            d365 = (old.d365_seen, old.d365_modifiedon)
+        else:
+            self.result.unpaired += 1  # in the key map, but the contact cannot be read
+            return None
+        if pkey not in reading.campaign:
+            self.result.unpaired += 1  # the profile is gone (or not readable): nothing to pair with
+            self.plan.states[key] = replace(old, d365_seen=d365[0], d365_modifiedon=d365[1])
+            return None
+        return _PairValues(key, pkey, old, d365, reading.campaign[pkey], campaign_created)
+
+    def _decide(self, pair: _PairValues) -> None:
+        (d_now, d_time), (c_now, c_time), old = pair.d365, pair.campaign, pair.old
+        decision = decide(d365_synced=old.d365_synced, d365_now=d_now, campaign_synced=old.campaign_synced,
+                          campaign_now=c_now, d365_time=parse_time(d_time), campaign_time=parse_time(c_time),
+                          direction=self.rule.direction, conflict=self.rule.conflict,
+                          campaign_created=pair.campaign_created)
+        self.result.d365_changes_seen += decision.d365_changed
+        self.result.campaign_changes_seen += decision.campaign_changed
+        self.result.conflicts += decision.conflict
+        synced = (decision.d365_synced, decision.campaign_synced)
+        synced_at = self.now if synced != (old.d365_synced, old.campaign_synced) else old.synced_at
+        done = PairState(*synced, d_now if decision.write_d365 is None else decision.write_d365, d_time, synced_at,
+                         pair.pkey)
+        if decision.write_d365 is None and decision.write_campaign is None:
+            self.plan.states[pair.key] = done
+            return
+        # Until the write goes through, only what was seen is recorded: a failed write stays due.
+        self.plan.states[pair.key] = replace(old, d365_seen=d_now, d365_modifiedon=d_time)
+        self.plan.written[pair.key] = done
+        self._write(pair, self._change(pair, decision))
+
+    def _change(self, pair: _PairValues, decision: Decision) -> PlannedChange:
+        rule = self.rule
+        if decision.write_d365 is not None:
+            return PlannedChange(pair.key, "d365", rule.d365_table, pair.key, rule.d365_field, pair.d365[0],
+                                 decision.write_d365, decision.reason)
+        after = bool(decision.write_campaign)
+        return PlannedChange(pair.key, "campaign", rule.campaign_table, pair.pkey, rule.campaign_field,
+                             pair.campaign[0], after, decision.reason)
+
+    def _write(self, pair: _PairValues, c: PlannedChange) -> None:
+        record = {self.d365_key: pair.key, "PKey": pair.pkey, "write_to": c.system, "table": c.table,
+                  "field": c.field, "value": c.after, "before": c.before, "reason": c.reason}
+        self.plan.writes.append(Write(Op.UPDATE, pair.key, {c.field: c.after}, c.target_id, record=record,
+                                      field=c.field))
+        self.plan.changes[pair.key] = c
+
+
+# ------------------------------------------------------------------------------------------------ the sync
 
 
 class OptOutSync:
-    """One opt-out rule between Dataverse and Campaign; ``await run()`` once per runner pass."""
+    """One opt-out rule between Dataverse and Campaign; ``await run()`` once per runner pass.
+
+    Its steps are the flows' own: D365 is read through ``D365TableSource`` (change tracking, the delta link
+    as the cursor), Campaign through ``CampaignResourceSource``; the writes go through ``Writer`` and the
+    outcomes through ``acknowledge``. Only the decision (``decide``) is the rule's own."""
 
     def __init__(self, rule: OptOutRule | Any, *, d365: D365Connector, campaign: CampaignConnector,
                  store: StateStore, dry_run: bool = False, via: str | None = None) -> None:
@@ -344,103 +465,51 @@ class OptOutSync:
                 rule = _compile_rule(rule, via)
             except RuleError as exc:
                 raise OptOutRuleError(str(exc)) from None
-        self.rule = rule
-        self.name = rule.name
-        self.d365 = d365
-        self.campaign = campaign
-        self.store = store
-        self.dry_run = dry_run
-        self.direction: Direction = rule.direction
-        self.conflict: ConflictRule = rule.conflict
         via_name = rule.via or via
         if not via_name:
             raise OptOutRuleError(f"{rule.where}: optout {rule.name}: no flow pairs the records; add `via FLOW`")
-        self.via = via_name
-        self.table = rule.d365_table
-        self.d365_field = rule.d365_field
-        self.resource = rule.campaign_table
-        self.campaign_field = rule.campaign_field
+        self.rule, self.name, self.via = rule, rule.name, via_name
+        self.d365, self.campaign, self.store, self.dry_run = d365, campaign, store, dry_run
+        self.direction: Direction = rule.direction
+        self.conflict: ConflictRule = rule.conflict
+        self.table, self.d365_field = rule.d365_table, rule.d365_field
+        self.resource, self.campaign_field = rule.campaign_table, rule.campaign_field
         schema = d365.table(self.table)
         self.d365_key = schema.primary_key if schema is not None else f"{self.table}id"
         self.flow = f"optout:{self.name}"  # dead letters and runs
         self.cursor_name = f"optout:{self.name}:d365"
+        self.rules = FlowRules(self.flow, file=rule.file, line=rule.line)  # where its dead letters point
         self._pairs = _PairStore(store, self.name)
 
     # -- public ---------------------------------------------------------------------------------------
 
     async def run(self) -> OptOutResult:
-        n = _Counters()
+        result = OptOutResult(self.name, dry_run=self.dry_run)
         key_map, states, cursor = await asyncio.to_thread(self._load)
-        by_pkey = {pkey: key for key, pkey in key_map.items()}
-        (d_rows, deleted, delta_link, full_read), c_rows = await asyncio.gather(
-            self._read_d365(cursor, key_map, n), self._read_campaign(by_pkey, n))
-        missing = [k for k in key_map if k not in d_rows and k not in deleted and states.get(k, PairState()).d365_seen is None]
-        if missing and not full_read:
-            d_rows.update(await self._fetch_d365(missing))
-
+        result.pairs = len(key_map)
+        reading = await self._read(key_map, states, cursor, result)
+        result.full_read = reading.full_read
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        new_states: dict[str, PairState] = {}
-        pending: list[_Pending] = []
-        for key, pkey in key_map.items():
-            old = states.get(key, PairState())
-            campaign_created = old.pkey is not None and old.pkey != pkey
-            if campaign_created:
-                # The via flow made a new record for this contact: the synced values belonged to the old one.
-                old = PairState(d365_seen=old.d365_seen, d365_modifiedon=old.d365_modifiedon, pkey=pkey)
-            if key in deleted or (full_read and key not in d_rows):
-                continue  # the contact is gone: its pair (and state) ends here
-            if key in d_rows:
-                d_now, d_time_raw = d_rows[key]
-            elif old.d365_seen is not None:
-                d_now, d_time_raw = old.d365_seen, old.d365_modifiedon
-            else:
-                n.unpaired += 1  # in the key map, but the contact cannot be read
-                continue
-            seen = replace(old, d365_seen=d_now, d365_modifiedon=d_time_raw)
-            if pkey not in c_rows:
-                n.unpaired += 1  # the profile is gone (or not readable): nothing to pair with
-                new_states[key] = seen
-                continue
-            c_now, c_time_raw = c_rows[pkey]
-            decision = decide(d365_synced=old.d365_synced, d365_now=d_now, campaign_synced=old.campaign_synced,
-                              campaign_now=c_now, d365_time=parse_time(d_time_raw), campaign_time=parse_time(c_time_raw),
-                              direction=self.direction, conflict=self.conflict, campaign_created=campaign_created)
-            n.d365_changes_seen += decision.d365_changed
-            n.campaign_changes_seen += decision.campaign_changed
-            n.conflicts += decision.conflict
-            synced_at = old.synced_at
-            if (decision.d365_synced, decision.campaign_synced) != (old.d365_synced, old.campaign_synced):
-                synced_at = now
-            done = PairState(decision.d365_synced, decision.campaign_synced,
-                             decision.write_d365 if decision.write_d365 is not None else d_now, d_time_raw, synced_at,
-                             pkey)
-            if decision.write_d365 is None and decision.write_campaign is None:
-                new_states[key] = done
-                continue
-            if decision.write_d365 is not None:
-                change = PlannedChange(key, "d365", self.table, key, self.d365_field, d_now, decision.write_d365,
-                                       decision.reason)
-            else:
-                assert decision.write_campaign is not None
-                change = PlannedChange(key, "campaign", self.resource, pkey, self.campaign_field, c_now,
-                                       decision.write_campaign, decision.reason)
-            pending.append(_Pending(key, pkey, decision, done, seen, change))
-            new_states[key] = seen  # until the write is acknowledged
-
-        planned = tuple(p.change for p in pending)
+        plan = plan_pairs(self.rule, self.d365_key, key_map, states, reading, result=result, now=now)
         if self.dry_run:
-            return self._result(n, key_map, full_read, planned, written=False)
-
-        written = await self._write(pending, new_states, c_rows, n)
-        await asyncio.to_thread(self._save, states, new_states, delta_link, written)
-        return self._result(n, key_map, full_read, tuple(p.change for p in pending if p.key in written), written=True)
+            result.planned = tuple(plan.changes.values())
+            return self._done(result)
+        writes, outcomes = await self._write(plan)
+        await asyncio.to_thread(acknowledge, self.store, self.rules,
+                                Page(writes, outcomes, cursor=reading.cursor, cursor_name=self.cursor_name),
+                                result, self._record(states, plan))
+        result.planned = tuple(plan.changes[w.key] for w, o in zip(writes, outcomes, strict=True) if o and o.ok)
+        if result.failed:
+            log.warning("optout %s: %d writes rejected (dead letters)", self.name, result.failed,
+                        extra={"event": "optout.rejected", "optout": self.name, "count": result.failed})
+        return self._done(result)
 
     def forget(self) -> None:
         """Drop this rule's cursor and per-pair state (a replay: the next run is a first run)."""
         self.store.clear_flow(self.cursor_name)
         self._pairs.forget()
 
-    # -- reads ----------------------------------------------------------------------------------------
+    # -- read -----------------------------------------------------------------------------------------
 
     def _load(self) -> tuple[dict[str, str], dict[str, PairState], str | None]:
         key_map = {e.source_key: e.target_id for e in self.store.iter_keys(self.via)
@@ -448,126 +517,95 @@ class OptOutSync:
         cursor = self.store.get_cursor(self.cursor_name)
         return key_map, self._pairs.load(), cursor.value if cursor is not None else None
 
-    async def _read_d365(self, delta_link: str | None, key_map: Mapping[str, str], n: _Counters
-                         ) -> tuple[dict[str, tuple[bool, str | None]], set[str], str | None, bool]:
-        select = [self.d365_key, self.d365_field, "modifiedon"]
-        while True:
-            rows: dict[str, tuple[bool, str | None]] = {}
-            deleted: set[str] = set()
-            unpaired = 0
-            new_link: str | None = None
-            try:
-                async for page in self.d365.read_changes(self.table, select, delta_link):
-                    for row in page.rows:
-                        key = str(row.get(self.d365_key))
-                        if key in key_map:
-                            rows[key] = (_as_bool(row.get(self.d365_field)), row.get("modifiedon"))
-                        else:
-                            unpaired += 1
-                    deleted.update(k for k in page.deleted if k in key_map)
-                    new_link = page.delta_link or new_link
-            except ChangeTrackingExpired as exc:
-                if delta_link is None:
-                    raise
-                note = f"optout {self.name}: {exc}; read {self.table} in full instead"
-                log.warning("%s", note, extra={"event": "optout.full_read", "optout": self.name})
-                n.notes.append(note)
-                delta_link = None
-                continue
-            n.unpaired += unpaired
-            return rows, deleted, new_link, delta_link is None
+    async def _read(self, key_map: Mapping[str, str], states: Mapping[str, PairState], cursor: str | None,
+                    result: OptOutResult) -> Reading:
+        """Both sides at once; then, by key, the pairs new to the key map that change tracking did not report."""
+        source = D365TableSource(self.d365, self.table, [self.d365_key, self.d365_field, "modifiedon"],
+                                 self.d365_key, None)
+        (d365, deleted, full, delta_link), campaign = await asyncio.gather(
+            self._read_d365(source, cursor, key_map, result), self._read_campaign(key_map, result))
+        if cursor is not None and full:
+            note = f"optout {self.name}: the change tracking token of {self.table} expired; read it in full instead"
+            log.warning("%s", note, extra={"event": "optout.full_read", "optout": self.name})
+            result.notes += (note,)
+        missing = [k for k in key_map
+                   if k not in d365 and k not in deleted and states.get(k, PairState()).d365_seen is None]
+        if missing and not full:
+            d365.update(self._value_of(row, self.d365_key, self.d365_field)
+                        for row in (await source.fetch_many(missing)).values())
+        return Reading(d365, frozenset(deleted), campaign, full, delta_link)
 
-    async def _fetch_d365(self, keys: Sequence[str]) -> dict[str, tuple[bool, str | None]]:
-        """The current value of pairs new to the key map that change tracking did not report."""
-        from mapsync.engine.connectors.odata import literal
+    async def _read_d365(self, source: D365TableSource, cursor: str | None, key_map: Mapping[str, str],
+                         result: OptOutResult) -> tuple[Values, set[str], bool, str | None]:
+        values: Values = {}
+        deleted: set[str] = set()
+        full, delta_link = cursor is None, None
+        async for batch in source.batches(cursor, full=False):
+            for row in batch.rows:
+                key = str(row.get(self.d365_key))
+                if key in key_map:
+                    values[key] = self._value_of(row, self.d365_key, self.d365_field)[1]
+                else:
+                    result.unpaired += 1
+            deleted.update(k for k in batch.deleted if k in key_map)
+            full = full or batch.full
+            delta_link = batch.cursor or delta_link
+        return values, deleted, full, delta_link
 
-        out: dict[str, tuple[bool, str | None]] = {}
-        for start in range(0, len(keys), FETCH_CHUNK):
-            chunk = keys[start:start + FETCH_CHUNK]
-            flt = " or ".join(f"{self.d365_key} eq {literal(k)}" for k in chunk)
-            async for page in self.d365.read(self.table, [self.d365_key, self.d365_field, "modifiedon"], flt):
-                for row in page:
-                    out[str(row.get(self.d365_key))] = (_as_bool(row.get(self.d365_field)), row.get("modifiedon"))
-        return out
-
-    async def _read_campaign(self, by_pkey: Mapping[str, str], n: _Counters) -> dict[str, tuple[bool, str | None]]:
-        out: dict[str, tuple[bool, str | None]] = {}
-        async for page in self.campaign.read(self.resource):
-            for row in page:
-                pkey = row.get("PKey")
-                if pkey in by_pkey:
+    async def _read_campaign(self, key_map: Mapping[str, str], result: OptOutResult) -> Values:
+        paired = set(key_map.values())
+        values: Values = {}
+        async for batch in CampaignResourceSource(self.campaign, self.resource).batches(None, full=True):
+            for row in batch.rows:
+                if row.get("PKey") in paired:
                     # Only what the decision needs: full profile rows are dropped page by page.
-                    out[pkey] = (_as_bool(row.get(self.campaign_field)), row.get("lastModified"))
+                    pkey, value = self._value_of(row, "PKey", self.campaign_field, "lastModified")
+                    values[pkey] = value
                 else:
-                    n.unpaired += 1
-        return out
+                    result.unpaired += 1
+        return values
 
-    # -- writes ---------------------------------------------------------------------------------------
+    @staticmethod
+    def _value_of(row: Mapping[str, Any], key: str, fld: str, changed: str = "modifiedon"
+                ) -> tuple[str, tuple[bool, str | None]]:
+        return str(row.get(key)), (_as_bool(row.get(fld)), row.get(changed))
 
-    async def _write(self, pending: Sequence[_Pending], new_states: dict[str, PairState],
-                     c_rows: Mapping[str, tuple[bool, str | None]], n: _Counters) -> set[str]:
-        to_d365 = [p for p in pending if p.change.system == "d365"]
-        to_campaign = [p for p in pending if p.change.system == "campaign"]
+    # -- write and acknowledge ------------------------------------------------------------------------
 
-        async def send(items: list[_Pending], connector: Any, table: str, fld: str) -> list[tuple[_Pending, WriteOutcome]]:
-            out: list[tuple[_Pending, WriteOutcome]] = []
-            for start in range(0, len(items), WRITE_CHUNK):
-                chunk = items[start:start + WRITE_CHUNK]
-                ops = [WriteOp("update", table, {fld: p.change.after}, target_id=p.change.target_id, ref=p.key)
-                       for p in chunk]
-                out.extend(zip(chunk, await connector.write(ops), strict=True))
-            return out
+    async def _write(self, plan: PairPlan) -> tuple[list[Write], list[WriteOutcome | None]]:
+        """The flows' write step, once per side; both sides at once."""
+        failpoint = Failpoint.from_env()
+        sides: list[tuple[Target, list[Write]]] = [
+            (D365Target(self.d365, self.table, self.d365.table(self.table)),
+             [w for w in plan.writes if plan.changes[w.key].system == "d365"]),
+            (CampaignTarget(self.campaign, self.resource),
+             [w for w in plan.writes if plan.changes[w.key].system == "campaign"])]
+        writers = [Writer(self.flow, self.d365_key, target, self.store,
+                          Creates(self.flow, self.d365_key, target, self.store, dry_run=False),
+                          batch=None, failpoint=failpoint, on_landed=lambda n: None) for target, _ in sides]
+        outcomes = await asyncio.gather(*(w.write(writes) for w, (_, writes) in zip(writers, sides, strict=True)))
+        return [w for _, writes in sides for w in writes], [o for side in outcomes for o in side]
 
-        results = await asyncio.gather(send(to_d365, self.d365, self.table, self.d365_field),
-                                       send(to_campaign, self.campaign, self.resource, self.campaign_field))
-        written: set[str] = set()
-        failures: list[tuple[_Pending, WriteOutcome]] = []
-        for p, outcome in (*results[0], *results[1]):
-            if outcome.ok:
-                written.add(p.key)
-                new_states[p.key] = p.new_state
-                if p.change.system == "d365":
-                    n.written_to_d365 += 1
-                else:
-                    n.written_to_campaign += 1
-            else:
-                n.failed += 1
-                new_states[p.key] = p.failed_state
-                failures.append((p, outcome))
-        if failures:
-            await asyncio.to_thread(self._dead_letters, failures, c_rows)
-        return written
+    def _record(self, before: Mapping[str, PairState], plan: PairPlan) -> Record:
+        """What the writes leave behind: the pairs' state (saved by ``acknowledge`` with the cursor)."""
 
-    def _dead_letters(self, failures: Sequence[tuple[_Pending, WriteOutcome]],
-                      c_rows: Mapping[str, tuple[bool, str | None]]) -> None:
-        with self.store.transaction():
-            for p, outcome in failures:
-                c = p.change
-                record = {self.d365_key: p.key, "PKey": p.pkey, "write_to": c.system, "table": c.table,
-                          "field": c.field, "value": c.after, "before": c.before, "reason": c.reason}
-                status = f" ({outcome.status}{' ' + outcome.code if outcome.code else ''})" if outcome.status else ""
-                why = f"{c.system} rejected {c.table}.{c.field}={str(c.after).lower()}{status}: {outcome.message or 'no message'}"
-                self.store.add_dead_letter(self.flow, p.key, record, why, field=c.field,
-                                           mapping_file=self.rule.file, mapping_line=self.rule.line)
-        log.warning("optout %s: %d writes rejected (dead letters)", self.name, len(failures),
-                    extra={"event": "optout.rejected", "optout": self.name, "count": len(failures)})
+        def record(store: StateStore, rules: FlowRules, page: Page, result: OptOutResult) -> None:
+            states = dict(plan.states)
+            for w, outcome in zip(page.writes, page.outcomes, strict=True):
+                if outcome is not None and outcome.ok:
+                    states[w.key] = plan.written[w.key]
+                    if plan.changes[w.key].system == "d365":
+                        result.written_to_d365 += 1
+                    else:
+                        result.written_to_campaign += 1
+            self._pairs.save(before, states)  # pairs that ended (gone from the key map) lose their state
 
-    def _save(self, old: Mapping[str, PairState], new: dict[str, PairState], delta_link: str | None,
-              written: set[str]) -> None:
-        with self.store.transaction():
-            self._pairs.save(old, new)  # pairs that ended (gone from the key map) lose their state
-            if delta_link is not None:
-                self.store.set_cursor(self.cursor_name, delta_link)
-            if written:
-                self.store.resolve_dead_letters(self.flow, written)
+        return record
 
-    def _result(self, n: _Counters, key_map: Mapping[str, str], full_read: bool,
-                planned: tuple[PlannedChange, ...], *, written: bool) -> OptOutResult:
-        result = OptOutResult(name=self.name, **{name: getattr(n, name) for name in _COUNTERS}, pairs=len(key_map),
-                              full_read=full_read, dry_run=not written, planned=planned, notes=tuple(n.notes))
+    def _done(self, result: OptOutResult) -> OptOutResult:
         # Debug only: the commands print this result as one sentence; at info it was said twice.
         log.debug("optout %s: %s", self.name, " ".join(f"{k}={v}" for k, v in result.counts().items()),
-                 extra={"event": "optout.done", "optout": self.name, **result.counts(), "dry_run": not written})
+                  extra={"event": "optout.done", "optout": self.name, **result.counts(), "dry_run": self.dry_run})
         return result
 
 

@@ -90,6 +90,7 @@ class Write:
     tombstone: bool = False  # the source record is gone: its entry is marked deleted once this is written
     relinks: bool = False  # changes which target record a source key stands for: linking flows re-read
     ours: bool = True  # the target record is one mapsync made (only those may `on delete: delete` remove)
+    field: str | None = None  # the field a dead letter of this write points at (None: the whole record)
 
 
 @dataclass(frozen=True, slots=True)

@@ -131,6 +131,29 @@ async def run_job(job: Job, *, only: Sequence[str] | None = None, full: bool = F
     """Run (or plan) the job's flows once, then its opt-out rules. Runs that share ``tokens`` (``--watch``)
     reuse the access tokens of the ones before. The services must be the ones the state belongs to
     (``mapsync.engine.identity``); ``rebind`` accepts a deliberate move."""
+    names = _flows_to_run(job, only, replay, rebind=rebind)
+    own_store = store is None
+    store = store or open_store(job.env.state_url, password=job.env.state_password)
+    connectors = build_connectors(job.env, catalog=job.catalog, transport=transport, msal_http_client=msal_http_client,
+                                  tokens=tokens)
+    run = _Run(job, store, connectors, names, list(replay), full=full, dry_run=dry_run, on_progress=on_progress,
+               on_finished=on_finished)
+    try:
+        await run.bind(rebind=rebind)
+        await run.flows()
+        if optouts and not only and not run.report.outages:
+            await run.optouts()
+        if run.report.outages and not dry_run:
+            await run.count_waiting()
+    finally:
+        await connectors.aclose()
+        if own_store:
+            store.close()
+    return run.report
+
+
+def _flows_to_run(job: Job, only: Sequence[str] | None, replay: Sequence[str], *, rebind: bool) -> list[str]:
+    """The flows a run asked for, in run order; a ConfigError for a flow the mappings do not define."""
     unknown = [f for f in [*(only or ()), *replay] if f not in job.flows]
     if unknown:
         raise ConfigError(f"unknown flow(s): {', '.join(unknown)}; the mappings define: {', '.join(sorted(job.flows))}",
@@ -138,86 +161,99 @@ async def run_job(job: Job, *, only: Sequence[str] | None = None, full: bool = F
     if rebind and only:
         raise ConfigError("--rebind re-syncs every flow that reads or writes a moved service: run it without --flow",
                           setting="--rebind")
-    names = [n for n in order_flows(job.flows) if not only or n in only or n in replay]
-    own_store = store is None
-    store = store or open_store(job.env.state_url, password=job.env.state_password)
-    connectors = build_connectors(job.env, catalog=job.catalog, transport=transport, msal_http_client=msal_http_client,
-                                  tokens=tokens)
-    report = RunReport()
-    holder = runner_id()
-    links = job.flows.links_of(names)
-    link_reasons = LinkReasons(job.flows, connectors)
+    return [n for n in order_flows(job.flows) if not only or n in only or n in replay]
 
-    skipped: set[str] = set()  # flows this run left to another runner (lease held), and the flows after them
 
-    async def run_one(name: str) -> FlowResult:
-        flow = job.flows[name]
-        waits_for = sorted(links[name] & skipped)
-        if waits_for and not dry_run:
-            skipped.add(name)
-            why = (f"skipped: it links to {_flows(waits_for)}, which another runner is running; "
-                   "it runs once that run is done")
-            report.errors.append(f"flow {name}: {why}")
-            log.warning("flow %s %s", name, why, extra={"event": "run.flow_skipped", "flow": name})
-            return FlowResult(name, FlowCounts(), 0.0, outcome="skipped")
-        runner = FlowRunner(flow, source_for(flow, connectors), target_for(flow, connectors), store,
-                            environment=job.env.name, holder=holder, dry_run=dry_run, on_progress=on_progress,
-                            link_tables=job.link_tables(), links_to=links[name], link_reasons=link_reasons)
+class _Run:
+    """One pass of ``run_job``: its steps (bind the state to the services, the flows stage by stage, the opt-out
+    rules) and what they share (the report, the flows left to another runner)."""
+
+    def __init__(self, job: Job, store: StateStore, connectors: Connectors, names: list[str], replay: list[str],
+                 *, full: bool, dry_run: bool, on_progress: Callable[[str, FlowCounts], None] | None,
+                 on_finished: Callable[[str], None] | None) -> None:
+        self.job, self.store, self.connectors, self.names, self.replay = job, store, connectors, names, replay
+        self.full, self.dry_run, self.on_progress, self.on_finished = full, dry_run, on_progress, on_finished
+        self.report = RunReport()
+        self.holder = runner_id()
+        self.links = job.flows.links_of(names)
+        self.link_reasons = LinkReasons(job.flows, connectors)
+        self.skipped: set[str] = set()  # flows this run left to another runner (lease held), and the flows after them
+
+    async def bind(self, *, rebind: bool) -> None:
+        """Check that the services are the ones the state belongs to; after a deliberate move, re-sync."""
+        job = self.job
         try:
-            return await runner.run(full=full, replay=name in replay)
-        except ConfigError:
-            raise  # a setting is wrong: nothing else will work either
+            observed = await observe(job.env, self.connectors)
         except ServiceDown as exc:
-            # Said once per service when the run ends (``RunReport.outage_lines``), not once per flow.
-            report.outages.setdefault(exc.service, exc)
-            runner.result.outcome = "failed"
-            return runner.result
-        except SyncError as exc:
-            # This flow cannot go on (lease held, service refusing); the others still run.
-            report.errors.append(f"flow {name}: {exc}")
-            log.error("flow %s stopped: %s", name, exc, extra={"event": "run.flow_failed", "flow": name})
-            runner.result.outcome = "skipped" if isinstance(exc, LeaseHeld) else "failed"
-            if isinstance(exc, LeaseHeld):
-                skipped.add(name)
-            return runner.result
+            self.report.outages[exc.service] = exc
+            return
+        rebound = await bind(self.store, job.env.name, observed, job.flows, rebind=rebind, dry_run=self.dry_run)
+        if rebound is None:
+            return
+        self.replay += [name for name in rebound.replay if name in self.names]
+        await _forget_optouts(job, self.connectors, self.store)
+        log.warning("state of environment %s rebound to the services it reaches now (%s): flows %s "
+                    "re-synced by key, %s read in full", job.env.name, ", ".join(rebound.services),
+                    ", ".join(rebound.replay) or "none", ", ".join(rebound.reread) or "none",
+                    extra={"event": "run.rebound", "services": rebound.services})
 
-    try:
-        try:
-            observed = await observe(job.env, connectors)
-        except ServiceDown as exc:
-            report.outages[exc.service] = exc
-        else:
-            rebound = await bind(store, job.env.name, observed, job.flows, rebind=rebind, dry_run=dry_run)
-            if rebound is not None:
-                replay = [*replay, *(name for name in rebound.replay if name in names)]
-                await _forget_optouts(job, connectors, store)
-                log.warning("state of environment %s rebound to the services it reaches now (%s): flows %s "
-                            "re-synced by key, %s read in full", job.env.name, ", ".join(rebound.services),
-                            ", ".join(rebound.replay) or "none", ", ".join(rebound.reread) or "none",
-                            extra={"event": "run.rebound", "services": rebound.services})
+    async def flows(self) -> None:
         # Flows of one stage share nothing but the services' limits (which the HTTP layer enforces): they
         # run at once, so one flow's reads overlap another's writes.
-        for stage in stages(names, links, job.flows):
+        report = self.report
+        for stage in stages(self.names, self.links, self.job.flows):
             if report.outages:
                 # A service is down: the flows after it would wait out the same outage (or another) one by one.
                 report.flows.extend(FlowResult(name, FlowCounts(), 0.0, outcome="skipped") for name in stage)
                 continue
-            report.flows.extend(await _all_or_none(_finishing(run_one(name), name, on_finished) for name in stage))
-        if optouts and not only and not report.outages:
-            try:
-                report.optouts = await _run_optouts(job, connectors, store, dry_run=dry_run, holder=holder,
-                                                    skipped=skipped, errors=report.errors, on_progress=on_progress,
-                                                    on_finished=on_finished)
-            except ServiceDown as exc:
-                report.outages.setdefault(exc.service, exc)
-        if report.outages and not dry_run:
-            report.waiting = await asyncio.to_thread(
-                lambda: sum(len(store.pending_writes(r.flow)) for r in report.flows if r.outcome != "ok"))
-    finally:
-        await connectors.aclose()
-        if own_store:
-            store.close()
-    return report
+            report.flows.extend(await _all_or_none(_finishing(self.flow(name), name, self.on_finished)
+                                                   for name in stage))
+
+    async def flow(self, name: str) -> FlowResult:
+        waits_for = sorted(self.links[name] & self.skipped)
+        if waits_for and not self.dry_run:
+            self.skipped.add(name)
+            why = (f"skipped: it links to {_flows(waits_for)}, which another runner is running; "
+                   "it runs once that run is done")
+            self.report.errors.append(f"flow {name}: {why}")
+            log.warning("flow %s %s", name, why, extra={"event": "run.flow_skipped", "flow": name})
+            return FlowResult(name, FlowCounts(), 0.0, outcome="skipped")
+        flow, job, connectors = self.job.flows[name], self.job, self.connectors
+        runner = FlowRunner(flow, source_for(flow, connectors), target_for(flow, connectors), self.store,
+                            environment=job.env.name, holder=self.holder, dry_run=self.dry_run,
+                            on_progress=self.on_progress, link_tables=job.link_tables(), links_to=self.links[name],
+                            link_reasons=self.link_reasons)
+        try:
+            return await runner.run(full=self.full, replay=name in self.replay)
+        except ConfigError:
+            raise  # a setting is wrong: nothing else will work either
+        except ServiceDown as exc:
+            # Said once per service when the run ends (``RunReport.outage_lines``), not once per flow.
+            self.report.outages.setdefault(exc.service, exc)
+            runner.result.outcome = "failed"
+        except SyncError as exc:
+            # This flow cannot go on (lease held, service refusing); the others still run.
+            self.report.errors.append(f"flow {name}: {exc}")
+            log.error("flow %s stopped: %s", name, exc, extra={"event": "run.flow_failed", "flow": name})
+            runner.result.outcome = "skipped" if isinstance(exc, LeaseHeld) else "failed"
+            if isinstance(exc, LeaseHeld):
+                self.skipped.add(name)
+        return runner.result
+
+    async def optouts(self) -> None:
+        try:
+            self.report.optouts = await _run_optouts(
+                self.job, self.connectors, self.store, dry_run=self.dry_run, holder=self.holder,
+                skipped=self.skipped, errors=self.report.errors, on_progress=self.on_progress,
+                on_finished=self.on_finished)
+        except ServiceDown as exc:
+            self.report.outages.setdefault(exc.service, exc)
+
+    async def count_waiting(self) -> None:
+        """Creates sent but unconfirmed when a service stopped the run: the next run looks them up first."""
+        unfinished = [r.flow for r in self.report.flows if r.outcome != "ok"]
+        self.report.waiting = await asyncio.to_thread(
+            lambda: sum(len(self.store.pending_writes(flow)) for flow in unfinished))
 
 
 async def _finishing(work: Awaitable[Any], name: str, on_finished: Callable[[str], None] | None) -> Any:

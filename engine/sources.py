@@ -89,8 +89,8 @@ class D365TableSource:
 
     async def _by_modifiedon(self, cursor: str | None) -> AsyncIterator[SourceBatch]:
         if cursor is None:
-            pages = self.connector.read(self.table, [*self.select, "modifiedon"], self.pushdown, self.page_size,
-                                        orderby="modifiedon asc")
+            select = [*self.select, *(["modifiedon"] if "modifiedon" not in self.select else [])]
+            pages = self.connector.read(self.table, select, self.pushdown, self.page_size, orderby="modifiedon asc")
         else:
             pages = self.connector.read_modified_since(self.table, self.select, cursor, self.page_size)
         async for rows in pages:

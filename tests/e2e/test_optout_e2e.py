@@ -20,12 +20,14 @@ from mapsync.dsl import ast
 from mapsync.dsl.parser import parse
 from mapsync.dsl.schema import load_catalog
 from mapsync.emulators.server import Emulator
+from mapsync.engine.acknowledge import TRANSIENT_PREFIX
 from mapsync.engine.auth import ImsTokenProvider
 from mapsync.engine.config import CampaignSettings, D365Settings, Secret, ServiceLimits
 from mapsync.engine.connectors import Connectors
 from mapsync.engine.connectors.base import WriteOp
 from mapsync.engine.connectors.campaign import CampaignConnector, campaign_headers
 from mapsync.engine.connectors.d365 import ODATA_HEADERS, D365Connector
+from mapsync.engine.dead_letter_kinds import kind
 from mapsync.engine.http import HttpClient
 from mapsync.engine.optout import OptOutResult, OptOutSync, build_optout_syncs
 from mapsync.engine.state import DeadLetterStatus, KeyEntry, StateStore, open_store
@@ -55,6 +57,8 @@ class RejectProfiles:
     def __init__(self, app: Any) -> None:
         self.app = app
         self.pkeys: set[str] = set()
+        self.busy: set[str] = set()  # profiles whose updates are answered 429 (a transient refusal), every time
+        self.busy_answers = 0
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "PATCH" and any(
@@ -62,6 +66,14 @@ class RejectProfiles:
             body = json.dumps({"error_code": "XTK-170006", "message": "profile is locked by a workflow"}).encode()
             await send({"type": "http.response.start", "status": 400,
                         "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        if scope["type"] == "http" and scope["method"] == "PATCH" and any(
+                scope["path"].endswith("/" + p) for p in self.busy):
+            self.busy_answers += 1
+            body = json.dumps({"error_code": "SVC-429", "message": "too many requests"}).encode()
+            await send({"type": "http.response.start", "status": 429,
+                        "headers": [(b"content-type", b"application/json"), (b"retry-after", b"0")]})
             await send({"type": "http.response.body", "body": body})
             return
         await self.app(scope, receive, send)
@@ -358,6 +370,35 @@ def test_a_rejected_write_is_dead_lettered_and_retried_until_it_goes_through(tmp
         assert await rig.both(b) == (True, True)
         assert rig.store.list_dead_letters(flow="optout:email")[0].status == DeadLetterStatus.RESOLVED
         assert writes(await rig.sync().run()) == 0
+
+    scenario(tmp_path, body)
+
+
+def test_a_write_refused_transiently_gets_the_flows_rounds_then_waits_as_retrying(tmp_path: Path) -> None:
+    """Opt-out writes go through the flows' writer and acknowledge step: a write still refused transiently after
+    the HTTP layer's retries gets more rounds in the run, then waits as a `retrying` dead letter, which the next
+    run closes once the write goes through."""
+
+    async def body(rig: Rig) -> None:
+        a, b = await rig.contacts(2)
+        _pa, pb = await rig.pair([a, b], profile_values={a: False, b: False})
+        for cid in (a, b):
+            await rig.edit_contact(cid, False)
+        await rig.sync().run()
+        rig.gateway.busy.add(pb)
+        await rig.edit_contact(a, True)
+        await rig.edit_contact(b, True)
+        result = await rig.sync().run()
+        assert (result.written_to_campaign, result.failed) == (1, 1)
+        http_tries = rig.campaign.http.limits.max_retries + 1
+        assert rig.gateway.busy_answers > http_tries  # more than one request's retries: the writer's rounds
+        [letter] = rig.store.list_dead_letters(flow="optout:email")
+        assert letter.source_key == b and letter.field == "blackListEmail" and kind(letter) == "retrying"
+        assert letter.reason.startswith(TRANSIENT_PREFIX) and "too many requests" in letter.reason
+        rig.gateway.busy.clear()
+        fixed = await rig.sync().run()
+        assert (fixed.written_to_campaign, fixed.failed) == (1, 0) and await rig.both(b) == (True, True)
+        assert rig.store.list_dead_letters(flow="optout:email")[0].status == DeadLetterStatus.RESOLVED
 
     scenario(tmp_path, body)
 
