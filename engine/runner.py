@@ -27,6 +27,7 @@ from mapsync.dsl.project import Project, load_project
 from mapsync.dsl.schema import Catalog, load_catalog
 from mapsync.engine import leases
 from mapsync.engine.auth import TokenCache
+from mapsync.engine.bulk.route import route_for
 from mapsync.engine.config import Config, Environment, load_config
 from mapsync.engine.connectors import Connectors, build_connectors
 from mapsync.engine.errors import ConfigError, LeaseHeld, ServiceDown, SyncError
@@ -127,10 +128,11 @@ async def run_job(job: Job, *, only: Sequence[str] | None = None, full: bool = F
                   on_finished: Callable[[str], None] | None = None,
                   transport: Any = None, msal_http_client: Any = None,
                   store: StateStore | None = None, optouts: bool = True, tokens: TokenCache | None = None,
-                  rebind: bool = False) -> RunReport:
+                  rebind: bool = False, bulk: bool | None = None) -> RunReport:
     """Run (or plan) the job's flows once, then its opt-out rules. Runs that share ``tokens`` (``--watch``)
     reuse the access tokens of the ones before. The services must be the ones the state belongs to
-    (``mapsync.engine.identity``); ``rebind`` accepts a deliberate move."""
+    (``mapsync.engine.identity``); ``rebind`` accepts a deliberate move. ``bulk``: True/False forces Campaign
+    full reads onto/off the bulk path (``mapsync.engine.bulk``); None leaves it to ``bulk.min_records``."""
     unknown = [f for f in [*(only or ()), *replay] if f not in job.flows]
     if unknown:
         raise ConfigError(f"unknown flow(s): {', '.join(unknown)}; the mappings define: {', '.join(sorted(job.flows))}",
@@ -160,9 +162,12 @@ async def run_job(job: Job, *, only: Sequence[str] | None = None, full: bool = F
             report.errors.append(f"flow {name}: {why}")
             log.warning("flow %s %s", name, why, extra={"event": "run.flow_skipped", "flow": name})
             return FlowResult(name, FlowCounts(), 0.0, outcome="skipped")
-        runner = FlowRunner(flow, source_for(flow, connectors), target_for(flow, connectors), store,
+        target = target_for(flow, connectors)
+        runner = FlowRunner(flow, source_for(flow, connectors), target, store,
                             environment=job.env.name, holder=holder, dry_run=dry_run, on_progress=on_progress,
-                            link_tables=job.link_tables(), links_to=links[name], link_reasons=link_reasons)
+                            link_tables=job.link_tables(), links_to=links[name], link_reasons=link_reasons,
+                            bulk=route_for(flow, job.env, connectors, target, store, forced=bulk,
+                                           links_to=sorted(links[name])))
         try:
             return await runner.run(full=full, replay=name in replay)
         except ConfigError:
