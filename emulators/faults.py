@@ -1,5 +1,7 @@
 """Fault injection shared by the emulated services: throttling, server errors, dropped connections,
-slow replies and expired tokens, drawn from a seeded generator so a run can be replayed exactly.
+slow replies and expired tokens, drawn from a seeded generator so a run can be replayed exactly; and the
+one-shot faults of Campaign's bulk path (an SFTP upload whose connection drops, a refused signal, an import
+that fails part-way), which fire on the next occasion after the profile is set and then are spent.
 
 ``FaultMiddleware`` wraps any ASGI app. Each service passes its own error-body builder, because the two
 services disagree on the shape: Dataverse ``{"error":{"code","message"}}``, Campaign
@@ -48,18 +50,30 @@ class FaultProfile:
     token_min_age_seconds: float = 5.0
     retry_after_seconds: int = 1
     seed: int = 0
+    # One-shot faults of the bulk path (0 = off): the next SFTP upload loses its connection after this many
+    # bytes; the next N signal triggers are refused with the 10-minute error; the next imported file stops
+    # after this fraction of its rows, leaving the workflow in state "error".
+    sftp_disconnect_after_bytes: int = 0
+    refuse_signals: int = 0
+    import_fail_fraction: float = 0.0
 
-    NAMES: ClassVar[tuple[str, ...]] = ("none", "flaky", "hostile")
+    NAMES: ClassVar[tuple[str, ...]] = ("none", "flaky", "hostile", "sftp_disconnect", "signal_refused",
+                                        "import_failed")
 
     @classmethod
     def named(cls, name: str) -> FaultProfile:
-        """``none`` (no faults), ``flaky`` (a few percent) or ``hostile`` (roughly one request in four)."""
+        """``none`` (no faults), ``flaky`` (a few percent), ``hostile`` (roughly one request in four), or one
+        bulk-path fault: ``sftp_disconnect`` (the next upload drops after 1 KiB), ``signal_refused`` (the next
+        trigger answers 400), ``import_failed`` (the next imported file fails half-way)."""
         profiles = {
             "none": cls(),
             "flaky": cls(p_429=0.02, p_500=0.005, p_503=0.01, p_drop=0.005, p_slow=0.02, slow_seconds=0.2,
                          p_token_expiry=0.002, retry_after_seconds=1, seed=7),
             "hostile": cls(p_429=0.08, p_500=0.03, p_503=0.05, p_drop=0.03, p_slow=0.05, slow_seconds=0.5,
                            p_token_expiry=0.01, retry_after_seconds=1, seed=13),
+            "sftp_disconnect": cls(sftp_disconnect_after_bytes=1024),
+            "signal_refused": cls(refuse_signals=1),
+            "import_failed": cls(import_fail_fraction=0.5),
         }
         try:
             return profiles[name]
@@ -70,13 +84,18 @@ class FaultProfile:
         for f in fields(self):
             if f.name.startswith("p_") and not 0.0 <= getattr(self, f.name) <= 1.0:
                 raise ValueError(f"{f.name} must be between 0 and 1")
+        if not 0.0 <= self.import_fail_fraction <= 1.0:
+            raise ValueError("import_fail_fraction must be between 0 and 1")
+        if self.sftp_disconnect_after_bytes < 0 or self.refuse_signals < 0:
+            raise ValueError("sftp_disconnect_after_bytes and refuse_signals must be 0 or more")
 
 
 class FaultInjector:
     """Draws the fault for each request from ``profile`` with a generator seeded by ``profile.seed``.
 
     ``counts`` tallies injected faults by kind (``429``, ``500``, ``503``, ``drop``, ``slow``,
-    ``token_expiry``). ``set_profile`` swaps the profile at run time and reseeds.
+    ``token_expiry``, and the one-shot ``sftp_disconnect``, ``signal_refused``, ``import_failed``).
+    ``set_profile`` swaps the profile at run time, reseeds and re-arms the one-shot faults.
     """
 
     KINDS: ClassVar[tuple[str, ...]] = ("token_expiry", "drop", "429", "500", "503", "slow")
@@ -96,6 +115,23 @@ class FaultInjector:
         with self._lock:
             self._profile = profile
             self._random = random.Random(profile.seed)
+            self._shots = self._armed(profile)
+
+    @staticmethod
+    def _armed(profile: FaultProfile) -> Counter[str]:
+        return Counter({"sftp_disconnect": int(profile.sftp_disconnect_after_bytes > 0),
+                        "signal_refused": profile.refuse_signals,
+                        "import_failed": int(profile.import_fail_fraction > 0)})
+
+    def take(self, kind: str) -> bool:
+        """Spend one shot of a one-shot fault (``sftp_disconnect``, ``signal_refused``, ``import_failed``):
+        True when it fires now, counted like the others."""
+        with self._lock:
+            if self._shots[kind] <= 0:
+                return False
+            self._shots[kind] -= 1
+            self.counts[kind] += 1
+            return True
 
     def update(self, **changes: Any) -> None:
         """Change some fields of the current profile (keeps counting; reseeds only if ``seed`` changes)."""
@@ -103,6 +139,10 @@ class FaultInjector:
             new = replace(self._profile, **changes)
             if new.seed != self._profile.seed:
                 self._random = random.Random(new.seed)
+            armed = self._armed(new)
+            for kind, setting in _ONE_SHOT_FIELDS.items():  # a one-shot fault set again is armed again
+                if setting in changes:
+                    self._shots[kind] = armed[kind]
             self._profile = new
 
     def draw(self) -> str | None:
@@ -122,6 +162,11 @@ class FaultInjector:
 
     def __repr__(self) -> str:
         return f"FaultInjector(profile={self._profile!r}, counts={dict(self.counts)!r})"
+
+
+# The profile field that arms each one-shot fault: setting it (even to its current value) arms the fault again.
+_ONE_SHOT_FIELDS = {"sftp_disconnect": "sftp_disconnect_after_bytes", "signal_refused": "refuse_signals",
+                    "import_failed": "import_fail_fraction"}
 
 
 class DroppedConnection(httpx.RemoteProtocolError):

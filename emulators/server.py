@@ -6,6 +6,7 @@
     /{ORG}/campaign/...                                                             Campaign Standard
     /events/organizations/{org}/integrations/{int}/{registration}                  I/O Events journal
     /_emulator/...                                                                  control (docs/emulators.md)
+    sftp://127.0.0.1:<port>/incoming, /outgoing     Campaign's SFTP storage (its own listener, emulators/sftp.py)
 
 ``Emulator(...)`` holds every store; ``Emulator.app`` is the ASGI app (use it with
 ``httpx.ASGITransport(app=...)``); ``serve(...)`` runs it; ``write_config(...)`` writes a ready
@@ -38,19 +39,21 @@ from starlette.routing import BaseRoute
 from mapsync import resources
 from mapsync.emulators.campaign import Campaign, CampaignStore, campaign_routes, load_resources
 from mapsync.emulators.campaign.errors import ASSUMED, BIG_TABLE_THRESHOLD
-from mapsync.emulators.campaign.workflows import Workflows
+from mapsync.emulators.campaign.imports import IMPORT_ROWS_PER_SECOND, Importer
+from mapsync.emulators.campaign.workflows import SIGNAL_INTERVAL_SECONDS, Workflows, import_workflow_id
 from mapsync.emulators.faults import FaultInjector, FaultMiddleware, FaultProfile
 from mapsync.emulators.ims import IMS_EXPIRES_IN, IMS_ORG, ims_routes
 from mapsync.emulators.journal import Clock, Journal, journal_routes
 from mapsync.emulators.jwt_signer import JwtSigner
 from mapsync.emulators.limits import ServiceProtection
 from mapsync.emulators.seed import SeedData
+from mapsync.emulators.sftp import SftpAccess, SftpServer
 from mapsync.emulators.tokens import TokenIssuer
 
 log = logging.getLogger("mapsync.emulator")
 
-__all__ = ["AdobeServices", "Credentials", "DataverseServices", "Emulator", "Limits", "PortInUse", "Served",
-           "bind", "config_files", "serve", "start_in_thread", "write_config"]
+__all__ = ["AdobeServices", "BulkSetup", "Credentials", "DataverseServices", "Emulator", "Limits", "PortInUse",
+           "Served", "bind", "config_files", "serve", "start_in_thread", "write_config"]
 
 Scope = MutableMapping[str, Any]
 
@@ -68,6 +71,8 @@ class Credentials:
     ims_org_id: str = "4CC7D9704674CFB2138A2C54"
     integration: str = "54108"
     registration: str = "f89067f2-0d50-4bb2-bf78-209d0eacb6eb"
+    sftp_username: str = "mapsync-emulator"
+    sftp_password: str = "emulator-sftp-secret"
 
     def __repr__(self) -> str:  # secrets never in any output
         return f"Credentials(tenant_id={self.tenant_id!r}, organization={self.organization!r})"
@@ -115,7 +120,12 @@ class AdobeServices:
         limits: Limits | None = None,
         big_table_threshold: int = BIG_TABLE_THRESHOLD,
         snapshots: Path | None = None,
+        import_root: Path | None = None,
+        signal_interval_seconds: float = SIGNAL_INTERVAL_SECONDS,
+        import_rows_per_second: float = IMPORT_ROWS_PER_SECOND,
+        faults: FaultInjector | None = None,
     ) -> None:
+        """``import_root``: the SFTP storage's folder; with it, each resource gets an import workflow."""
         self.seed = seed
         self.snapshots = (snapshots or resources.snapshots_dir()) / "campaign"
         self.big_table_threshold = big_table_threshold
@@ -126,7 +136,10 @@ class AdobeServices:
         self.store = CampaignStore(load_resources(self.snapshots), clock=self.clock.now)
         self.journal = Journal(clock=self.clock, retention=retention, secret=f"journal-{seed}")
         self.campaign = Campaign(self.store, self.journal, seed=seed)
-        self.workflows = Workflows(self.clock.time)
+        self.importer = (Importer(self.store, import_root, rows_per_second=import_rows_per_second, faults=faults)
+                         if import_root is not None else None)
+        self.workflows = Workflows(self.clock.time, signal_interval_seconds=signal_interval_seconds,
+                                   importer=self.importer, faults=faults)
         self.protection: ServiceProtection | None = (limits or Limits()).campaign(self.clock.time)
 
     def set_limits(self, limits: Limits) -> None:
@@ -146,9 +159,9 @@ class AdobeServices:
         return self.store.insert_many("profile", list(data.iter_profiles()))
 
     def reset(self) -> None:
+        self.workflows.reset()  # first: a running import job stops before the store it writes is emptied
         self.store.reset()
         self.journal.reset()
-        self.workflows.reset()
         self.campaign.reset()
         if self.protection is not None:
             self.protection.reset()
@@ -345,7 +358,13 @@ class Emulator:
         clock: Clock | None = None,
         extra_routes: Iterable[BaseRoute] = (),
         snapshots: Path | None = None,
+        sftp: bool = True,
+        signal_interval_seconds: float = SIGNAL_INTERVAL_SECONDS,
+        import_rows_per_second: float = IMPORT_ROWS_PER_SECOND,
     ) -> None:
+        """``sftp``: Campaign's SFTP storage and its import workflows (the server listens once served);
+        ``signal_interval_seconds``: the 10-minute rule, shorter for tests; ``import_rows_per_second``: the
+        import job's pace."""
         # Imported here so that the Adobe half (AdobeServices) does not need the Dataverse package.
         from mapsync.emulators.control import control_routes
         from mapsync.emulators.setup import Setup, SetupMiddleware
@@ -358,15 +377,21 @@ class Emulator:
         self.clock = clock or Clock()
         self.credentials = credentials or Credentials()
         self.limits = limits or Limits()
-        self.adobe = AdobeServices(seed=seed, clock=self.clock, credentials=self.credentials,
-                                   token_lifetime=token_lifetime or IMS_EXPIRES_IN, retention=retention,
-                                   limits=self.limits, snapshots=self.snapshots)
-        self.dataverse = DataverseServices(self.data, clock=self.clock, credentials=self.credentials,
-                                           token_lifetime=token_lifetime, limits=self.limits,
-                                           snapshots=self.snapshots)
         profile = FaultProfile.named(faults) if isinstance(faults, str) else faults
         self.dataverse_faults = FaultInjector(profile)
         self.adobe_faults = FaultInjector(profile)
+        self.sftp: SftpServer | None = (
+            SftpServer(username=self.credentials.sftp_username, password=self.credentials.sftp_password,
+                       faults=self.adobe_faults) if sftp else None)
+        self.adobe = AdobeServices(seed=seed, clock=self.clock, credentials=self.credentials,
+                                   token_lifetime=token_lifetime or IMS_EXPIRES_IN, retention=retention,
+                                   limits=self.limits, snapshots=self.snapshots,
+                                   import_root=self.sftp.root if self.sftp is not None else None,
+                                   signal_interval_seconds=signal_interval_seconds,
+                                   import_rows_per_second=import_rows_per_second, faults=self.adobe_faults)
+        self.dataverse = DataverseServices(self.data, clock=self.clock, credentials=self.credentials,
+                                           token_lifetime=token_lifetime, limits=self.limits,
+                                           snapshots=self.snapshots)
         self._seed_stores()
         router = Starlette(routes=[*control_routes(self), *self.adobe.routes(),
                                    *self.dataverse.routes(self.dataverse_faults), *extra_routes])
@@ -405,6 +430,49 @@ class Emulator:
     def _seed_stores(self) -> None:
         self.dataverse.populate()
         self.adobe.seed_profiles(self.data)
+
+    # ---- Campaign's SFTP storage -----------------------------------------------------------------
+    @property
+    def sftp_root(self) -> Path:
+        """The folder the SFTP server serves as ``/`` (``incoming/``, ``outgoing/``)."""
+        return self._sftp().root
+
+    @property
+    def sftp_port(self) -> int | None:
+        """The SFTP server's port while it listens, else None."""
+        return self.sftp.port if self.sftp is not None else None
+
+    @property
+    def sftp_host_key_line(self) -> str:
+        """The server's public host key as one OpenSSH line, for a client to pin."""
+        return self._sftp().host_key_line
+
+    @property
+    def sftp_credentials(self) -> tuple[str, str]:
+        return self.credentials.sftp_username, self.credentials.sftp_password
+
+    def _sftp(self) -> SftpServer:
+        if self.sftp is None:
+            raise RuntimeError("this emulator was made with sftp=False")
+        return self.sftp
+
+    def start_sftp(self, host: str = "127.0.0.1", port: int = 0) -> int | None:
+        """Start the SFTP server (``serve`` and ``start_in_thread`` do); its port, None with sftp=False."""
+        return self.sftp.start(host, port) if self.sftp is not None else None
+
+    def stop_sftp(self) -> None:
+        """Stop the SFTP server and any running import job (the files stay until the emulator is gone)."""
+        if self.adobe.importer is not None:
+            self.adobe.importer.stop()
+        if self.sftp is not None:
+            self.sftp.stop()
+
+    def bulk_setup(self) -> BulkSetup | None:
+        """What a client needs for the bulk path (``write_config``), None while no SFTP server listens."""
+        if self.sftp is None or self.sftp.port is None:
+            return None
+        return BulkSetup(self.sftp.access(), tuple(sorted(self.adobe.store.resources)),
+                         self.adobe.workflows.signal_interval_seconds)
 
     # ---- control --------------------------------------------------------------------------------
     def set_faults(self, profile: FaultProfile | str) -> None:
@@ -462,10 +530,32 @@ def config_files(path: Path) -> tuple[str, Path]:
     return f"sqlite:///.mapsync/{stem}.sqlite", path.parent / ".mapsync" / f"{stem}-ca"
 
 
+@dataclass(frozen=True, slots=True)
+class BulkSetup:
+    """The bulk path's side of a running emulator: its SFTP server, the resources with an import workflow,
+    and the signal interval it enforces."""
+
+    sftp: SftpAccess
+    resources: tuple[str, ...]
+    signal_interval_seconds: float
+
+    def config(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``campaign.sftp`` and ``bulk`` of an environment pointing at this emulator."""
+        a = self.sftp
+        sftp = {"host": a.host, "port": a.port, "username": a.username, "password": a.password,
+                "host_key": a.host_key, "incoming": "/incoming", "outgoing": "/outgoing"}
+        interval = self.signal_interval_seconds
+        bulk = {"signal_interval_seconds": int(interval) if float(interval).is_integer() else interval,
+                "workflows": {r: {"workflow": import_workflow_id(r), "signal": "signal1"} for r in self.resources}}
+        return sftp, bulk
+
+
 def write_config(path: Path, *, base_url: str, ca_file: Path | None, credentials: Credentials | None = None,
-                 state: str | None = None, mappings: str = "mappings", snapshots: str | None = None) -> Path:
+                 state: str | None = None, mappings: str = "mappings", snapshots: str | None = None,
+                 bulk: BulkSetup | None = None) -> Path:
     """Write a ``mapsync.yaml`` with one environment, ``emulator``, pointing at ``base_url``; the state store
-    defaults to one named after the config file (``config_files``)."""
+    defaults to one named after the config file (``config_files``). With ``bulk`` (``Emulator.bulk_setup()``)
+    it also writes ``campaign.sftp`` (the emulator's port, throw-away login and host key) and ``bulk``."""
     import yaml
 
     c = credentials or Credentials()
@@ -481,6 +571,8 @@ def write_config(path: Path, *, base_url: str, ca_file: Path | None, credentials
         "events": {"journal_url": f"{base}{c.journal_path}"},
         "state": state,
     }
+    if bulk is not None:
+        env["campaign"]["sftp"], env["bulk"] = bulk.config()
     if ca_file is not None:
         env["ca_file"] = str(ca_file)
     document: dict[str, Any] = {"version": 1, "mappings": mappings}
@@ -504,6 +596,7 @@ class Served:
     _server: Any = field(repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
     _ca: Any = field(default=None, repr=False)  # keeps the CA's temp dir (and ca_file) alive
+    _emulator: Emulator | None = field(default=None, repr=False)  # its SFTP server stops with this one
 
     def open_connections(self) -> int:
         """Client connections the server holds open now (a client that never closes its session shows here)."""
@@ -514,6 +607,8 @@ class Served:
         return ssl.create_default_context(cafile=str(self.ca_file))
 
     def stop(self) -> None:
+        if self._emulator is not None:
+            self._emulator.stop_sftp()
         self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)
@@ -529,8 +624,10 @@ def _uvicorn_server(emulator: Emulator, host: str, port: int, ca: Any) -> Any:
     return uvicorn.Server(config)
 
 
-def start_in_thread(emulator: Emulator, *, host: str = "127.0.0.1", port: int = 0, ca: Any = None) -> Served:
-    """Serve over TLS in a background thread (tests, benchmarks). ``port=0`` picks a free port."""
+def start_in_thread(emulator: Emulator, *, host: str = "127.0.0.1", port: int = 0, ca: Any = None,
+                    sftp_port: int = 0) -> Served:
+    """Serve over TLS in a background thread (tests, benchmarks), and the SFTP server unless the emulator
+    has none. ``port=0`` and ``sftp_port=0`` pick free ports."""
     import socket
 
     from mapsync.emulators.tls import TestCA
@@ -548,7 +645,13 @@ def start_in_thread(emulator: Emulator, *, host: str = "127.0.0.1", port: int = 
         if server.started:
             break
         threading.Event().wait(0.01)
-    return Served(f"https://{host}:{bound}", Path(ca.ca_pem_path), bound, server, thread, ca)
+    served = Served(f"https://{host}:{bound}", Path(ca.ca_pem_path), bound, server, thread, ca, emulator)
+    try:
+        emulator.start_sftp(host, sftp_port)
+    except BaseException:
+        served.stop()
+        raise
+    return served
 
 
 class PortInUse(OSError):
@@ -574,13 +677,24 @@ def bind(host: str, port: int) -> Any:
 
 
 def serve(emulator: Emulator, *, host: str = "127.0.0.1", port: int = 8443, ca: Any = None,
-          on_ready: Callable[[str, Path], None] | None = None, sock: Any = None) -> None:
-    """Serve in the foreground until SIGINT/SIGTERM, then stop cleanly. ``sock``: a socket from ``bind``."""
+          on_ready: Callable[[str, Path], None] | None = None, sock: Any = None, sftp_port: int = 0) -> None:
+    """Serve in the foreground until SIGINT/SIGTERM, then stop cleanly. ``sock``: a socket from ``bind``.
+    The SFTP server (unless the emulator has none) listens on ``sftp_port`` (0: a free one) meanwhile; a
+    busy ``sftp_port`` raises ``PortInUse`` before anything is served."""
     from mapsync.emulators.tls import TestCA
 
     ca = ca or TestCA()
     sock = sock if sock is not None else bind(host, port)
     server = _uvicorn_server(emulator, host, port, ca)
+
+    try:
+        emulator.start_sftp(host, sftp_port)
+    except OSError as exc:
+        import errno
+
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(exc.errno, f"port {sftp_port} is in use") from None
+        raise
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
@@ -594,4 +708,7 @@ def serve(emulator: Emulator, *, host: str = "127.0.0.1", port: int = 8443, ca: 
             on_ready(f"https://{host}:{port}", Path(ca.ca_pem_path))
         await task
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    finally:
+        emulator.stop_sftp()

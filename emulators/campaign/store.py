@@ -161,24 +161,74 @@ class CampaignStore:
 
     def update(self, resource: str, row_id: int, changes: Mapping[str, Any]) -> Row | None:
         """Apply changes (nested objects such as ``location`` are merged) and bump lastModified."""
-        spec = self.resources[resource]
         with self._lock:
             current = self.get(resource, row_id)
             if current is None:
                 return None
-            data = dict(current)
-            for key, value in changes.items():
-                if isinstance(value, Mapping) and isinstance(data.get(key), Mapping) and "PKey" not in value:
-                    data[key] = {**data[key], **value}
-                else:
-                    data[key] = value
-            data["lastModified"] = campaign_datetime(self._clock())
-            sets = "".join(f", {_col(f)} = ?" for f in spec.index_fields)
-            self._db.execute(
-                f'UPDATE "{resource}" SET data = ?{sets} WHERE id = ?',
-                (json.dumps(data, ensure_ascii=False, separators=(",", ":")), *self._index_values(spec, data), row_id),
-            )
-            return row_id, data
+            return row_id, self._rewrite(resource, row_id, current, changes, campaign_datetime(self._clock()))
+
+    def _rewrite(self, resource: str, row_id: int, current: Mapping[str, Any], changes: Mapping[str, Any],
+                 stamp: str) -> dict[str, Any]:
+        spec = self.resources[resource]
+        data = dict(current)
+        for key, value in changes.items():
+            if isinstance(value, Mapping) and isinstance(data.get(key), Mapping) and "PKey" not in value:
+                data[key] = {**data[key], **value}
+            else:
+                data[key] = value
+        data["lastModified"] = stamp
+        sets = "".join(f", {_col(f)} = ?" for f in spec.index_fields)
+        self._db.execute(
+            f'UPDATE "{resource}" SET data = ?{sets} WHERE id = ?',
+            (json.dumps(data, ensure_ascii=False, separators=(",", ":")), *self._index_values(spec, data), row_id),
+        )
+        return data
+
+    def upsert_many(self, resource: str, key: str, rows: Sequence[Mapping[str, Any]]) -> list[bool]:
+        """Insert or update each row by the value of its field ``key`` (an import's reconciliation), in one
+        transaction and in order, so a key twice in ``rows`` is created once, then updated. Only the fields
+        a row carries change. Per row: True when it was created."""
+        spec = self.resources[resource]
+        stamp = campaign_datetime(self._clock())
+        created: list[bool] = []
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                for fields in rows:
+                    found = self._find_by(resource, spec, key, fields[key])
+                    if found is None:
+                        data = {**fields, "created": stamp, "lastModified": stamp}
+                        names = "".join(f", {_col(f)}" for f in spec.index_fields)
+                        marks = "".join(", ?" for _ in spec.index_fields)
+                        self._db.execute(f'INSERT INTO "{resource}" (data{names}) VALUES (?{marks})',
+                                         (json.dumps(data, ensure_ascii=False, separators=(",", ":")),
+                                          *self._index_values(spec, data)))
+                        self._counts[resource] += 1
+                    else:
+                        self._rewrite(resource, found[0], found[1], fields, stamp)
+                    created.append(found is None)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                self._counts[resource] = int(self._db.execute(f'SELECT COUNT(*) FROM "{resource}"').fetchone()[0])
+                raise
+        return created
+
+    def _find_by(self, resource: str, spec: ResourceSpec, key: str, value: Any) -> Row | None:
+        """The first row (by id) whose field ``key`` equals ``value`` exactly: through the field's index when
+        it has one (a filter compares it), else by reading the stored JSON."""
+        if key in spec.index_fields:  # the index is case-insensitive: compare exactly after it
+            found = self._db.execute(f'SELECT id, data FROM "{resource}" WHERE {_col(key)} = ? ORDER BY id',
+                                     (str(value),)).fetchall()
+        else:
+            found = self._db.execute(
+                f'SELECT id, data FROM "{resource}" WHERE json_extract(data, ?) = ? ORDER BY id',
+                (f'$."{key}"', value)).fetchall()
+        for rid, data in found:
+            decoded = json.loads(data)
+            if decoded.get(key) == value:
+                return int(rid), decoded
+        return None
 
     def delete(self, resource: str, row_id: int) -> bool:
         """Delete a row; links pointing at it from other resources are cleared (assumed integrity)."""

@@ -10,8 +10,13 @@ every 10 minutes and only in a running workflow); ``POST workflow/execution/<wor
 Adobe shows (``RST-360011 ... '<name>' parameter isn't defined in signal activity.``).
 
 Assumed (Adobe shows no reply for them): the other properties of the resource (``id``, ``label``, ``state``,
-``href``, an activity's ``name``/``label``/``parameters``), the trigger and command replies (200 with an
-empty object), and the status (400) and ``error_code`` of a refused trigger or command.
+``lastError``, ``href``, an activity's ``name``/``label``/``parameters``), the trigger and command replies
+(200 with an empty object), and the status (400) and ``error_code`` of a refused trigger or command.
+
+Import workflows (assumed, as a consultant builds them; ``emulators/campaign/imports.py``): one per resource
+of the served snapshots, ``WKFIMP`` + the resource name upper-cased, whose External signal ``signal1``
+declares ``fileMask`` (string); its signal starts an import job in the background. A job that fails puts
+the workflow in state ``error`` with ``lastError``; a ``start`` command clears both.
 """
 
 from __future__ import annotations
@@ -19,14 +24,20 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mapsync.emulators.campaign.errors import CampaignApiError
+from mapsync.emulators.faults import FaultInjector
 
-__all__ = ["SIGNAL_INTERVAL_SECONDS", "Signal", "Workflow", "Workflows"]
+if TYPE_CHECKING:
+    from mapsync.emulators.campaign.imports import Importer
+
+__all__ = ["IMPORT_PREFIX", "SIGNAL_INTERVAL_SECONDS", "Signal", "Workflow", "Workflows"]
 
 SIGNAL_INTERVAL_SECONDS = 600  # documented: a signal cannot be triggered more often than every 10 minutes
 COMMANDS = {"start": "started", "pause": "paused", "resume": "started", "stop": "stopped"}
+IMPORT_PREFIX = "WKFIMP"  # import workflow ids: WKFIMP + the resource name upper-cased (WKFIMPPROFILE)
+TOO_SOON = "a signal cannot be triggered more often than every 10 minutes"
 
 
 def _pkey(text: str) -> str:
@@ -51,7 +62,9 @@ class Workflow:
     id: str
     label: str
     signals: dict[str, Signal]
-    state: str = "started"
+    state: str = "started"  # started | paused | stopped | error
+    resource: str | None = None  # an import workflow: the resource its files load into
+    last_error: str | None = None
 
     @property
     def pkey(self) -> str:
@@ -64,17 +77,43 @@ def _seeded() -> dict[str, Workflow]:
     return {"WKF12": Workflow("WKF12", "Sync finished", {"signal1": signal})}
 
 
-class Workflows:
-    """The org's workflows (one seeded, ``WKF12`` with the signal ``signal1``), addressable by id or PKey."""
+def import_workflow_id(resource: str) -> str:
+    return IMPORT_PREFIX + resource.upper()
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+
+def _import_workflow(resource: str) -> Workflow:
+    signal = Signal("signal1", "External signal", {"fileMask": "string"})
+    return Workflow(import_workflow_id(resource), f"Import {resource} files", {"signal1": signal}, resource=resource)
+
+
+class Workflows:
+    """The org's workflows, addressable by id or PKey: ``WKF12`` with the signal ``signal1``, and with an
+    ``importer``, one import workflow per resource it can load (``import_workflow_id``)."""
+
+    def __init__(self, clock: Callable[[], float], *, signal_interval_seconds: float = SIGNAL_INTERVAL_SECONDS,
+                 importer: Importer | None = None, faults: FaultInjector | None = None) -> None:
         self._clock = clock
+        self.signal_interval_seconds = signal_interval_seconds
+        self.importer = importer
+        self.faults = faults
         self._workflows = _seeded()
 
     def reset(self) -> None:
+        if self.importer is not None:
+            self.importer.reset()
         self._workflows = _seeded()
 
+    def _add_imports(self) -> None:
+        """An import workflow for each resource served now (a reload may add one)."""
+        if self.importer is None:
+            return
+        for resource in self.importer.store.resources:
+            key = import_workflow_id(resource)
+            if key not in self._workflows:
+                self._workflows[key] = _import_workflow(resource)
+
     def find(self, key: str) -> Workflow:
+        self._add_imports()
         found = self._workflows.get(key) or next((w for w in self._workflows.values() if w.pkey == key), None)
         if found is None:
             raise CampaignApiError("not_found", f"workflow/execution/{key}")
@@ -84,7 +123,8 @@ class Workflows:
         wf = self.find(key)
         href = f"{base}/workflow/execution/{wf.pkey}"
         return {
-            "PKey": wf.pkey, "id": wf.id, "label": wf.label, "state": wf.state, "href": href,
+            "PKey": wf.pkey, "id": wf.id, "label": wf.label, "state": wf.state,
+            **({"lastError": wf.last_error} if wf.last_error is not None else {}), "href": href,
             "activities": {"activity": {
                 s.name: {"PKey": s.pkey, "name": s.name, "label": s.label, "parameters": dict(s.parameters),
                          "trigger": {"href": f"{href}/activities/activity/{s.pkey}/trigger/"}}
@@ -96,6 +136,10 @@ class Workflows:
         method = body.get("method") if isinstance(body, Mapping) else None
         if method not in COMMANDS:
             raise CampaignApiError("bad_parameter", "method must be one of start, pause, resume, stop")
+        if method == "resume" and wf.state == "error":
+            raise CampaignApiError("bad_parameter", f"the workflow '{wf.id}' is in error: start it again")
+        if method == "start":
+            wf.last_error = None
         wf.state = COMMANDS[method]
         return {}
 
@@ -117,8 +161,12 @@ class Workflows:
         if wf.state != "started":
             raise CampaignApiError("signal_rejected", f"the workflow '{wf.id}' is not running")
         now = self._clock()
-        if signal.last_fired is not None and now - signal.last_fired < SIGNAL_INTERVAL_SECONDS:
-            raise CampaignApiError("signal_rejected", "a signal cannot be triggered more often than every 10 minutes")
+        if signal.last_fired is not None and now - signal.last_fired < self.signal_interval_seconds:
+            raise CampaignApiError("signal_rejected", TOO_SOON)
+        if self.faults is not None and self.faults.take("signal_refused"):
+            raise CampaignApiError("signal_rejected", TOO_SOON + " (injected fault signal_refused)")
         signal.last_fired = now
         signal.received.append({"source": body["source"], "parameters": dict(parameters)})
+        if wf.resource is not None and self.importer is not None:
+            self.importer.start(wf, str(parameters.get("fileMask") or ""))
         return {}

@@ -1,5 +1,6 @@
 """``mapsync emulate``: serve every emulated service (Entra ID, Dataverse, IMS, Campaign, events journal)
-over TLS on loopback, print the URLs, and stop cleanly on SIGINT/SIGTERM."""
+over TLS on loopback, and Campaign's SFTP storage beside them, print the URLs, and stop cleanly on
+SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
@@ -20,8 +21,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8443, help="port (default: 8443)")
     parser.add_argument("--seed", type=int, default=42, help="seed of the demo data (default: 42)")
     parser.add_argument("--contacts", type=int, default=1000, help="number of seeded contacts (default: 1000)")
-    parser.add_argument("--faults", default="none", choices=("none", "flaky", "hostile"),
+    parser.add_argument("--faults", default="none",
+                        choices=("none", "flaky", "hostile", "sftp_disconnect", "signal_refused", "import_failed"),
                         help="fault-injection profile (default: none)")
+    parser.add_argument("--sftp-port", type=int, default=0, metavar="N",
+                        help="port of Campaign's SFTP storage (default: a free port)")
+    parser.add_argument("--signal-interval", type=float, default=600.0, metavar="S",
+                        help="seconds between two signals of one workflow (Adobe's rule: 600; lower for tests)")
+    parser.add_argument("--import-rate", type=float, default=5000.0, metavar="R",
+                        help="rows per second the import workflows load (default: 5000)")
     parser.add_argument("--write-config", metavar="PATH", type=Path,
                         help="write a mapsync.yaml with an `emulator` environment pointing here")
     parser.add_argument("--rows", action="append", default=[], metavar="TABLE=N",
@@ -41,6 +49,18 @@ def _rows(specs: list[str]) -> list[tuple[str, int]]:
     return out
 
 
+def _config_knows_bulk() -> bool:
+    """Whether this version's mapsync.yaml schema has the bulk path's keys (``bulk``, ``campaign.sftp``):
+    a written config must load, so they are written only then."""
+    import json
+
+    from mapsync import resources
+
+    schema = json.loads(resources.config_schema().read_text(encoding="utf-8"))
+    env = schema.get("$defs", {}).get("environment", {}).get("properties", {})
+    return "bulk" in env
+
+
 def run(args: argparse.Namespace) -> int:
     require_emulators("emulate")
     from mapsync.emulators.server import Emulator, PortInUse, bind, config_files, serve, write_config
@@ -50,6 +70,13 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--contacts must be 0 or more", setting="--contacts")
     if not 0 < args.port < 65536:
         raise ConfigError("--port must be between 1 and 65535", setting="--port")
+    if not 0 <= args.sftp_port < 65536 or (args.sftp_port == args.port):
+        raise ConfigError("--sftp-port must be between 1 and 65535 and not --port (0: a free port)",
+                          setting="--sftp-port")
+    if args.signal_interval < 0:
+        raise ConfigError("--signal-interval must be 0 or more seconds", setting="--signal-interval")
+    if args.import_rate <= 0:
+        raise ConfigError("--import-rate must be above 0 rows per second", setting="--import-rate")
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print("mapsync: warning: the emulator has no real security; listening beyond loopback", file=sys.stderr)
     rows = _rows(args.rows)
@@ -62,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{args.port}: {exc.strerror or exc}", setting="--port") from None
     print(f"mapsync: seeding {args.contacts} contacts (seed {args.seed})...", file=sys.stderr)
-    emulator = Emulator(seed=args.seed, contacts=args.contacts, faults=args.faults, snapshots=snapshots)
+    emulator = Emulator(seed=args.seed, contacts=args.contacts, faults=args.faults, snapshots=snapshots,
+                        signal_interval_seconds=args.signal_interval, import_rows_per_second=args.import_rate)
     for table, count in rows:
         if table not in emulator.dataverse.store.tables:
             known = ", ".join(sorted(emulator.dataverse.store.tables))
@@ -79,13 +107,19 @@ def run(args: argparse.Namespace) -> int:
         for name, url in emulator.urls(base_url).items():
             print(f"  {name:<10} {url}")
         print(f"  {'ca_file':<10} {ca_file}")
+        if emulator.sftp_port is not None:
+            print(f"  {'sftp':<10} sftp://{host}:{emulator.sftp_port}/ (host key {emulator.sftp_host_key_line})")
         if args.write_config is not None:
-            path = write_config(args.write_config, base_url=base_url, ca_file=ca_file, credentials=emulator.credentials)
+            bulk = emulator.bulk_setup() if _config_knows_bulk() else None
+            path = write_config(args.write_config, base_url=base_url, ca_file=ca_file, credentials=emulator.credentials,
+                                bulk=bulk)
             print(f"  {'config':<10} {path} (environment: emulator)")
         print("Press Ctrl+C to stop.", flush=True)
 
     try:
-        serve(emulator, host=host, port=args.port, ca=ca, on_ready=ready, sock=sock)
+        serve(emulator, host=host, port=args.port, ca=ca, on_ready=ready, sock=sock, sftp_port=args.sftp_port)
+    except PortInUse:
+        raise ConfigError(f"port {args.sftp_port} is in use (try --sftp-port N)", setting="--sftp-port") from None
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{args.port}: {exc.strerror or exc}", setting="--port") from None
     finally:
