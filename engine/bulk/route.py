@@ -117,6 +117,7 @@ class BulkRoute:
         await asyncio.to_thread(self._staging.flush)
         self._load = await asyncio.to_thread(self.store.put_bulk_load,
                                              replace(self._load, stage="written", cursor=self._cursor, rows=self._rows))
+        self._log(self._load, "written")
         self.failpoint.reach("bulk-written")
         await self._complete(self._load)
 
@@ -154,6 +155,7 @@ class BulkRoute:
         self._staging.flush()  # the file's rows are staged before the file counts as written
         self.store.put_bulk_chunks([BulkChunk(self.flow.name, self._load.run_id, chunk.chunk, chunk.name, "written",
                                               chunk.rows)])
+        self.failpoint.reach("bulk-writing")
 
     def _folder(self, run_id: str) -> Path:
         return self._folder_root / run_id
@@ -183,13 +185,20 @@ class BulkRoute:
         try:
             async with SftpStorage(self.sftp) as storage:
                 load = await self._upload(load, storage)
+                self._log(load, "uploaded")
                 load = await self._signal(load)
+                self._log(load, "signalled")
                 load = await self._await_imports(load, storage, staging)
+                self._log(load, "imported")
             await self._reconcile(load, staging)
         finally:
             staging.close()
             self._staging = self._writer = None
         shutil.rmtree(self._folder(load.run_id), ignore_errors=True)
+
+    def _log(self, load: BulkLoad, stage: str) -> None:
+        log.info("flow %s: bulk load %s %s", self.flow.name, load.run_id, stage,
+                 extra={"event": f"bulk.{stage}", "flow": self.flow.name, "run_id": load.run_id})
 
     async def _set(self, load: BulkLoad, stage: str, **changes: Any) -> BulkLoad:
         return await asyncio.to_thread(self.store.put_bulk_load, replace(load, stage=stage, **changes))

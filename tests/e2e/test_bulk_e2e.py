@@ -7,7 +7,11 @@ Both systems are compared record by record with what the mappings imply (``mapsy
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +24,7 @@ from mapsync.dsl.runtime import Mapped
 from mapsync.emulators.server import Emulator, start_in_thread, write_config
 from mapsync.engine.demo import verify
 from mapsync.engine.state.base import open_store
-from tests.e2e.conftest import Live, counts
+from tests.e2e.conftest import BOTH_STATES, Live, counts
 from tests.e2e.holdings import duplicates
 
 TOO_LONG = "Chief Executive of Long Titles and Other Important Matters"  # 61 characters
@@ -176,5 +180,40 @@ def test_fifty_thousand_contacts_through_files_verified_record_by_record(project
         assert not next(r for r in again.flows if r.flow == "contacts").route.bulk
         assert counts(again, "contacts")["updated"] == 1
         assert profiles_by_key(live)[key]["firstName"] == "Incremental"
+    finally:
+        served.stop()
+
+
+@pytest.mark.parametrize("state_kind", BOTH_STATES, indirect=True)
+def test_killed_bulk_loads_resume_to_the_exact_state(project: Path, state_url: str) -> None:
+    """SIGKILL `mapsync run` at every stage of one bulk load, each restart resuming from the stage the last one
+    recorded: while writing files, once they are written, between two uploads, after the signal, between two
+    imported files, during reconciliation. Then one clean run: Campaign holds every record once, the refused
+    rows are dead letters, the key map is complete, and the workflow was signalled once for the load."""
+    live, served = bulk_live(project, contacts=500, state=state_url, min_records=100, chunk_records=100)
+    try:
+        bad = plant_too_long(live, 2)
+        command = [sys.executable, "-m", "mapsync.engine.cli", "--config", str(live.config), "run", "--env",
+                   "emulator", "--flow", "contacts"]
+        for point in ("bulk-writing:2", "bulk-written:1", "bulk-uploaded:2", "bulk-signalled:1", "bulk-imported:2",
+                      "bulk-reconciled:1"):
+            proc = subprocess.run(command, cwd=live.config.parent, env={**os.environ, "MAPSYNC_FAILPOINT": point},
+                                  capture_output=True, text=True, timeout=300)
+            assert proc.returncode == -signal.SIGKILL, f"{point} was not reached: {proc.stdout}{proc.stderr}"
+        final = subprocess.run(command, cwd=live.config.parent, capture_output=True, text=True, timeout=300)
+        # The refused rows became dead letters in the run that saw their file imported (exit 1 there).
+        assert final.returncode == 0, final.stdout + final.stderr
+        wanted = expected_keys(live) - set(bad)
+        assert set(profiles_by_key(live)) == wanted and duplicates(live.emulator) == {}
+        assert contact_problems(live.job(), live.emulator, bad) == []
+        job = live.job()
+        with open_store(job.env.state_url, password=job.env.state_password) as store:
+            load = store.bulk_load("contacts")
+            assert load is not None and load.stage == "done"
+            assert {d.source_key for d in store.open_dead_letters("contacts")} == set(bad)
+            assert store.count_keys("contacts") == len(wanted)
+        received = live.emulator.adobe.workflows.find("WKFIMPPROFILE").signals["signal1"].received
+        masks = [str(r) for r in received]
+        assert len(masks) == 1 and load.run_id in masks[0], masks  # the load written twice was signalled once
     finally:
         served.stop()
