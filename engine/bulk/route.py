@@ -9,6 +9,7 @@ when the read starts, ``take`` for each planned page, and ``finish`` when the re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 from collections.abc import Awaitable, Callable, Sequence
@@ -25,7 +26,7 @@ from mapsync.engine.bulk.sftp import SftpStorage
 from mapsync.engine.bulk.stages import describe
 from mapsync.engine.bulk.staging import Staging
 from mapsync.engine.bulk.workflow import Workflow
-from mapsync.engine.errors import SyncError
+from mapsync.engine.errors import SyncError, TransientError
 from mapsync.engine.failpoints import Failpoint
 from mapsync.engine.planner import DeadLetterPlan, FlowRules, Op, Write
 from mapsync.engine.state.base import BulkChunk, BulkLoad, StateStore
@@ -37,6 +38,7 @@ log = logging.getLogger("mapsync.bulk")
 # The executor's REST step for one page: writes, dead letters, settled keys, cursor (None: do not move it).
 Send = Callable[[Sequence[Write], Sequence[DeadLetterPlan], Sequence[str], str | None], Awaitable[None]]
 BULK_OPS = (Op.CREATE, Op.UPDATE)
+UPLOAD_ATTEMPTS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,10 +214,26 @@ class BulkRoute:
     async def _upload(self, load: BulkLoad, storage: SftpStorage) -> BulkLoad:
         for chunk in await self._chunks(load):
             if chunk.stage == "written":
-                await storage.upload(self._folder(load.run_id) / chunk.file, chunk.file)
+                await self._upload_one(storage, self._folder(load.run_id) / chunk.file, chunk.file)
                 await self._set_chunks([replace(chunk, stage="uploaded")])
                 self.failpoint.reach("bulk-uploaded")
         return await self._set(load, "uploaded") if load.stage == "written" else load
+
+    @staticmethod
+    async def _upload_one(storage: SftpStorage, local: Path, name: str) -> None:
+        """Upload one file; a dropped connection is reopened and the file sent again (its ``.part`` replaced)."""
+        for attempt in range(1, UPLOAD_ATTEMPTS + 1):
+            try:
+                await storage.upload(local, name)
+                return
+            except TransientError as exc:
+                if attempt == UPLOAD_ATTEMPTS:
+                    raise
+                log.warning("%s; connecting again (attempt %d of %d)", exc, attempt + 1, UPLOAD_ATTEMPTS,
+                            extra={"event": "bulk.upload_retry"})
+                await asyncio.sleep(min(5.0, 0.5 * attempt))
+                with contextlib.suppress(TransientError):
+                    await storage.reconnect()
 
     async def _signal(self, load: BulkLoad) -> BulkLoad:
         """One signal for every file not imported yet; files already signalled are never signalled again, unless

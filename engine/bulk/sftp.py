@@ -52,15 +52,26 @@ class SftpStorage:
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
         if self._sftp is not None:
             self._sftp.exit()
         if self._conn is not None:
             self._conn.close()
             await self._conn.wait_closed()
+        self._sftp = self._conn = None
+
+    async def reconnect(self) -> None:
+        """A new session after a dropped one (the server closed it mid-upload)."""
+        await self.close()
+        await self.__aenter__()
 
     async def upload(self, local: Path, name: str) -> None:
         remote = posixpath.join(self.settings.incoming, name)
         part = remote + ".part"
+        if self._sftp is None:  # a reconnect that failed: try once more before giving up
+            await self.__aenter__()
         try:
             await self._sftp.put(str(local), part)
             if await self._sftp.exists(remote):
@@ -72,6 +83,8 @@ class SftpStorage:
     async def read(self, name: str) -> bytes | None:
         """A file the workflow wrote to ``outgoing``; None while it is not there."""
         remote = posixpath.join(self.settings.outgoing, name)
+        if self._sftp is None:
+            await self.__aenter__()
         try:
             if not await self._sftp.exists(remote):
                 return None

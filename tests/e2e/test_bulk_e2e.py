@@ -23,6 +23,7 @@ from mapsync import resources
 from mapsync.dsl.runtime import Mapped
 from mapsync.emulators.server import Emulator, start_in_thread, write_config
 from mapsync.engine.demo import verify
+from mapsync.engine.errors import ConfigError
 from mapsync.engine.state.base import open_store
 from tests.e2e.conftest import BOTH_STATES, Live, counts
 from tests.e2e.holdings import duplicates
@@ -217,3 +218,51 @@ def test_killed_bulk_loads_resume_to_the_exact_state(project: Path, state_url: s
         assert len(masks) == 1 and load.run_id in masks[0], masks  # the load written twice was signalled once
     finally:
         served.stop()
+
+
+def test_a_failed_import_stops_with_the_workflow_named_and_the_next_run_signals_only_what_is_missing(
+        small: Live) -> None:
+    small.emulator.set_faults("import_failed")  # the next file stops half-way: the workflow goes to "error"
+    report = small.run(only=["contacts"], optouts=False)
+    assert [r.outcome for r in report.flows] == ["failed"]
+    assert "WKFIMPPROFILE is not running (state error" in report.errors[0] and "start it" in report.errors[0]
+    job = small.job()
+    with open_store(job.env.state_url) as store:
+        from mapsync.engine.commands.status import bulk_line
+
+        line = bulk_line(store, "contacts")
+        assert line is not None and "importing" in line and "the next run resumes it" in line
+    small.emulator.set_faults("none")
+    still = small.run(only=["contacts"], optouts=False)  # mapsync never starts a workflow by itself
+    assert "is not running" in still.errors[0]
+    small.emulator.adobe.workflows.command("WKFIMPPROFILE", {"method": "start"})
+    done = small.run(only=["contacts"], optouts=False)
+    assert done.ok, done.errors
+    assert set(profiles_by_key(small)) == expected_keys(small) and duplicates(small.emulator) == {}
+    assert contact_problems(job, small.emulator, []) == []
+    received = small.emulator.adobe.workflows.find("WKFIMPPROFILE").signals["signal1"].received
+    assert len(received) == 2  # the load's signal, then one for the files the failed import left
+
+
+@pytest.mark.parametrize("fault", ["sftp_disconnect", "signal_refused"])
+def test_a_dropped_upload_and_a_refused_signal_are_retried_within_the_run(small: Live, fault: str) -> None:
+    small.emulator.set_faults(fault)
+    report = small.run(only=["contacts"], optouts=False)
+    assert report.ok, report.errors
+    assert small.emulator.adobe_faults.counts[fault] == 1  # it did fire
+    assert next(r for r in report.flows if r.flow == "contacts").route.bulk
+    assert set(profiles_by_key(small)) == expected_keys(small) and duplicates(small.emulator) == {}
+
+
+def test_a_server_showing_another_host_key_is_refused_with_the_setting_to_check(small: Live) -> None:
+    import asyncssh
+
+    other = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
+    document = yaml.safe_load(small.config.read_text())
+    document["environments"]["emulator"]["campaign"]["sftp"]["host_key"] = other
+    small.config.write_text(yaml.safe_dump(document, sort_keys=False))
+    with pytest.raises(ConfigError, match=r"campaign.sftp.host_key: the SFTP server .* showed another host key"
+                                          ) as info:
+        small.run(only=["contacts"], optouts=False)
+    assert small.emulator.sftp_credentials[1] not in str(info.value)
+    assert not list((small.emulator.sftp_root / "incoming").iterdir())  # nothing was uploaded
