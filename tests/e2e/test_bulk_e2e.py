@@ -266,3 +266,26 @@ def test_a_server_showing_another_host_key_is_refused_with_the_setting_to_check(
         small.run(only=["contacts"], optouts=False)
     assert small.emulator.sftp_credentials[1] not in str(info.value)
     assert not list((small.emulator.sftp_root / "incoming").iterdir())  # nothing was uploaded
+
+
+def cli(live: Live, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mapsync.engine.cli", "--config", str(live.config), *args],
+                          cwd=live.config.parent, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "COLUMNS": "200"})
+
+
+def test_plan_names_each_flows_path_and_its_cost_both_ways_and_status_shows_the_load(small: Live) -> None:
+    plan = cli(small, "plan", "--env", "emulator")
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    text = " ".join(plan.stdout.split())
+    assert "path: bulk (full read, " in text and "writes > bulk.min_records 100)" in text
+    assert "path: REST (linked flow (links to contacts))" in text
+    assert "REST " in text and "bulk about " in text and "file(s) over SFTP" in text
+    assert not list((small.emulator.sftp_root / "incoming").iterdir())  # a plan uploads nothing
+    cli(small, "run", "--env", "emulator", "--flow", "contacts")
+    status = cli(small, "status", "--env", "emulator")
+    assert "contacts: bulk load " in status.stdout and ": done (" in status.stdout
+    incremental = " ".join(cli(small, "plan", "--env", "emulator", "--flow", "contacts").stdout.split())
+    assert "path: REST (incremental read)" in incremental
+    forced_off = cli(small, "run", "--env", "emulator", "--flow", "contacts", "--full", "--no-bulk")
+    assert forced_off.returncode == 0, forced_off.stdout + forced_off.stderr
