@@ -1,7 +1,7 @@
 """Crash tests only: ``MAPSYNC_FAILPOINT=site:n`` kills this process (SIGKILL, no cleanup) the n-th time a
 flow reaches ``site`` (before-write, after-write, after-ack; a Campaign bulk load's bulk-writing after each
 file written, bulk-written, bulk-uploaded after each file uploaded, bulk-signalled, bulk-imported after each
-file imported, bulk-reconciled). Read when a flow starts, not at import."""
+file imported, bulk-reconciling after each page of Campaign read, bulk-reconciled). Read when a flow starts, not at import."""
 
 from __future__ import annotations
 

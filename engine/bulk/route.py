@@ -309,7 +309,8 @@ class BulkRoute:
 
     async def _reconcile(self, load: BulkLoad, staging: Staging) -> None:
         if load.stage != "reconciled":
-            await reconcile(self.target, self.flow.key_target, staging, self.store, self.rules)
+            await reconcile(self.target, self.flow.key_target, staging, self.store, self.rules,
+                            on_page=lambda _: self.failpoint.reach("bulk-reconciling"))
             self.failpoint.reach("bulk-reconciled")
         created, updated = await asyncio.to_thread(staging.count)
         if self._counts is not None:

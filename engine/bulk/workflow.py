@@ -79,7 +79,9 @@ class Workflow:
             if "10 minutes" in text and attempt < SIGNAL_ATTEMPTS:
                 log.info("workflow %s refused the signal (10-minute rule): waiting", self.id,
                          extra={"event": "bulk.signal_refused", "workflow": self.id})
-                await asyncio.to_thread(self.store.set_meta, self._meta_key, self.clock().isoformat())
+                if await self._since_last() is None:
+                    # Signalled by someone else (or mapsync's own time is unknown): a whole interval from now.
+                    await asyncio.to_thread(self.store.set_meta, self._meta_key, self.clock().isoformat())
                 continue
             if "not running" in text.lower():
                 self._check_running(Execution("stopped", None, None))
@@ -99,12 +101,17 @@ class Workflow:
     def _meta_key(self) -> str:
         return f"bulk:last-signal:{self.id}"
 
-    async def _wait_for_interval(self) -> None:
+    async def _since_last(self) -> float | None:
+        """Seconds since mapsync last signalled this workflow, while that is within the interval; else None."""
         raw = await asyncio.to_thread(self.store.get_meta, self._meta_key)
         if raw is None:
-            return
+            return None
         elapsed = (self.clock() - datetime.fromisoformat(raw)).total_seconds()
-        if elapsed < self.interval:
+        return elapsed if elapsed < self.interval else None
+
+    async def _wait_for_interval(self) -> None:
+        elapsed = await self._since_last()
+        if elapsed is not None:
             wait = self.interval - elapsed
             log.info("workflow %s was signalled %.0fs ago: waiting %.0fs (one signal per %.0fs)", self.id, elapsed,
                      wait, self.interval, extra={"event": "bulk.signal_wait", "workflow": self.id})

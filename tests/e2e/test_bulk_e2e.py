@@ -189,15 +189,15 @@ def test_fifty_thousand_contacts_through_files_verified_record_by_record(project
 def test_killed_bulk_loads_resume_to_the_exact_state(project: Path, state_url: str) -> None:
     """SIGKILL `mapsync run` at every stage of one bulk load, each restart resuming from the stage the last one
     recorded: while writing files, once they are written, between two uploads, after the signal, between two
-    imported files, during reconciliation. Then one clean run: Campaign holds every record once, the refused
+    imported files, between two pages of the reconciliation's read of Campaign, after it. Then one clean run: Campaign holds every record once, the refused
     rows are dead letters, the key map is complete, and the workflow was signalled once for the load."""
-    live, served = bulk_live(project, contacts=500, state=state_url, min_records=100, chunk_records=100)
+    live, served = bulk_live(project, contacts=1300, state=state_url, min_records=100, chunk_records=250)
     try:
         bad = plant_too_long(live, 2)
         command = [sys.executable, "-m", "mapsync.engine.cli", "--config", str(live.config), "run", "--env",
                    "emulator", "--flow", "contacts"]
         for point in ("bulk-writing:2", "bulk-written:1", "bulk-uploaded:2", "bulk-signalled:1", "bulk-imported:2",
-                      "bulk-reconciled:1"):
+                      "bulk-reconciling:1", "bulk-reconciled:1"):
             proc = subprocess.run(command, cwd=live.config.parent, env={**os.environ, "MAPSYNC_FAILPOINT": point},
                                   capture_output=True, text=True, timeout=300)
             assert proc.returncode == -signal.SIGKILL, f"{point} was not reached: {proc.stdout}{proc.stderr}"
