@@ -52,6 +52,7 @@ __all__ = ["Limiter", "campaign_routes", "render"]
 
 NAMESPACES = ("profileAndServices", "profileAndServicesExt")
 MAX_LINE_COUNT = 10_000  # assumed upper bound on _lineCount
+MAX_SIGNAL_PAYLOAD = 64 * 1024  # documented: a signal's payload should not exceed 64 KB (the refusal is assumed)
 
 # The current rate limit (swappable at run time by the control endpoints), or None for no limit.
 Limiter = Callable[[], ServiceProtection | None]
@@ -231,6 +232,8 @@ def campaign_routes(
         if rest[1:] == ["commands"] and method == "POST":
             return JSONResponse(workflows.command(key, await _json(request)))
         if len(rest) == 5 and rest[1:3] == ["activities", "activity"] and rest[4] == "trigger" and method == "POST":
+            if len(await request.body()) > MAX_SIGNAL_PAYLOAD:
+                raise CampaignApiError("signal_rejected", "the payload exceeds 64 KB")
             return JSONResponse(workflows.trigger(key, rest[3], await _json(request)))
         raise CampaignApiError("unknown_resource", "workflow/execution/" + "/".join(rest))
 

@@ -83,7 +83,8 @@ class Importer:
         self.imported: dict[str, set[str]] = {}  # workflow id -> file names imported
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
-        self._stopping = threading.Event()
+        self._generation = 0  # bumped by stop(): jobs started before it end, even those still waiting
+        self._wake = threading.Event()  # interrupts a pacing sleep
         self._jobs: set[threading.Thread] = set()
 
     @property
@@ -97,7 +98,7 @@ class Importer:
     # ---- jobs ---------------------------------------------------------------------------------
     def start(self, workflow: Workflow, mask: str) -> threading.Thread:
         """Import the files ``mask`` selects, in the background; jobs of one workflow run one after another."""
-        thread = threading.Thread(target=self._run, args=(workflow, mask), daemon=True,
+        thread = threading.Thread(target=self._run, args=(workflow, mask, self._generation), daemon=True,
                                   name=f"mapsync-emulator-import-{workflow.id}")
         with self._guard:
             self._jobs = {t for t in self._jobs if t.is_alive()}
@@ -115,10 +116,12 @@ class Importer:
         return not any(job.is_alive() for job in jobs)
 
     def stop(self) -> None:
-        """End every running job before its next row (the emulator stops or resets)."""
-        self._stopping.set()
+        """End every running or waiting job before its next row (the emulator stops or resets)."""
+        with self._guard:
+            self._generation += 1
+        self._wake.set()
         self.wait_idle(10.0)
-        self._stopping.clear()
+        self._wake.clear()
 
     def reset(self) -> None:
         """Back to no file ever imported, and empty folders."""
@@ -132,10 +135,12 @@ class Importer:
                     else:
                         entry.unlink(missing_ok=True)
 
-    def _run(self, workflow: Workflow, mask: str) -> None:
+    def _run(self, workflow: Workflow, mask: str, generation: int) -> None:
         with self._guard:
             lock = self._locks.setdefault(workflow.id, threading.Lock())
         with lock:
+            if generation != self._generation:
+                return
             done = self.imported.setdefault(workflow.id, set())
             try:
                 names = sorted(n for n in os.listdir(self.incoming) if fnmatchcase(n, mask) and n not in done)
@@ -144,7 +149,7 @@ class Importer:
                 return
             for name in names:
                 try:
-                    self.import_file(workflow, name)
+                    self.import_file(workflow, name, generation=generation)
                 except _Stopped:
                     return
                 except ImportFailed as exc:
@@ -159,9 +164,11 @@ class Importer:
         workflow.state = "error"
 
     # ---- one file -----------------------------------------------------------------------------
-    def import_file(self, workflow: Workflow, name: str) -> ImportResult:
-        """Import one file of ``incoming/`` into the workflow's resource; write its rejects, then its marker."""
+    def import_file(self, workflow: Workflow, name: str, *, generation: int | None = None) -> ImportResult:
+        """Import one file of ``incoming/`` into the workflow's resource; write its rejects, then its marker.
+        ``generation``: the job's, to end it when the importer was stopped since (default: now's)."""
         assert workflow.resource is not None
+        generation = self._generation if generation is None else generation
         spec = self.store.resources[workflow.resource]
         source = self.incoming / name
         fail_after: int | None = None
@@ -191,6 +198,8 @@ class Importer:
                 columns = ImportColumns.plan(spec, next(reader, []))
                 line = 0
                 for line, row in enumerate(reader, 1):
+                    if not row:  # a blank line holds no record (its number still counts)
+                        continue
                     if fail_after is not None and line > fail_after:
                         flush()
                         raise ImportFailed(f"import of '{name}' failed at data row {line} (injected fault "
@@ -203,7 +212,7 @@ class Importer:
                         rejected += 1
                     if len(batch) >= step or line % step == 0:
                         flush()
-                        self._pace(workflow, line, started)
+                        self._pace(workflow, line, started, generation)
                 flush()
         except FileNotFoundError:
             raise ImportFailed(f"file '{name}' is no longer in the incoming folder") from None
@@ -218,10 +227,10 @@ class Importer:
         os.replace(partial, marker)  # the marker appears whole, after the rejects
         return result
 
-    def _pace(self, workflow: Workflow, rows: int, started: float) -> None:
+    def _pace(self, workflow: Workflow, rows: int, started: float, generation: int) -> None:
         """Hold the job so that ``rows`` take ``rows / rows_per_second`` seconds; honour pause and stop."""
         while True:
-            if self._stopping.is_set() or workflow.state == "stopped":
+            if generation != self._generation or workflow.state == "stopped":
                 raise _Stopped(workflow.id)
             if workflow.state != "paused":
                 wait = started + rows / self.rows_per_second - time.monotonic()
@@ -229,7 +238,7 @@ class Importer:
                     return
             else:
                 wait = 0.05
-            self._stopping.wait(min(wait, 0.5))
+            self._wake.wait(min(wait, 0.5))
 
     @staticmethod
     def _count_rows(source: Path) -> int:
