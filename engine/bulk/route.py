@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mapsync.engine import relinks
 from mapsync.engine.bulk.choice import Choice, choose, unavailable
 from mapsync.engine.bulk.files import ChunkFile, ChunkWriter, file_mask, new_run_id, read_rows
 from mapsync.engine.bulk.imports import Reject, parse_done, parse_rejects, rejected_field
@@ -26,7 +27,7 @@ from mapsync.engine.bulk.sftp import SftpStorage
 from mapsync.engine.bulk.stages import describe
 from mapsync.engine.bulk.staging import Staging
 from mapsync.engine.bulk.workflow import Workflow
-from mapsync.engine.errors import SyncError, TransientError
+from mapsync.engine.errors import ConfigError, SyncError, TransientError
 from mapsync.engine.failpoints import Failpoint
 from mapsync.engine.planner import DeadLetterPlan, FlowRules, Op, Write
 from mapsync.engine.state.base import BulkChunk, BulkLoad, StateStore
@@ -146,7 +147,8 @@ class BulkRoute:
         for w in writes:
             if w.op in BULK_OPS:
                 chunk = self._writer.add(w.key, w.payload)
-                self._staging.add(w.key, w.hash, w.ours if w.op is Op.UPDATE else True, w.op is Op.CREATE, chunk)
+                self._staging.add(w.key, w.hash, w.ours if w.op is Op.UPDATE else True, w.op is Op.CREATE, chunk,
+                                  relinks=w.relinks)
                 self._rows += 1
         await self._send([w for w in writes if w.op not in BULK_OPS], dead, settled, None)
         if cursor is not None:
@@ -170,6 +172,11 @@ class BulkRoute:
         if load is None or load.stage == "done":
             return None
         self._counts = counts
+        if self.why_not is not None and load.stage != "writing":
+            raise ConfigError(f"flow {self.flow.name}: bulk load {load.run_id} is unfinished ({describe(load.stage)}) "
+                              f"but the flow cannot use the bulk path now ({self.why_not}); restore the settings to "
+                              f"finish it, or run with --replay {self.flow.name} to load it again",
+                              setting="bulk")
         if load.stage == "writing":
             # Nothing of it was uploaded: its files are dropped and this run's read writes them again.
             shutil.rmtree(self._folder(load.run_id), ignore_errors=True)
@@ -313,6 +320,7 @@ class BulkRoute:
                             on_page=lambda _: self.failpoint.reach("bulk-reconciling"))
             self.failpoint.reach("bulk-reconciled")
         created, updated = await asyncio.to_thread(staging.count)
+        relinked = await asyncio.to_thread(staging.relinks)
         if self._counts is not None:
             self._counts.created += created
             self._counts.updated += updated
@@ -321,6 +329,8 @@ class BulkRoute:
             with self.store.transaction():
                 chunks = self.store.bulk_chunks(self.flow.name, load.run_id)
                 self.store.put_bulk_chunks([replace(c, stage="reconciled") for c in chunks])
+                if relinked:
+                    relinks.bump_generation(self.store, self.flow.name)
                 if load.cursor is not None:
                     self.store.set_cursor(self.flow.name, load.cursor)
                 self.store.put_bulk_load(replace(load, stage="done"))

@@ -30,12 +30,15 @@ class Staging:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS rows (key TEXT PRIMARY KEY, hash TEXT, ours INTEGER NOT NULL,"
-                         " creates INTEGER NOT NULL, chunk INTEGER NOT NULL, rejected INTEGER NOT NULL DEFAULT 0,"
+                         " creates INTEGER NOT NULL, relinks INTEGER NOT NULL DEFAULT 0, chunk INTEGER NOT NULL, rejected INTEGER NOT NULL DEFAULT 0,"
                          " seen INTEGER NOT NULL DEFAULT 0)")
-        self._pending: list[tuple[str, str | None, int, int, int]] = []
+        self._pending: list[tuple[str, str | None, int, int, int, int]] = []
 
-    def add(self, key: str, digest: str | None, ours: bool, creates: bool, chunk: int) -> None:
-        self._pending.append((key, digest, int(ours), int(creates), chunk))
+    def add(self, key: str, digest: str | None, ours: bool, creates: bool, chunk: int, *,
+            relinks: bool = False) -> None:
+        """``relinks``: the row makes a new record for a key whose record was removed (the flows linking to
+        this one re-read once the load is done)."""
+        self._pending.append((key, digest, int(ours), int(creates), chunk, int(relinks)))
         if len(self._pending) >= 5000:
             self.flush()
 
@@ -43,7 +46,8 @@ class Staging:
         if not self._pending:
             return
         with self._db:
-            self._db.executemany("INSERT OR REPLACE INTO rows (key, hash, ours, creates, chunk) VALUES (?, ?, ?, ?, ?)",
+            self._db.executemany("INSERT OR REPLACE INTO rows (key, hash, ours, creates, chunk, relinks)"
+                                 " VALUES (?, ?, ?, ?, ?, ?)",
                                  self._pending)
         self._pending.clear()
 
@@ -79,6 +83,11 @@ class Staging:
         self.flush()
         row = self._db.execute("SELECT COALESCE(SUM(creates), 0), COUNT(*) FROM rows WHERE rejected = 0").fetchone()
         return int(row[0]), int(row[1]) - int(row[0])
+
+    def relinks(self) -> bool:
+        """Whether an imported row re-made a removed record."""
+        self.flush()
+        return self._db.execute("SELECT 1 FROM rows WHERE relinks = 1 AND rejected = 0 LIMIT 1").fetchone() is not None
 
     def reset_seen(self) -> None:
         with self._db:

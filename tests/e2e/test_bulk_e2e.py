@@ -289,3 +289,14 @@ def test_plan_names_each_flows_path_and_its_cost_both_ways_and_status_shows_the_
     assert "path: REST (incremental read)" in incremental
     forced_off = cli(small, "run", "--env", "emulator", "--flow", "contacts", "--full", "--no-bulk")
     assert forced_off.returncode == 0, forced_off.stdout + forced_off.stderr
+
+
+def test_an_unfinished_load_whose_settings_are_gone_is_a_clear_error_not_a_silent_rest_run(small: Live) -> None:
+    small.emulator.set_faults("import_failed")
+    assert not small.run(only=["contacts"], optouts=False).ok  # stopped with the load at "importing"
+    document = yaml.safe_load(small.config.read_text())
+    del document["environments"]["emulator"]["campaign"]["sftp"]
+    small.config.write_text(yaml.safe_dump(document, sort_keys=False))
+    with pytest.raises(ConfigError, match=r"bulk load .* is unfinished \(importing\) but the flow cannot use the bulk "
+                                          r"path now \(no campaign.sftp settings\).*--replay contacts"):
+        small.run(only=["contacts"], optouts=False)
