@@ -35,7 +35,7 @@ bench: $(STAMP)
 
 # The same without the 1M full load: about 12 minutes.
 bench-quick: $(STAMP)
-	$(BIN)/python -m bench --sizes 100000
+	$(BIN)/python -m bench --sizes 100000 --bulk-sizes 100000
 
 soak: $(STAMP)
 	$(BIN)/python -m bench.soak

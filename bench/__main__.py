@@ -1,13 +1,16 @@
 """`make bench`: every benchmark in one go, side by side, then ``bench/results.md`` (a table) and
 ``bench/results.json`` (the flat keys of issue 8 plus the details).
 
-    .venv/bin/python -m bench [--sizes 100000,1000000] [--campaign-rps 250] [--skip transform,events] [--merge]
+    .venv/bin/python -m bench [--sizes 100000,1000000] [--bulk-sizes 1000000] [--campaign-rps 250]
+                              [--skip transform,events,bulk] [--merge]
 
 - transform: ``bench.transform`` in its own process (compiled mapping vs hand-written Python vs JSONata);
 - sync: ``bench.sync.measure`` per size (full run with Campaign limits on, then the incremental run after 1%
   changed); the emulator and the runner are separate processes, the RSS is the runner's;
 - events: ``bench.events.compare`` (email events -> activities through ``$batch`` and through the bulk message
-  ``CreateMultiple``, side by side at the same Dataverse limit).
+  ``CreateMultiple``, side by side at the same Dataverse limit);
+- bulk: ``bench.bulk.measure`` per bulk size (a full load through Campaign's file import, then through REST,
+  at the same Campaign limit).
 
 Campaign writes one record per request, so the 1M full run is about an hour at 250 requests/s (the emulator
 serves about 330 Campaign writes/s on 2 cores, which caps the limit one can emulate). ``make bench-quick``
@@ -28,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import bulk as bulk_bench
 from bench import events as events_bench
 from bench import sync as sync_bench
 
@@ -65,6 +69,17 @@ def flat(results: dict[str, Any]) -> dict[str, Any]:
         "incremental_calls_ratio": round(smallest_with_inc["incremental"]["calls_ratio"], 5) if smallest_with_inc else None,
         "events_fraction_of_ceiling": round(results["events"]["fraction_of_ceiling"], 3) if "events" in results else None,
         "events_bulk_speedup_vs_batch": round(results["events_bulk_speedup"], 2) if results.get("events_bulk_speedup") else None,
+        **bulk_keys(results.get("bulk", {})),
+    }
+
+
+def bulk_keys(bulk: dict[str, Any]) -> dict[str, Any]:
+    """The bulk path's keys: the speedup at the biggest size measured, the runner's RSS at 1M (null if not)."""
+    biggest = bulk[max(bulk, key=int)] if bulk else None
+    return {
+        "bulk_load_speedup_vs_rest": round(biggest["speedup"], 2) if biggest and biggest["speedup"] else None,
+        "bulk_load_size": int(biggest["size"]) if biggest else None,
+        "bulk_load_peak_rss_mb_1m": round(bulk["1000000"]["bulk"]["peak_rss_mb"], 1) if "1000000" in bulk else None,
     }
 
 
@@ -126,8 +141,19 @@ def markdown(results: dict[str, Any], keys: dict[str, Any]) -> str:
             f"{b['activities_per_s']:,.0f}/s; {b['calls'].get('dataverse', 0):,} Dataverse requests | |",
             f"| events: bulk messages / $batch (same limit) | {_n(results.get('events_bulk_speedup'), '.2f')} | >= 3 |",
         ]
+    for size, b in sorted(results.get("bulk", {}).items(), key=lambda kv: int(kv[0])):
+        n = f"{int(size):,}"
+        for key in ("bulk", "rest"):
+            r = b[key]
+            lines.append(f"| full load {n} contacts, {r['path']} path | {r['records_written']:,} records in "
+                         f"{r['seconds']:,.1f} s = {r['records_per_s']:,.0f} records/s; {sum(r['calls'].values()):,} API "
+                         f"calls ({', '.join(f'{k} {v:,}' for k, v in r['calls'].items())}); runner peak RSS "
+                         f"{r['peak_rss_mb']:,.0f} MB | {'< 250 MB' if key == 'bulk' else ''} |")
+        lines.append(f"| full load {n}: bulk / REST records/s (Campaign limit {b['campaign_rps']:g}/s for both) | "
+                     f"{_n(b['speedup'], '.1f')} | >= 10 |")
     lines += ["", "## What limits these numbers", ""]
     lines += notes(results)
+    lines += bulk_notes(results.get("bulk", {}))
     lines += ["", "## results.json keys", "", "| key | value |", "| --- | --- |"]
     lines += [f"| `{k}` | {'null' if v is None else v} |" for k, v in keys.items()]
     lines += ["", "## Settings", "", "```", json.dumps(results["settings"], indent=2), "```", ""]
@@ -179,6 +205,35 @@ def notes(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def bulk_notes(bulk: dict[str, Any]) -> list[str]:
+    """What bounds the bulk path, and the 15M initial load extrapolated from the biggest size measured."""
+    if not bulk:
+        return []
+    b = bulk[max(bulk, key=int)]
+    hours = bulk_bench.extrapolate(b)
+    rate, import_rate = b["bulk"]["records_per_s"], b["import_rows_per_second"]
+    out = [f"- Bulk path ({int(b['size']):,} contacts): {b['bulk']['calls'].get('campaign', 0):,} "
+           f"Campaign calls (one signal, the polls, and the reconciliation's paged read at 1,000 records a page) "
+           f"against {b['rest']['calls'].get('campaign', 0):,} for REST (one per record). Its wall time is the "
+           f"Dataverse read and the file writing, the upload, the import job (emulated at {import_rate:,.0f} rows/s, "
+           "an assumption: Adobe publishes no import rate) and the reconciliation read; the runner holds one page "
+           "and the open files' buffers, so its RSS does not grow with the load."]
+    if hours:
+        out.append(
+            f"- **15 M initial load (Adobe's guardrail), extrapolated** from the measured {rate:,.0f} records/s at "
+            f"{int(b['size']):,} contacts: about {hours.get('bulk', 0):.1f} h through the bulk path against "
+            f"{hours.get('rest', 0):.1f} h through REST. Both scale linearly in records (at small sizes the bulk "
+            "path's fixed costs, logins, the SFTP session and the poll interval, weigh more than they would at "
+            "15 M; its phases run one after the other: read and write files, upload, import, reconcile). What "
+            "bounds the bulk path at that size is the import workflow's own "
+            f"rate in the real Campaign instance (at {import_rate:,.0f} rows/s alone: "
+            f"{15_000_000 / import_rate / 3600:.1f} h), then the Dataverse read (5,000 rows a page under its "
+            "service-protection limit), then the reconciliation read (15,000 Campaign calls: a minute at 250/s). "
+            "The 10-minute signal rule costs nothing here: a load is one signal. Local disk holds the files "
+            "(about 250 bytes a row: ~4 GB for 15 M).")
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100000,1000000",
@@ -188,7 +243,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jsonata-records", type=int, default=20_000)
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--dataverse-rps", type=float, default=5.0)
-    parser.add_argument("--skip", default="", help="comma-separated: transform, sync, events")
+    parser.add_argument("--bulk-sizes", default="1000000",
+                        help="contacts per bulk-vs-REST full load, comma-separated (1M: the REST half takes an hour)")
+    parser.add_argument("--import-rate", type=float, default=5000.0, help="rows/s the emulated import job loads")
+    parser.add_argument("--skip", default="", help="comma-separated: transform, sync, events, bulk")
     parser.add_argument("--out", type=Path, default=HERE, help="folder for results.md and results.json")
     parser.add_argument("--merge", action="store_true",
                         help="keep the results of the benchmarks skipped now from the existing results.json")
@@ -201,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = json.loads(previous.read_text(encoding="utf-8")).get("details", {})
         results["seconds"] = results.get("seconds", 0.0)
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    rerun = ", ".join(p for p in ("transform", "sync", "events") if p not in skip)
+    rerun = ", ".join(p for p in ("transform", "sync", "events", "bulk") if p not in skip)
     when = now
     if args.merge and "when" in results:
         when = f"{results['when']}; {rerun} re-run {now}" if rerun else results["when"]
@@ -231,6 +289,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("== events")
         both = events_bench.compare(events=args.events, dataverse_rps=args.dataverse_rps)
         results["events"], results["events_bulk"], results["events_bulk_speedup"] = both["batch"], both["bulk"], both["speedup"]
+    if "bulk" not in skip:
+        print("== bulk")
+        results["bulk"] = results.get("bulk", {}) if args.merge else {}
+        for size in (int(s) for s in args.bulk_sizes.split(",") if s.strip()):
+            results["bulk"][str(size)] = {**bulk_bench.measure(size, campaign_rps=args.campaign_rps,
+                                                               import_rate=args.import_rate), "measured": now}
+        settings["bulk_sizes"] = ",".join(sorted(results["bulk"], key=int))
     results["seconds"] = results.get("seconds", 0.0) + time.monotonic() - started if args.merge else \
         time.monotonic() - started
     keys = flat(results)

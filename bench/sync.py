@@ -73,6 +73,7 @@ class EmulatorProcess:
     ca_file: Path
     process: subprocess.Popen[bytes]
     seed_seconds: float
+    bulk: dict[str, Any] | None = None  # campaign.sftp and bulk of a config pointing at it (bench.bulk)
     _client: httpx.Client | None = field(default=None, repr=False)
 
     @property
@@ -135,11 +136,14 @@ class EmulatorProcess:
 
 
 def start_emulator(*, contacts: int, seed: int = 42, faults: str = "none",
-                   limits: dict[str, Any] | None = None, token_lifetime: int | None = None) -> EmulatorProcess:
-    """Start ``bench.sync serve`` and wait (bounded) until it listens."""
+                   limits: dict[str, Any] | None = None, token_lifetime: int | None = None,
+                   bulk: dict[str, float] | None = None) -> EmulatorProcess:
+    """Start ``bench.sync serve`` and wait (bounded) until it listens. ``bulk``: the import workflows'
+    ``signal_interval_seconds`` and ``import_rows_per_second`` (``bench.bulk``)."""
     ready = Path(tempfile.mkdtemp(prefix="mapsync-bench-")) / "ready.json"
     cmd = [PYTHON, "-m", "bench.sync", "serve", "--contacts", str(contacts), "--seed", str(seed),
-           "--faults", faults, "--limits", json.dumps(limits or {}), "--ready", str(ready)]
+           "--faults", faults, "--limits", json.dumps(limits or {}), "--ready", str(ready),
+           "--bulk", json.dumps(bulk or {})]
     if token_lifetime is not None:
         cmd += ["--token-lifetime", str(token_lifetime)]
     started = time.monotonic()
@@ -152,7 +156,7 @@ def start_emulator(*, contacts: int, seed: int = 42, faults: str = "none",
             raise RuntimeError("the emulator did not start in time")
         time.sleep(0.2)
     info = json.loads(ready.read_text())
-    return EmulatorProcess(info["base_url"], Path(info["ca_file"]), process, info["seed_seconds"])
+    return EmulatorProcess(info["base_url"], Path(info["ca_file"]), process, info["seed_seconds"], info.get("bulk"))
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -164,14 +168,17 @@ def _serve(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     limits = dataclasses.replace(Limits(), **json.loads(args.limits))
     emulator = Emulator(seed=args.seed, contacts=args.contacts, faults=args.faults, limits=limits,
-                        token_lifetime=args.token_lifetime)
+                        token_lifetime=args.token_lifetime, **json.loads(args.bulk))
     seeded = time.perf_counter() - started
     served = start_in_thread(emulator)
+    setup = emulator.bulk_setup()
+    bulk = dict(zip(("sftp", "bulk"), setup.config(), strict=True)) if setup is not None else None
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     tmp = Path(args.ready).with_suffix(".tmp")
-    tmp.write_text(json.dumps({"base_url": served.base_url, "ca_file": str(served.ca_file), "seed_seconds": seeded}))
+    tmp.write_text(json.dumps({"base_url": served.base_url, "ca_file": str(served.ca_file), "seed_seconds": seeded,
+                               "bulk": bulk}))
     tmp.rename(args.ready)  # atomic: the driver never reads half a file
     while not stop.wait(1.0):
         if os.getppid() == 1:  # the driver died: do not outlive it
@@ -304,6 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--limits", default="{}")
     serve.add_argument("--token-lifetime", type=int, default=None)
     serve.add_argument("--ready", required=True)
+    serve.add_argument("--bulk", default="{}", help="signal_interval_seconds, import_rows_per_second (JSON)")
     run = sub.add_parser("run", help="(internal) the runner process")
     run.add_argument("--config", required=True)
     run.add_argument("--flows", default="contacts")

@@ -30,6 +30,8 @@ from mapsync.engine.errors import ConfigError
 from mapsync.engine.redact import is_sensitive_parameter, redact_url, redact_urls
 
 __all__ = [
+    "BulkSettings",
+    "BulkWorkflow",
     "CampaignSettings",
     "Config",
     "D365Settings",
@@ -37,6 +39,7 @@ __all__ = [
     "EventsSettings",
     "Secret",
     "ServiceLimits",
+    "SftpSettings",
     "load_config",
 ]
 
@@ -104,6 +107,42 @@ class D365Settings:
 
 
 @dataclass(frozen=True, slots=True)
+class SftpSettings:
+    """The Campaign instance's SFTP storage. ``host_key`` is the server's public key line, pinned: a server
+    that shows another key is refused (there is no "accept any")."""
+
+    host: str
+    username: str
+    host_key: str  # OpenSSH one-line public key: "ssh-ed25519 AAAA..." (a trailing comment is allowed)
+    port: int = 22
+    password: Secret | None = None
+    private_key: Path | None = None  # a key file, relative paths resolved against the config file's folder
+    incoming: str = "/incoming"  # where mapsync uploads import files
+    outgoing: str = "/outgoing"  # where the import workflow writes its rejects and completion markers
+
+
+@dataclass(frozen=True, slots=True)
+class BulkWorkflow:
+    """The Campaign import workflow of one resource and the name of its External signal activity."""
+
+    workflow: str
+    signal: str = "signal1"
+
+
+@dataclass(frozen=True, slots=True)
+class BulkSettings:
+    """When and how a full read goes to Campaign through file import instead of one REST call per record."""
+
+    min_records: int = 20_000  # a full read planning more writes than this takes the bulk path
+    chunk_records: int = 100_000  # rows per file
+    signal_interval_seconds: float = 600.0  # Adobe: one signal per workflow at most every 10 minutes
+    poll_seconds: float = 5.0
+    timeout_seconds: float = 6 * 3600.0  # how long to wait for an import before stopping (resumable)
+    work_dir: Path | None = None  # where the files are written before upload (default: .mapsync/bulk)
+    workflows: Mapping[str, BulkWorkflow] = field(default_factory=dict)  # Campaign resource -> its workflow
+
+
+@dataclass(frozen=True, slots=True)
 class CampaignSettings:
     organization: str
     client_id: str
@@ -112,6 +151,7 @@ class CampaignSettings:
     base_url: str = "https://mc.adobe.io"
     scopes: tuple[str, ...] = ("openid", "AdobeID", "campaign_sdk", "additional_info.projectedProductContext")
     limits: ServiceLimits = field(default_factory=ServiceLimits)
+    sftp: SftpSettings | None = None  # without it, bulk loads are unavailable
 
     @property
     def api_base(self) -> str:
@@ -135,6 +175,7 @@ class Environment:
     ca_file: Path | None = None  # extra CA bundle to trust (the emulator's test CA)
     # The state URL's password, lifted out of the URL so the URL can be printed; give it to open_store.
     state_password: Secret | None = None
+    bulk: BulkSettings = field(default_factory=BulkSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -488,14 +529,20 @@ def _build(path: Path, raw: dict[str, Any], doc: dict[str, Any], environ: Mappin
                 problems.append(_Problem(f"{where}.ca_file", problem))
         state_raw = raw_env.get("state", f"sqlite:///.mapsync/{name}.sqlite")
         state_url, state_password = _state_url(root, state_raw, environ, where, problems)
+        campaign = None
+        if "campaign" in env:
+            sftp = _sftp(root, env["campaign"].get("sftp"), raw_env["campaign"].get("sftp"),
+                         f"{where}.campaign.sftp", problems)
+            campaign = _campaign(env["campaign"], raw_env["campaign"], sftp)
         environments[name] = Environment(
             name=name,
             d365=_d365(env["d365"], raw_env["d365"]) if "d365" in env else None,
-            campaign=_campaign(env["campaign"], raw_env["campaign"]) if "campaign" in env else None,
+            campaign=campaign,
             events=_events(env["events"]) if "events" in env else None,
             state_url=state_url,
             ca_file=ca_file,
             state_password=state_password,
+            bulk=_bulk(root, env.get("bulk") or {}, f"{where}.bulk", problems),
         )
     if problems:
         raise _problems_error(path, sorted(problems))
@@ -583,7 +630,7 @@ def _d365(doc: dict[str, Any], raw: dict[str, Any]) -> D365Settings:
     )
 
 
-def _campaign(doc: dict[str, Any], raw: dict[str, Any]) -> CampaignSettings:
+def _campaign(doc: dict[str, Any], raw: dict[str, Any], sftp: SftpSettings | None = None) -> CampaignSettings:
     extra: dict[str, Any] = {k: doc[k] for k in ("ims_url", "base_url") if k in doc}
     if "scopes" in doc:
         extra["scopes"] = tuple(doc["scopes"])
@@ -592,8 +639,52 @@ def _campaign(doc: dict[str, Any], raw: dict[str, Any]) -> CampaignSettings:
         client_id=doc["client_id"],
         client_secret=_secret(raw["client_secret"], doc["client_secret"]),
         limits=_limits(doc.get("limits")),
+        sftp=sftp,
         **extra,
     )
+
+
+def _sftp(root: Path, doc: dict[str, Any] | None, raw: dict[str, Any] | None, where: str,
+          problems: list[_Problem]) -> SftpSettings | None:
+    """``campaign.sftp``: exactly one of ``password`` and ``private_key``, and a host key that really parses."""
+    if doc is None or raw is None:
+        return None
+    if ("password" in doc) == ("private_key" in doc):
+        problems.append(_Problem(where, "give exactly one of `password` (e.g. ${CAMPAIGN_SFTP_PASSWORD}) and "
+                                        "`private_key` (a key file)"))
+    key_file = _inside(root, doc["private_key"], f"{where}.private_key", problems) if "private_key" in doc else None
+    if key_file is not None and not key_file.is_file():
+        problems.append(_Problem(f"{where}.private_key", f"{str(key_file)!r} is not a file"))
+    problem = _host_key_problem(doc["host_key"])
+    if problem:
+        problems.append(_Problem(f"{where}.host_key", problem))
+    extra = {k: doc[k] for k in ("port", "incoming", "outgoing") if k in doc}
+    return SftpSettings(
+        host=doc["host"], username=doc["username"], host_key=doc["host_key"].strip(),
+        password=_secret(raw["password"], doc["password"]) if "password" in doc else None,
+        private_key=key_file, **extra)
+
+
+def _host_key_problem(line: str) -> str | None:
+    import asyncssh  # imported here: only a config with SFTP settings needs it
+
+    try:
+        asyncssh.import_public_key(line.strip())
+    except (asyncssh.KeyImportError, ValueError):
+        return ("is not a public key asyncssh can read; copy the server's line from `ssh-keyscan -t ed25519 HOST` "
+                "(without the host name)")
+    return None
+
+
+def _bulk(root: Path, doc: dict[str, Any], where: str, problems: list[_Problem]) -> BulkSettings:
+    extra: dict[str, Any] = {k: doc[k] for k in ("min_records", "chunk_records", "signal_interval_seconds",
+                                                 "poll_seconds", "timeout_seconds") if k in doc}
+    if "work_dir" in doc:
+        extra["work_dir"] = _inside(root, doc["work_dir"], f"{where}.work_dir", problems)
+    else:
+        extra["work_dir"] = root / ".mapsync" / "bulk"
+    workflows = {name: BulkWorkflow(**spec) for name, spec in (doc.get("workflows") or {}).items()}
+    return BulkSettings(workflows=workflows, **extra)
 
 
 def _events(doc: dict[str, Any]) -> EventsSettings:

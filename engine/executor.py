@@ -103,6 +103,7 @@ class FlowResult:
     notes: list[str] = field(default_factory=list)
     planned: list[PlannedWrite] = field(default_factory=list)
     calls: dict[str, int] = field(default_factory=dict)
+    route: Any = None  # a Campaign flow's path (``mapsync.engine.bulk.choice.Choice``): REST or bulk, and why
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +124,10 @@ class FlowRunner:
                  on_progress: Callable[[str, FlowCounts], None] | None = None,
                  plan_sample: int = 20, link_tables: dict[str, str] | None = None,
                  links_to: frozenset[str] = frozenset(),
-                 link_reasons: Callable[[str, Sequence[str]], Awaitable[dict[str, str]]] | None = None) -> None:
+                 link_reasons: Callable[[str, Sequence[str]], Awaitable[dict[str, str]]] | None = None,
+                 bulk: Any = None) -> None:
         self.flow = flow
+        self.bulk = bulk  # a Campaign flow's bulk path (``mapsync.engine.bulk.route.BulkRoute``), or None
         self.rules = FlowRules.of(flow)
         self.link_reasons = link_reasons  # why another flow's records are not written (see engine.link_reasons)
         self.link_tables = link_tables or {}  # flow name -> the table it writes (for references to its records)
@@ -158,6 +161,10 @@ class FlowRunner:
         run = None if self.dry_run else await self._call(self.store.start_run, self.flow.name)
         outcome, why = "failed", ""  # stored with the outcome: `status` tells what stopped the flow
         try:
+            if self.bulk is not None and not self.dry_run and not replay:
+                note = await self.bulk.resume(self.counts)  # a load a stopped run left commits its cursor first
+                if note:
+                    self.result.notes.append(note)
             await self._read_all(await self._start(full=full, replay=replay))
             outcome = "ok"
         except asyncio.CancelledError:
@@ -206,7 +213,14 @@ class FlowRunner:
             # A full read over an existing key map (after a crash before the first cursor, a replay, an
             # expired delta token) sees no deletions: what it does not see, the source no longer has.
             self._seen = set()
+        if self.bulk is not None and not self.dry_run:
+            self.bulk.begin(full=start.full, counts=self.counts, send=self._send)
         await self._pump(start.cursor, full=start.full)
+        if self.bulk is not None:
+            if not self.dry_run:
+                await self.bulk.finish()
+            self.result.route = self.bulk.choice or self.bulk.decide(
+                full=start.full, writes=self.counts.created + self.counts.updated)
         if self._seen is not None:
             await self._unseen_records()
         if start.retry:
@@ -274,10 +288,19 @@ class FlowRunner:
             self._record_plan(writes)
             self._progress()
             return
+        if self.bulk is not None and await self.bulk.take(writes, dead, settled, batch.cursor):
+            self._progress()
+            return
+        await self._send(writes, dead, settled, batch.cursor)
+
+    async def _send(self, writes: Sequence[Write], dead: Sequence[DeadLetterPlan], settled: Sequence[str],
+                    cursor: str | None) -> None:
+        """Write a planned page through the target's API and acknowledge it with ``cursor``."""
+        writes = list(writes)  # the writer replaces a write by what its lookup made of it: acknowledge those
         outcomes = await self.writer.write(writes)
         self.failpoint.reach("after-write")
-        await self._call(acknowledge, self.store, self.rules,
-                         Page(writes, outcomes, dead, settled, batch.cursor), self.counts)
+        await self._call(acknowledge, self.store, self.rules, Page(writes, outcomes, dead, settled, cursor),
+                         self.counts)
         self.failpoint.reach("after-ack")
         self._progress()
 

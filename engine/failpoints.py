@@ -1,6 +1,8 @@
 """Crash tests only: ``MAPSYNC_FAILPOINT=site:n`` kills this process (SIGKILL, no cleanup) the n-th time a
-flow reaches ``site`` (before-write, after-write, after-ack; an opt-out rule's writes reach before-write too).
-Read when a flow or an opt-out run starts, not at import."""
+flow reaches ``site`` (before-write, after-write, after-ack; an opt-out rule's writes reach before-write too; a
+Campaign bulk load's bulk-writing after each file written, bulk-written, bulk-uploaded after each file uploaded,
+bulk-signalled, bulk-imported after each file imported, bulk-reconciling after each page of Campaign read,
+bulk-reconciled). Read when a flow or an opt-out run starts, not at import."""
 
 from __future__ import annotations
 

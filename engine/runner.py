@@ -27,6 +27,7 @@ from mapsync.dsl.project import Project, load_project
 from mapsync.dsl.schema import Catalog, load_catalog
 from mapsync.engine import leases
 from mapsync.engine.auth import TokenCache
+from mapsync.engine.bulk.route import route_for
 from mapsync.engine.config import Config, Environment, load_config
 from mapsync.engine.connectors import Connectors, build_connectors
 from mapsync.engine.errors import ConfigError, LeaseHeld, ServiceDown, SyncError
@@ -127,17 +128,18 @@ async def run_job(job: Job, *, only: Sequence[str] | None = None, full: bool = F
                   on_finished: Callable[[str], None] | None = None,
                   transport: Any = None, msal_http_client: Any = None,
                   store: StateStore | None = None, optouts: bool = True, tokens: TokenCache | None = None,
-                  rebind: bool = False) -> RunReport:
+                  rebind: bool = False, bulk: bool | None = None) -> RunReport:
     """Run (or plan) the job's flows once, then its opt-out rules. Runs that share ``tokens`` (``--watch``)
     reuse the access tokens of the ones before. The services must be the ones the state belongs to
-    (``mapsync.engine.identity``); ``rebind`` accepts a deliberate move."""
+    (``mapsync.engine.identity``); ``rebind`` accepts a deliberate move. ``bulk``: True/False forces Campaign
+    full reads onto/off the bulk path (``mapsync.engine.bulk``); None leaves it to ``bulk.min_records``."""
     names = _flows_to_run(job, only, replay, rebind=rebind)
     own_store = store is None
     store = store or open_store(job.env.state_url, password=job.env.state_password)
     connectors = build_connectors(job.env, catalog=job.catalog, transport=transport, msal_http_client=msal_http_client,
                                   tokens=tokens)
     run = _Run(job, store, connectors, names, list(replay), full=full, dry_run=dry_run, on_progress=on_progress,
-               on_finished=on_finished)
+               on_finished=on_finished, bulk=bulk)
     try:
         await run.bind(rebind=rebind)
         await run.flows()
@@ -170,9 +172,10 @@ class _Run:
 
     def __init__(self, job: Job, store: StateStore, connectors: Connectors, names: list[str], replay: list[str],
                  *, full: bool, dry_run: bool, on_progress: Callable[[str, FlowCounts], None] | None,
-                 on_finished: Callable[[str], None] | None) -> None:
+                 on_finished: Callable[[str], None] | None, bulk: bool | None = None) -> None:
         self.job, self.store, self.connectors, self.names, self.replay = job, store, connectors, names, replay
         self.full, self.dry_run, self.on_progress, self.on_finished = full, dry_run, on_progress, on_finished
+        self.bulk = bulk  # forced onto (True) or off (False) the bulk path, or None: by bulk.min_records
         self.report = RunReport()
         self.holder = runner_id()
         self.links = job.flows.links_of(names)
@@ -219,10 +222,13 @@ class _Run:
             log.warning("flow %s %s", name, why, extra={"event": "run.flow_skipped", "flow": name})
             return FlowResult(name, FlowCounts(), 0.0, outcome="skipped")
         flow, job, connectors = self.job.flows[name], self.job, self.connectors
-        runner = FlowRunner(flow, source_for(flow, connectors), target_for(flow, connectors), self.store,
+        target = target_for(flow, connectors)
+        route = route_for(flow, job.env, connectors, target, self.store, forced=self.bulk,
+                          links_to=sorted(self.links[name]))
+        runner = FlowRunner(flow, source_for(flow, connectors), target, self.store,
                             environment=job.env.name, holder=self.holder, dry_run=self.dry_run,
                             on_progress=self.on_progress, link_tables=job.link_tables(), links_to=self.links[name],
-                            link_reasons=self.link_reasons)
+                            link_reasons=self.link_reasons, bulk=route)
         try:
             return await runner.run(full=self.full, replay=name in self.replay)
         except ConfigError:

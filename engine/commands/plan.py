@@ -70,6 +70,8 @@ async def _describe(job: Job, result: FlowResult, connectors: Any, sample: int) 
     if flow.residual_text:
         console.print(f"  evaluated locally: {flow.residual_text}", markup=False)
     console.print(f"  API calls: about {_calls(job, result)}")
+    if result.route is not None:
+        console.print(f"  path: {_route_line(job, result)}", markup=False)
     shown = result.planned[:sample]
     if shown:
         console.print(f"  {sample_line(shown, result)}", markup=False)
@@ -97,6 +99,17 @@ def _calls(job: Job, result: FlowResult) -> str:
         write_calls = math.ceil(writes / max(1, batch))
         return f"{reads} read(s) + {write_calls} $batch request(s) for {writes} write(s)"
     return f"{reads} read(s) + {writes} write(s)"
+
+
+def _route_line(job: Job, result: FlowResult) -> str:
+    """``bulk (full read, 50,000 writes > bulk.min_records 20,000); REST 50,010 call(s) ...; bulk about ...``."""
+    from mapsync.engine.bulk.choice import cost_line
+
+    c, bulk = result.counts, job.env.bulk
+    writes = c.created + c.updated
+    costs = cost_line(writes, max(1, math.ceil(c.read / READ_PAGE)), chunk_records=bulk.chunk_records,
+                      poll_seconds=bulk.poll_seconds)
+    return f"{result.route.path} ({result.route.why}); {costs}"
 
 
 async def _show(flow: Any, planned: PlannedWrite, connectors: Any) -> None:

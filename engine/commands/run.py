@@ -1,4 +1,5 @@
-"""`mapsync run --env E [--flow F] [--full] [--replay F] [--watch SECONDS]`: sync now, or keep syncing."""
+"""`mapsync run --env E [--flow F] [--full] [--replay F] [--watch SECONDS] [--bulk/--no-bulk]`: sync now, or keep
+syncing."""
 
 from __future__ import annotations
 
@@ -40,6 +41,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--rebind", action="store_true",
                    help="accept that the environment's services moved (a sandbox copy, a new URL): record their "
                         "identity and read the moved side in full once")
+    p.add_argument("--bulk", action=argparse.BooleanOptionalAction, default=None,
+                   help="full reads into Campaign: --bulk always through file import, --no-bulk always through the "
+                        "REST API (default: file import above bulk.min_records writes)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every retry and decision")
 
 
@@ -85,7 +89,7 @@ async def _once(job: Any, args: argparse.Namespace) -> int:
     with display.live():
         report = await until_signalled(run_job(job, only=args.flow, full=args.full, replay=args.replay,
                                                on_progress=display.on_progress, on_finished=display.on_finished,
-                                               rebind=args.rebind))
+                                               rebind=args.rebind, bulk=args.bulk))
     if isinstance(report, int):
         return report
     _print(report, job.env.name)
@@ -114,7 +118,7 @@ async def _watch(job: Any, args: argparse.Namespace) -> int:
         while not stop.is_set():
             current = asyncio.create_task(run_job(job, only=args.flow, full=args.full and first,
                                                   replay=args.replay if first else (), tokens=tokens,
-                                                  rebind=args.rebind and first))
+                                                  rebind=args.rebind and first, bulk=args.bulk))
             try:
                 report = await current
             except asyncio.CancelledError:

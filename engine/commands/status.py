@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.table import Table
 
+from mapsync.engine.bulk.stages import at_least, describe
 from mapsync.engine.commands._common import add_command
 from mapsync.engine.config import load_config
 from mapsync.engine.dead_letter_kinds import open_letters, tally, tally_line
@@ -31,6 +32,20 @@ def _ago(when: datetime | None) -> str:
         if seconds >= size:
             return f"{seconds / size:.0f}{unit} ago"
     return f"{seconds:.0f}s ago"
+
+
+def bulk_line(store: Any, flow: str) -> str | None:
+    """``contacts: bulk load 20261129T0612Z-3fa9: importing (3 of 10 files imported, 250,000 rows)``."""
+    load = store.bulk_load(flow)
+    if load is None:
+        return None
+    chunks = store.bulk_chunks(flow, load.run_id)
+    imported = sum(at_least(c.stage, "imported") for c in chunks)
+    rejected = sum(c.rejected or 0 for c in chunks)
+    when = f", {_ago(load.updated_at)}" if load.stage == "done" else ""
+    tail = "" if load.stage == "done" else "; the next run resumes it"
+    return (f"{flow}: bulk load {load.run_id}: {describe(load.stage)} ({imported} of {len(chunks)} file(s) imported, "
+            f"{load.rows:,} rows, {rejected:,} rejected{when}){tail}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,7 +81,10 @@ def run(args: argparse.Namespace) -> int:
                           _ago(last.started_at) if last else "never", last.outcome if last else "—",
                           f"{counts.get('read', 0):,}", f"{written:,}", str(len(store.pending_writes(name))),
                           str(sum(kinds.values()) - kinds["failed"]), str(kinds["failed"]), lease_text)
+        loads = [line for name in sorted(job.flows) if (line := bulk_line(store, name))]
     console.print(table)
+    for line in loads:
+        console.print(line, markup=False, highlight=False)
     counts = tally(letters)
     if letters:
         console.print(tally_line(counts, env.name))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from mapsync.engine.state.base import (
     RUN_COUNTS,
+    BulkChunk,
+    BulkLoad,
     Cursor,
     DeadLetter,
     DeadLetterStatus,
@@ -26,6 +28,8 @@ from mapsync.engine.state.migrations import LATEST_VERSION
 __all__ = [
     "LATEST_VERSION",
     "RUN_COUNTS",
+    "BulkChunk",
+    "BulkLoad",
     "Cursor",
     "DeadLetter",
     "DeadLetterStatus",

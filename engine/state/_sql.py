@@ -13,11 +13,14 @@ import threading
 from abc import abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from mapsync.engine.errors import StateError
 from mapsync.engine.state.base import (
+    BulkChunk,
+    BulkLoad,
     Clock,
     Cursor,
     DeadLetter,
@@ -263,7 +266,7 @@ class SqlStore(StateStore):
 
     def clear_flow(self, flow: str) -> None:
         with self.transaction():
-            for table in ("keymap", "cursors", "pending_writes"):
+            for table in ("keymap", "cursors", "pending_writes", "bulk_loads", "bulk_chunks"):
                 self._execute(f"DELETE FROM {table} WHERE flow = ?", (flow,))
 
     # --- dead letters --------------------------------------------------------------------------------------
@@ -553,6 +556,57 @@ class SqlStore(StateStore):
                 return 0
             clause, params = self._in_list("source_key", keys)
             return int(self._execute(f"DELETE FROM optout_pairs WHERE rule = ? AND {clause}", (rule, *params)).rowcount)
+
+    # --- bulk loads ----------------------------------------------------------------------------------------
+    def bulk_load(self, flow: str) -> BulkLoad | None:
+        with self._read():
+            row = self._execute("SELECT flow, run_id, stage, cursor, rows, signalled_at, started_at, updated_at"
+                                " FROM bulk_loads WHERE flow = ?", (flow,)).fetchone()
+        if row is None:
+            return None
+        return BulkLoad(row[0], row[1], row[2], row[3], int(row[4]), self._ts_out(row[5]), self._ts_out(row[6]),
+                        self._ts_out(row[7]))
+
+    def put_bulk_load(self, load: BulkLoad) -> BulkLoad:
+        now = self._clock()
+        with self.transaction():
+            old = self._execute("SELECT run_id, started_at FROM bulk_loads WHERE flow = ?", (load.flow,)).fetchone()
+            started = self._ts_out(old[1]) if old is not None and old[0] == load.run_id else now
+            if old is not None and old[0] != load.run_id:
+                self._execute("DELETE FROM bulk_chunks WHERE flow = ?", (load.flow,))
+            self._execute(
+                "INSERT INTO bulk_loads (flow, run_id, stage, cursor, rows, signalled_at, started_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (flow) DO UPDATE SET run_id = excluded.run_id,"
+                " stage = excluded.stage, cursor = excluded.cursor, rows = excluded.rows,"
+                " signalled_at = excluded.signalled_at, started_at = excluded.started_at,"
+                " updated_at = excluded.updated_at",
+                (load.flow, load.run_id, load.stage, load.cursor, load.rows, self._ts_in(load.signalled_at),
+                 self._ts_in(started), self._ts_in(now)))
+        return replace(load, started_at=started, updated_at=now)
+
+    def bulk_chunks(self, flow: str, run_id: str) -> list[BulkChunk]:
+        with self._read():
+            rows = self._execute("SELECT flow, run_id, chunk, file, stage, rows, imported, rejected FROM bulk_chunks"
+                                 " WHERE flow = ? AND run_id = ? ORDER BY chunk", (flow, run_id)).fetchall()
+        return [BulkChunk(r[0], r[1], int(r[2]), r[3], r[4], int(r[5]), r[6], r[7]) for r in rows]
+
+    def put_bulk_chunks(self, chunks: Iterable[BulkChunk]) -> None:
+        now = self._ts_in(self._clock())
+        rows = [(c.flow, c.run_id, c.chunk, c.file, c.stage, c.rows, c.imported, c.rejected, now) for c in chunks]
+        if not rows:
+            return
+        with self.transaction():
+            self._executemany(
+                "INSERT INTO bulk_chunks (flow, run_id, chunk, file, stage, rows, imported, rejected, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (flow, run_id, chunk) DO UPDATE SET"
+                " file = excluded.file, stage = excluded.stage, rows = excluded.rows,"
+                " imported = excluded.imported, rejected = excluded.rejected, updated_at = excluded.updated_at",
+                rows)
+
+    def delete_bulk_load(self, flow: str) -> None:
+        with self.transaction():
+            self._execute("DELETE FROM bulk_chunks WHERE flow = ?", (flow,))
+            self._execute("DELETE FROM bulk_loads WHERE flow = ?", (flow,))
 
     # --- identities ----------------------------------------------------------------------------------------
     def get_identities(self, environment: str) -> dict[str, str]:

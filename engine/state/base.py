@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RUN_COUNTS",
+    "BulkChunk",
+    "BulkLoad",
     "Clock",
     "Cursor",
     "DeadLetter",
@@ -148,6 +150,35 @@ class PendingWrite:
     recorded_at: datetime | None = None  # filled by the store
 
 
+@dataclass(frozen=True, slots=True)
+class BulkLoad:
+    """A flow's bulk load into Campaign (``mapsync.engine.bulk``): how far it got, and the read's cursor, which
+    commits only once every file is imported and reconciled."""
+
+    flow: str
+    run_id: str
+    stage: str
+    cursor: str | None = None
+    rows: int = 0
+    signalled_at: datetime | None = None
+    started_at: datetime | None = None  # filled by the store
+    updated_at: datetime | None = None  # filled by the store
+
+
+@dataclass(frozen=True, slots=True)
+class BulkChunk:
+    """One file of a bulk load and the stage it reached."""
+
+    flow: str
+    run_id: str
+    chunk: int
+    file: str
+    stage: str
+    rows: int
+    imported: int | None = None
+    rejected: int | None = None
+
+
 class StateStore(ABC):
     """One environment's state. Every error a user can act on is a ``StateError`` (``LeaseHeld`` for leases)."""
 
@@ -206,7 +237,8 @@ class StateStore(ABC):
 
     @abstractmethod
     def clear_flow(self, flow: str) -> None:
-        """Forget the flow's cursor, key map and pending writes (a replay); runs and dead letters are kept."""
+        """Forget the flow's cursor, key map, pending writes and bulk load (a replay); runs and dead letters are
+        kept."""
 
     # --- dead letters --------------------------------------------------------------------------------------
     @abstractmethod
@@ -314,6 +346,24 @@ class StateStore(ABC):
     @abstractmethod
     def delete_optout_pairs(self, rule: str, source_keys: Iterable[str] | None = None) -> int:
         """Drop these pairs of ``rule`` (None: all of them); returns how many went."""
+
+    # --- bulk loads: a flow's Campaign file import and its files' stages ---------------------------------------
+    @abstractmethod
+    def bulk_load(self, flow: str) -> BulkLoad | None: ...
+
+    @abstractmethod
+    def put_bulk_load(self, load: BulkLoad) -> BulkLoad:
+        """Insert or replace the flow's load (one per flow; a new run id replaces the old load's files too)."""
+
+    @abstractmethod
+    def bulk_chunks(self, flow: str, run_id: str) -> list[BulkChunk]:
+        """The load's files, in chunk order."""
+
+    @abstractmethod
+    def put_bulk_chunks(self, chunks: Iterable[BulkChunk]) -> None: ...
+
+    @abstractmethod
+    def delete_bulk_load(self, flow: str) -> None: ...
 
     # --- identities: which services this environment's state belongs to ----------------------------------------
     @abstractmethod

@@ -110,6 +110,19 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
         _optout_pairs_from_meta,
     ),
+    Migration(
+        5,
+        "Campaign bulk loads: one row per flow's load, one per file (chunk) with the stage it reached",
+        (
+            # stage: writing | written | uploaded | signalled | imported | reconciled | done (engine/bulk/stages.py)
+            "CREATE TABLE bulk_loads (flow {key} PRIMARY KEY, run_id TEXT NOT NULL, stage TEXT NOT NULL,"
+            " cursor TEXT, rows INTEGER NOT NULL, signalled_at {ts}, started_at {ts} NOT NULL,"
+            " updated_at {ts} NOT NULL)",
+            "CREATE TABLE bulk_chunks (flow {key} NOT NULL, run_id {key} NOT NULL, chunk INTEGER NOT NULL,"
+            " file TEXT NOT NULL, stage TEXT NOT NULL, rows INTEGER NOT NULL, imported INTEGER, rejected INTEGER,"
+            " updated_at {ts} NOT NULL, PRIMARY KEY (flow, run_id, chunk))",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

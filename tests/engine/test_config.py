@@ -298,3 +298,59 @@ def test_partial_reference_does_not_expose_literal_text(tmp_path: Path) -> None:
     secret = load_config(path, environ={"REST": "tail"}).environment("dev").campaign.client_secret
     assert secret.reveal() == "prefix-literal-tail"
     assert "prefix-literal" not in repr(secret)
+
+
+# --- campaign.sftp and bulk -----------------------------------------------------------------------------------
+
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+
+SFTP = f"""\
+version: 1
+environments:
+  stage:
+    campaign:
+      organization: acme
+      client_id: acs-id
+      client_secret: "${{ACS_SECRET}}"
+      sftp: {{host: sftp.acme.test, port: 2222, username: mapsync, password: "${{SFTP_PASSWORD}}",
+             host_key: "{HOST_KEY}"}}
+    bulk:
+      min_records: 500
+      chunk_records: 1000
+      signal_interval_seconds: 1
+      workflows: {{profile: {{workflow: WKFIMPPROFILE, signal: signal1}}, cusVehicle: {{workflow: WKFIMPCUSVEHICLE}}}}
+"""
+
+
+def test_sftp_and_bulk_settings_are_typed_and_the_password_is_a_secret(project: Path) -> None:
+    env = load_config(write(project, SFTP), environ={**ENV, "SFTP_PASSWORD": "sftp-s3cret"}).environment("stage")
+    sftp = env.campaign.sftp
+    assert sftp is not None and (sftp.host, sftp.port, sftp.username, sftp.host_key) == (
+        "sftp.acme.test", 2222, "mapsync", HOST_KEY)
+    assert isinstance(sftp.password, Secret) and sftp.password.reveal() == "sftp-s3cret"
+    assert "sftp-s3cret" not in repr(env) and (sftp.incoming, sftp.outgoing) == ("/incoming", "/outgoing")
+    assert (env.bulk.min_records, env.bulk.chunk_records, env.bulk.signal_interval_seconds) == (500, 1000, 1)
+    assert env.bulk.workflows["cusVehicle"].workflow == "WKFIMPCUSVEHICLE"
+    assert env.bulk.workflows["cusVehicle"].signal == "signal1"
+    assert env.bulk.work_dir == project / ".mapsync" / "bulk"
+
+
+def test_bulk_settings_default_when_absent(project: Path) -> None:
+    env = load_config(write(project, FULL), environ=ENV).environment("stage")
+    assert env.campaign.sftp is None and env.bulk.min_records == 20_000 and env.bulk.signal_interval_seconds == 600
+
+
+@pytest.mark.parametrize(("change", "setting", "words"), [
+    (lambda t: t.replace(f'host_key: "{HOST_KEY}"', 'host_key: "AAAA"'), "sftp.host_key", "not an SSH public host key"),
+    (lambda t: t.replace(f'host_key: "{HOST_KEY}"', 'host_key: "ssh-ed25519 AAAAbroken"'), "sftp.host_key",
+     "ssh-keyscan"),
+    (lambda t: t.replace(f',\n             host_key: "{HOST_KEY}"', ""), "sftp", "missing required key 'host_key'"),
+    (lambda t: t.replace('password: "${SFTP_PASSWORD}"', "private_key: keys/none"), "sftp.private_key",
+     "is not a file"),
+    (lambda t: t.replace('password: "${SFTP_PASSWORD}"', 'password: "${SFTP_PASSWORD}", private_key: k'), "sftp",
+     "exactly one of"),
+])
+def test_sftp_mistakes_are_one_clear_line_naming_the_setting(project: Path, change, setting: str, words: str) -> None:
+    error = load_error(write(project, change(SFTP)), {**ENV, "SFTP_PASSWORD": "sftp-s3cret"})
+    assert setting in str(error) and words in str(error)
+    assert "sftp-s3cret" not in str(error) and "Traceback" not in str(error)

@@ -7,6 +7,7 @@ import socket
 import sqlite3
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from mapsync.engine.config import Secret
 from mapsync.engine.errors import ConfigError, LeaseHeld, StateError
 from mapsync.engine.state import (
     LATEST_VERSION,
+    BulkChunk,
+    BulkLoad,
     DeadLetterStatus,
     KeyEntry,
     LeaseConflict,
@@ -557,3 +560,26 @@ def test_opt_out_pairs_kept_as_json_buckets_in_meta_move_into_their_table_withou
     assert _PairStore(new, "legacy").load() == {"short": PairState(True)}
     assert new.list_meta("optout:") == {"optout:email:pairs:fff": "not json"}
     assert new.get_meta("links:contacts:generation") == "4"
+
+
+def test_a_bulk_load_and_its_files_keep_their_stages(store_factory) -> None:
+    clock = Clock()
+    store = store_factory(clock=clock)
+    assert store.bulk_load("contacts") is None
+    load = store.put_bulk_load(BulkLoad("contacts", "run1", "writing"))
+    store.put_bulk_chunks([BulkChunk("contacts", "run1", n, f"f{n}.csv", "written", 10) for n in (2, 1)])
+    clock.advance(5)
+    store.put_bulk_load(replace(load, stage="signalled", cursor="delta-1", rows=20, signalled_at=clock.now))
+    store.put_bulk_chunks([BulkChunk("contacts", "run1", 1, "f1.csv", "imported", 10, 9, 1)])
+    got = store.bulk_load("contacts")
+    assert got is not None and (got.stage, got.cursor, got.rows, got.signalled_at) == ("signalled", "delta-1", 20,
+                                                                                      clock.now)
+    assert got.started_at == T0  # the same load: it keeps its start
+    chunks = store.bulk_chunks("contacts", "run1")
+    assert [(c.chunk, c.stage, c.imported, c.rejected) for c in chunks] == [(1, "imported", 9, 1),
+                                                                           (2, "written", None, None)]
+    # A new run id replaces the load and its files.
+    store.put_bulk_load(BulkLoad("contacts", "run2", "writing"))
+    assert store.bulk_chunks("contacts", "run1") == [] and store.bulk_load("contacts").started_at == clock.now
+    store.clear_flow("contacts")  # a replay forgets the load too
+    assert store.bulk_load("contacts") is None
