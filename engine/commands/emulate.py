@@ -49,18 +49,6 @@ def _rows(specs: list[str]) -> list[tuple[str, int]]:
     return out
 
 
-def _config_knows_bulk() -> bool:
-    """Whether this version's mapsync.yaml schema has the bulk path's keys (``bulk``, ``campaign.sftp``):
-    a written config must load, so they are written only then."""
-    import json
-
-    from mapsync import resources
-
-    schema = json.loads(resources.config_schema().read_text(encoding="utf-8"))
-    env = schema.get("$defs", {}).get("environment", {}).get("properties", {})
-    return "bulk" in env
-
-
 def run(args: argparse.Namespace) -> int:
     require_emulators("emulate")
     from mapsync.emulators.server import Emulator, PortInUse, bind, config_files, serve, write_config
@@ -110,9 +98,8 @@ def run(args: argparse.Namespace) -> int:
         if emulator.sftp_port is not None:
             print(f"  {'sftp':<10} sftp://{host}:{emulator.sftp_port}/ (host key {emulator.sftp_host_key_line})")
         if args.write_config is not None:
-            bulk = emulator.bulk_setup() if _config_knows_bulk() else None
             path = write_config(args.write_config, base_url=base_url, ca_file=ca_file, credentials=emulator.credentials,
-                                bulk=bulk)
+                                bulk=emulator.bulk_setup())
             print(f"  {'config':<10} {path} (environment: emulator)")
         print("Press Ctrl+C to stop.", flush=True)
 
