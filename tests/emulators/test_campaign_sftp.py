@@ -149,7 +149,6 @@ def test_write_config_without_bulk_writes_no_bulk_keys(tmp_path: Path, served: t
 
 def test_mapsync_emulate_serves_sftp_and_writes_its_config(tmp_path: Path) -> None:
     """The real command: `--sftp-port`, `--signal-interval`, `--import-rate`; the config names what serves."""
-    from mapsync.engine.commands.emulate import _config_knows_bulk
     from tests.e2e.processes import free_port
 
     config, sftp_port = tmp_path / "mapsync.yaml", free_port()
@@ -167,13 +166,10 @@ def test_mapsync_emulate_serves_sftp_and_writes_its_config(tmp_path: Path) -> No
         assert any(f"sftp://127.0.0.1:{sftp_port}/" in line for line in printed), printed
         assert not any("emulator-sftp-secret" in line for line in printed)  # the password is not printed
         env = yaml.safe_load(config.read_text(encoding="utf-8"))["environments"]["emulator"]
-        if _config_knows_bulk():  # this version's mapsync.yaml schema has the bulk keys
-            assert env["campaign"]["sftp"]["port"] == sftp_port
-            assert env["campaign"]["sftp"]["host_key"].startswith("ssh-ed25519 ")
-            assert env["bulk"]["signal_interval_seconds"] == 2.5
-            assert env["bulk"]["workflows"]["profile"] == {"workflow": "WKFIMPPROFILE", "signal": "signal1"}
-        else:
-            assert "bulk" not in env and "sftp" not in env["campaign"]
+        assert env["campaign"]["sftp"]["port"] == sftp_port
+        assert env["campaign"]["sftp"]["host_key"].startswith("ssh-ed25519 ")
+        assert env["bulk"]["signal_interval_seconds"] == 2.5
+        assert env["bulk"]["workflows"]["profile"] == {"workflow": "WKFIMPPROFILE", "signal": "signal1"}
     finally:
         proc.terminate()
         assert proc.wait(timeout=30) == 0
