@@ -28,7 +28,7 @@ from mapsync.dsl.builder import Builder, too_deep
 from mapsync.dsl.diagnostics import Diagnostic
 from mapsync.dsl.operators import MAX_DEPTH
 
-__all__ = ["MAX_DEPTH", "ParseResult", "parse", "parse_file"]
+__all__ = ["MAX_DEPTH", "ParseResult", "parse", "parse_clean", "parse_file", "span_at"]
 
 # After this many syntax errors in one file the rest is not worth reading.
 MAX_SYNTAX_ERRORS = 20
@@ -127,11 +127,11 @@ def parse(text: str, file: str = "<text>") -> ParseResult:
     if "\x00" in text:
         # NUL never belongs in a mapping, and it defeats line-based recovery: report it once.
         offset = text.index("\x00")
-        span = _span_at(text, file, offset, offset + 1)
+        span = span_at(text, file, offset, offset + 1)
         return ParseResult(ast.Module(span=ast.Span.unknown(file), file=file), (
             Diagnostic.error("E004", "the file contains a NUL byte: it is binary, not a mapping", span),
         ))
-    module_span = _span_at(text, file, 0, len(text))
+    module_span = span_at(text, file, 0, len(text))
     diagnostics: list[Diagnostic] = []
     working = text
     while True:
@@ -147,13 +147,34 @@ def parse(text: str, file: str = "<text>") -> ParseResult:
     if built.too_deep is not None:
         diagnostics.append(_too_deep_diagnostic(built.too_deep))
         return ParseResult(ast.Module(span=module_span, file=file), tuple(diagnostics))
-    module = ast.Module(
-        span=module_span,
+    return ParseResult(_module(text, file, built), (*diagnostics, *built.diagnostics))
+
+
+def parse_clean(text: str, file: str = "<text>") -> ParseResult | None:
+    """One pass over text that has no syntax error: its result, the same as ``parse`` gives; else None.
+
+    None when the text has a syntax error, a NUL byte or an expression nested too deeply: what only the
+    whole file's error recovery can report the way ``parse`` does. For dsl/incremental.py, which parses a
+    file declaration by declaration and falls back to ``parse`` on None.
+    """
+    if "\x00" in text:
+        return None
+    try:
+        built = _build(text, file)
+    except UnexpectedInput:
+        return None
+    if built.too_deep is not None:
+        return None
+    return ParseResult(_module(text, file, built), tuple(built.diagnostics))
+
+
+def _module(text: str, file: str, built: _Built) -> ast.Module:
+    return ast.Module(
+        span=span_at(text, file, 0, len(text)),
         file=file,
         decls=tuple(built.decls),
         comments=tuple(ast.Comment(span=_token_span(c, file), text=str(c).rstrip()) for c in built.comments),
     )
-    return ParseResult(module, (*diagnostics, *built.diagnostics))
 
 
 def _build(text: str, file: str) -> _Built:
@@ -263,7 +284,7 @@ def _expected_phrase(expected: set[str]) -> str:
 
 def _syntax_diagnostic(exc: UnexpectedInput, text: str, file: str) -> Diagnostic:
     if isinstance(exc, UnexpectedCharacters):
-        span = _span_at(text, file, exc.pos_in_stream, exc.pos_in_stream + 1)
+        span = span_at(text, file, exc.pos_in_stream, exc.pos_in_stream + 1)
         char = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
         shown = repr(char)[1:-1] if not char.isprintable() else char
         hint = None
@@ -286,7 +307,7 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, file: str) -> Diagnostic
                                         "each line of a `map` block is `target = expression`")
         if tok.type == "$END":
             end = len(text)
-            span = _span_at(text, file, max(0, end - 1), end)
+            span = span_at(text, file, max(0, end - 1), end)
             return Diagnostic.error("E003", f"the file ends too early: expected {_expected_phrase(expected)}{where}", span)
         span = _token_span(tok, file)
         if str(tok) == "=" and "CMP_OP" in expected:
@@ -294,7 +315,7 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, file: str) -> Diagnostic
                                     "compare with `==`; `=` assigns a target field inside `map { }`")
         message = f"expected {_expected_phrase(expected)}{where}, found {_describe_token(tok)}"
         return Diagnostic.error("E001", message, span, _hint_for(expected, tok, previous))
-    span = _span_at(text, file, 0, 0)
+    span = span_at(text, file, 0, 0)
     return Diagnostic.error("E001", "the mapping does not parse here", span)
 
 
@@ -409,7 +430,8 @@ def _decl_start_after(text: str, pos: int) -> int | None:
 # ------------------------------------------------------------------------------------------ spans
 
 
-def _span_at(text: str, file: str, start: int, end: int) -> ast.Span:
+def span_at(text: str, file: str, start: int, end: int) -> ast.Span:
+    """The span of ``text[start:end]``."""
     line = text.count("\n", 0, start) + 1
     col = start - (text.rfind("\n", 0, start) + 1) + 1
     end_line = line + text.count("\n", start, end)
