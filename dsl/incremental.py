@@ -52,11 +52,13 @@ class DeclarationCache:
     """``parse`` for a file that is parsed again and again with small changes (an editor buffer).
 
     It keeps each file's pieces from its last parse, keyed by their text; a later parse of the same file
-    parses only the pieces whose text is new. Memory stays at one parse per file.
+    parses only the pieces whose text is new. After a text with an error the pieces of the last text
+    without one are kept too, so the edit that mends the error finds them: at most two parses per file.
     """
 
     def __init__(self) -> None:
-        self._last: dict[str, dict[str, _Piece]] = {}
+        self._last: dict[str, dict[str, _Piece]] = {}  # file -> its pieces, by text, to look up
+        self._clean: dict[str, dict[str, _Piece]] = {}  # file -> the pieces of its last parse without error
 
     def parse(self, text: str, file: str = "<text>") -> ParseResult:
         """The same result as ``parse(text, file)``, spans included."""
@@ -75,7 +77,8 @@ class DeclarationCache:
             if piece is None:
                 result = _parse_at(chunk, file, line, offset)
                 if result is None:
-                    self._last.pop(file, None)
+                    # The edit that mends this text will find the pieces of both (and memory stays at two parses).
+                    self._last[file] = {**self._clean.get(file, {}), **kept}
                     return parse(text, file)
                 piece = _Piece(line, offset, result)
             kept[chunk] = piece
@@ -83,13 +86,14 @@ class DeclarationCache:
             comments.extend(piece.result.module.comments)
             diagnostics.extend(piece.result.diagnostics)
             line += chunk.count("\n")
-        self._last[file] = kept
+        self._last[file] = self._clean[file] = kept
         module = ast.Module(span=span_at(text, file, 0, len(text)), file=file, decls=tuple(decls),
                             comments=tuple(comments))
         return ParseResult(module, tuple(diagnostics))
 
     def forget(self, file: str) -> None:
         self._last.pop(file, None)
+        self._clean.pop(file, None)
 
 
 def _parse_at(chunk: str, file: str, line: int, offset: int) -> ParseResult | None:

@@ -21,7 +21,7 @@ from mapsync.dsl.checker import Analysis, analyze
 from mapsync.dsl.diagnostics import Diagnostic
 from mapsync.dsl.errors import MapsyncError
 from mapsync.dsl.incremental import DeclarationCache
-from mapsync.dsl.project import Project, load_project
+from mapsync.dsl.project import Project, display_name, load_project
 from mapsync.dsl.schema import Catalog, load_catalog
 from mapsync.engine.config import snapshot_root
 
@@ -95,6 +95,7 @@ class Workspace:
 
     def drop_buffer(self, path: Path) -> None:
         self.buffers.pop(path.resolve(), None)
+        self._parsed.forget(display_name(path.resolve()))
         self._forget(path)
 
     def disk_changed(self, path: Path) -> None:

@@ -101,6 +101,14 @@ def test_only_the_changed_declaration_is_parsed_again(monkeypatch: pytest.Monkey
     assert [p.lstrip(" \n") for p in parsed] == [FLOW.format(n=1).replace('"a1"', '"a longer literal"'),
                                                  FLOW.format(n=2) + "\n\n"]
 
+    parsed.clear()
+    broken = changed.replace("email = \"a3\"", "email x \"a3\"")
+    assert not cache.parse(broken, "m.map").ok
+    parsed.clear()
+    mended = broken.replace("email x \"a3\"", "email = \"a33\"")
+    assert_same(cache.parse(mended, "m.map"), mended, "m.map")
+    assert [p.lstrip(" \n") for p in parsed] == [FLOW.format(n=3).replace('"a3"', '"a33"')]  # not the others
+
 
 def test_a_map_line_whose_target_is_named_like_a_declaration_is_not_a_cut() -> None:
     text = "flow f {\n  from d365.contact\n  to campaign.profile\n  map {\nflow = x\nimport = y\n  }\n}\n"
