@@ -4,12 +4,15 @@ A file is cut before every line that starts a top-level declaration (`flow`, `re
 at the start of a line: the same cut the parser's error recovery makes). Each piece is parsed alone, or
 taken from the last parse of the same file when its text is unchanged, moved to where it now starts.
 
-When every piece parses alone without error, the file is their concatenation: the grammar is
+A piece is parsed preceded by blanks that put it where it is in the file, so its spans and messages are
+those of the whole parse. When every piece parses, the file is their concatenation: the grammar is
 ``start: _decl*``, a piece starts at the top level where the lexer and parser are in the same state as at
-the start of a file, and a cut falls at a line start, so no token, comment or `-` spans it. Anything else
-(a syntax error, a NUL byte, an expression nested too deeply, or a cut inside a declaration, such as a
-map line whose target is named `flow`, which leaves a piece that does not parse) is parsed again whole by
-``parse``, so the result is always the one ``parse`` gives for the whole text.
+the start of a file, and a cut falls at a line start, so no token, comment or `-` spans it. A piece with
+a syntax error is reported as the whole parse reports it: that parse meets the piece at the top level,
+stops at the same token, and its recovery blanks from this cut to the next. What the pieces cannot tell
+(lark stopping at the end of a piece that is not the last, as when a map line's target is named `flow`
+and so cuts a declaration; a NUL byte; an expression nested too deeply; more errors than ``parse``
+reports) is parsed again whole by ``parse``. The result is always the one ``parse`` gives for the text.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 from mapsync.dsl import ast
 from mapsync.dsl.builder import make_span
 from mapsync.dsl.diagnostics import Diagnostic
-from mapsync.dsl.parser import ParseResult, parse, parse_clean, span_at
+from mapsync.dsl.parser import MAX_SYNTAX_ERRORS, FirstError, ParseResult, parse, parse_once, span_at
 
 __all__ = ["DeclarationCache", "pieces"]
 
@@ -62,44 +65,69 @@ class DeclarationCache:
 
     def parse(self, text: str, file: str = "<text>") -> ParseResult:
         """The same result as ``parse(text, file)``, spans included."""
+        if "\x00" in text:
+            return parse(text, file)
         last = self._last.get(file, {})
         kept: dict[str, _Piece] = {}
         decls: list[ast.Decl] = []
         comments: list[ast.Comment] = []
-        diagnostics: list[Diagnostic] = []
+        built: list[Diagnostic] = []  # found while building a declaration that parses (E006, E007)
+        syntax: list[Diagnostic] = []  # one per piece that does not parse
         line = 1
-        for offset, chunk in pieces(text):
+        cut = pieces(text)
+        for index, (offset, chunk) in enumerate(cut):
             piece = last.get(chunk) or kept.get(chunk)
             if piece is not None and (piece.line, piece.offset) != (line, offset):
                 # A message may name a line ("the first one is on line 2"): a piece with one is parsed again.
                 piece = None if piece.result.diagnostics else _Piece(
                     line, offset, _moved(piece.result, line - piece.line, offset - piece.offset))
             if piece is None:
-                result = _parse_at(chunk, file, line, offset)
-                if result is None:
-                    # The edit that mends this text will find the pieces of both (and memory stays at two parses).
-                    self._last[file] = {**self._clean.get(file, {}), **kept}
+                result = parse_once(_placed(chunk, line, offset), file)
+                if isinstance(result, FirstError) and _as_in_whole(result, index == len(cut) - 1, len(syntax)):
+                    syntax.append(result.diagnostic)
+                    line += chunk.count("\n")
+                    continue
+                if not isinstance(result, ParseResult):
+                    self._keep(file, kept, clean=False)
                     return parse(text, file)
                 piece = _Piece(line, offset, result)
             kept[chunk] = piece
             decls.extend(piece.result.module.decls)
             comments.extend(piece.result.module.comments)
-            diagnostics.extend(piece.result.diagnostics)
+            built.extend(piece.result.diagnostics)
             line += chunk.count("\n")
-        self._last[file] = self._clean[file] = kept
+        self._keep(file, kept, clean=not syntax)
         module = ast.Module(span=span_at(text, file, 0, len(text)), file=file, decls=tuple(decls),
                             comments=tuple(comments))
-        return ParseResult(module, tuple(diagnostics))
+        return ParseResult(module, (*syntax, *built))
+
+    def _keep(self, file: str, kept: dict[str, _Piece], *, clean: bool) -> None:
+        if clean:
+            self._last[file] = self._clean[file] = kept
+        else:  # the edit that mends this text will find the pieces of both (and memory stays at two parses)
+            self._last[file] = {**self._clean.get(file, {}), **kept}
 
     def forget(self, file: str) -> None:
         self._last.pop(file, None)
         self._clean.pop(file, None)
 
 
-def _parse_at(chunk: str, file: str, line: int, offset: int) -> ParseResult | None:
-    """``parse_clean`` of a piece as if it started at ``line`` and ``offset``: blanks before it put it there
-    (the lexer skips them as one token)."""
-    return parse_clean(" " * (offset - line + 1) + "\n" * (line - 1) + chunk, file)
+def _placed(chunk: str, line: int, offset: int) -> str:
+    """A piece preceded by blanks that put it at ``line`` and ``offset`` (the lexer skips them as one token),
+    so what it parses to has the spans and messages it has in the whole text."""
+    return " " * (offset - line + 1) + "\n" * (line - 1) + chunk
+
+
+def _as_in_whole(error: FirstError, last_piece: bool, errors_before: int) -> bool:
+    """Whether the whole text's parse reports this piece's first error as it is, and recovers after it.
+
+    The whole parse meets the piece at the top level (the pieces before it parse, or were blanked by the
+    recovery), so it stops at the same token and phrases it the same way; its recovery then blanks from
+    the line that starts the piece to the next such line: the piece, no more. Not so when lark stopped at
+    the end of a piece that is not the last (the next one might have mended it), or when this error is
+    the one after which ``parse`` gives up.
+    """
+    return (last_piece or not error.at_end) and errors_before + 1 < MAX_SYNTAX_ERRORS
 
 
 def _moved(result: ParseResult, lines: int, chars: int) -> ParseResult:

@@ -4,8 +4,8 @@ lark parses the grammar (dsl/grammar.lark: LALR with the contextual lexer) and b
 (dsl/builder.py is its inline transformer, so no parse tree is made); its tables come from lark's cache
 (``cache=True``) after the first run. That is the only parser: `python -m bench.parse` measures it against
 an editor's budget of 50 ms for a 1,000-line mapping. The language server parses through
-dsl/incremental.py, which calls ``parse_clean`` on the declarations that changed and ``parse`` on text
-with an error.
+dsl/incremental.py, which calls ``parse_once`` on the declarations that changed (and ``parse`` on the
+whole text when it cannot tell the result from theirs).
 
 The parser never lets a lark exception out. Syntax errors become ``Diagnostic`` objects phrased for the
 person who wrote the file ("expected `=` after target field `email`"), and after an error the parser
@@ -30,7 +30,7 @@ from mapsync.dsl.builder import Builder, too_deep
 from mapsync.dsl.diagnostics import Diagnostic
 from mapsync.dsl.operators import MAX_DEPTH
 
-__all__ = ["MAX_DEPTH", "ParseResult", "parse", "parse_clean", "parse_file", "span_at"]
+__all__ = ["MAX_DEPTH", "FirstError", "ParseResult", "parse", "parse_file", "parse_once", "span_at"]
 
 # After this many syntax errors in one file the rest is not worth reading.
 MAX_SYNTAX_ERRORS = 20
@@ -152,19 +152,27 @@ def parse(text: str, file: str = "<text>") -> ParseResult:
     return ParseResult(_module(text, file, built), (*diagnostics, *built.diagnostics))
 
 
-def parse_clean(text: str, file: str = "<text>") -> ParseResult | None:
-    """One pass over text that has no syntax error: its result, the same as ``parse`` gives; else None.
+@dataclass(frozen=True, slots=True)
+class FirstError:
+    """The first syntax error in a text, as ``parse`` reports it."""
 
-    None when the text has a syntax error, a NUL byte or an expression nested too deeply: what only the
-    whole file's error recovery can report the way ``parse`` does. For dsl/incremental.py, which parses a
-    file declaration by declaration and falls back to ``parse`` on None.
+    diagnostic: Diagnostic
+    at_end: bool  # lark stopped at the end of the text: more text after it could have mended it
+
+
+def parse_once(text: str, file: str = "<text>") -> ParseResult | FirstError | None:
+    """One pass over ``text``: what ``parse`` gives when it has no error, else its first syntax error.
+
+    None for what only a whole parse reports right (a NUL byte, an expression nested too deeply). For
+    dsl/incremental.py, which parses a file declaration by declaration and falls back to ``parse``.
     """
     if "\x00" in text:
         return None
     try:
         built = _build(text, file)
-    except UnexpectedInput:
-        return None
+    except UnexpectedInput as exc:
+        at_end = isinstance(exc, UnexpectedToken) and exc.token.type == "$END"
+        return FirstError(_syntax_diagnostic(_described(exc, text), text, file), at_end)
     if built.too_deep is not None:
         return None
     return ParseResult(_module(text, file, built), tuple(built.diagnostics))

@@ -87,8 +87,8 @@ FLOW = "flow f{n} {{\n  from d365.contact\n  to campaign.profile\n  map {{\n    
 
 def test_only_the_changed_declaration_is_parsed_again(monkeypatch: pytest.MonkeyPatch) -> None:
     parsed: list[str] = []
-    clean = incremental.parse_clean
-    monkeypatch.setattr(incremental, "parse_clean", lambda text, file: parsed.append(text) or clean(text, file))
+    clean = incremental.parse_once
+    monkeypatch.setattr(incremental, "parse_once", lambda text, file: parsed.append(text) or clean(text, file))
     text = "# head\n" + "".join(FLOW.format(n=n) for n in range(5))
     cache = DeclarationCache()
     cache.parse(text, "m.map")
@@ -102,8 +102,11 @@ def test_only_the_changed_declaration_is_parsed_again(monkeypatch: pytest.Monkey
                                                  FLOW.format(n=2) + "\n\n"]
 
     parsed.clear()
+    whole = incremental.parse
+    monkeypatch.setattr(incremental, "parse", lambda text, file: parsed.append("whole") or whole(text, file))
     broken = changed.replace("email = \"a3\"", "email x \"a3\"")
-    assert not cache.parse(broken, "m.map").ok
+    assert_same(cache.parse(broken, "m.map"), broken, "m.map")
+    assert [p.lstrip(" \n") for p in parsed] == [FLOW.format(n=3).replace(" = ", " x ")]  # no whole parse
     parsed.clear()
     mended = broken.replace("email x \"a3\"", "email = \"a33\"")
     assert_same(cache.parse(mended, "m.map"), mended, "m.map")
@@ -131,9 +134,29 @@ def test_errors_nul_bytes_and_deep_nesting_are_reported_as_the_whole_parse_does(
         good + FLOW.format(n=1).replace('"a1"', deep),  # E005 in the second flow
         good + FLOW.format(n=1).replace("  to campaign.profile\n", "  to campaign.profile\n  to campaign.profile\n"),
         good + FLOW.format(n=1).replace('"a1"', '"bad \\q escape"'),  # E006 inside a declaration that parses
+        FLOW.format(n=1).replace("  }\n}\n", "") + good,  # a flow not closed before the next one
+        good + "} x\n" + good.replace("f0", "f1"),  # a stray token after a declaration
+        "x y\n" + good,  # before the first declaration
+        good + "'",
+        good + "".join(FLOW.format(n=n).replace(" = ", " ! ") for n in range(1, 25)),  # more errors than reported
+        good + "".join(FLOW.format(n=n).replace(" = ", " ! ") for n in range(1, 19)) + good.replace("f0", "g"),
+        good + "replace r {\n  1 => \"a\"\n",  # the last declaration not closed
     ]
     cache = DeclarationCache()
     cache.parse(good, "m.map")
     for text in texts:
         assert_same(cache.parse(text, "m.map"), text, "m.map")
         assert_same(cache.parse(good + text, "m.map"), good + text, "m.map")
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(), module=modules(max_decls=6))
+def test_declarations_broken_anywhere_report_as_the_whole_text(data: st.DataObject, module: Any) -> None:
+    """Several declarations broken at once: each is reported, and the others parse, as in a whole parse."""
+    lines = format_module(module).split("\n")
+    cache = DeclarationCache()
+    cache.parse("\n".join(lines), "g.map")
+    for at in data.draw(st.lists(st.integers(0, len(lines) - 1), min_size=1, max_size=4)):
+        lines[at] = lines[at] + data.draw(st.sampled_from(TYPED))
+        text = "\n".join(lines)
+        assert_same(cache.parse(text, "g.map"), text, "g.map")
