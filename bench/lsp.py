@@ -7,9 +7,9 @@ The server parses a buffer declaration by declaration and re-parses only the dec
 changed (dsl/incremental.py); the checker checks the whole project. Three kinds of change are timed:
 `valid`, a character of a literal replaced (one declaration re-parsed, then the checker), or a broken
 line mended; `typed`, a character typed into and deleted from a literal near the top of the file (the
-declarations after it move: their trees are copied with new spans); and `broken`, a line broken (a
-text with an error is parsed whole: the pass that fails, the tree parser that phrases the error, and a
-pass over the rest). It prints the median and 90th percentile of each, the server's CPU time per change
+declarations after it move: their trees are copied with new spans); and `broken`, a line broken (the
+declaration with the error is parsed again: the pass that fails, and the tree parser that phrases the
+error). It prints the median and 90th percentile of each, the server's CPU time per change
 (from /proc, so the load of a shared machine can be told apart), and the ratio of the valid and typed
 medians to the target of 50 ms; a ratio above 1 misses the target. Then, in this process, the median
 CPU time of the two halves of a valid change: re-parsing the changed declaration, and checking.
