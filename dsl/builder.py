@@ -23,7 +23,7 @@ from mapsync.dsl.diagnostics import Diagnostic
 from mapsync.dsl.literals import parse_datetime, unescape
 from mapsync.dsl.operators import MAX_DEPTH
 
-__all__ = ["Builder", "too_deep"]
+__all__ = ["Builder", "make_span", "too_deep"]
 
 Children = list[Any]
 
@@ -49,7 +49,7 @@ def _span_maker() -> Any:
     return make
 
 
-_Span = _span_maker()
+_Span = make_span = _span_maker()
 
 _CLAUSE_WORDS = {
     "source": "from", "target": "to", "key": "key", "mode": "mode", "on_delete": "on delete",

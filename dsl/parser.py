@@ -3,7 +3,9 @@
 lark parses the grammar (dsl/grammar.lark: LALR with the contextual lexer) and builds the AST as it goes
 (dsl/builder.py is its inline transformer, so no parse tree is made); its tables come from lark's cache
 (``cache=True``) after the first run. That is the only parser: `python -m bench.parse` measures it against
-an editor's budget of 50 ms per keystroke for a 1,000-line mapping.
+an editor's budget of 50 ms for a 1,000-line mapping. The language server parses through
+dsl/incremental.py, which calls ``parse_once`` on the declarations that changed (and ``parse`` on the
+whole text when it cannot tell the result from theirs).
 
 The parser never lets a lark exception out. Syntax errors become ``Diagnostic`` objects phrased for the
 person who wrote the file ("expected `=` after target field `email`"), and after an error the parser
@@ -28,7 +30,7 @@ from mapsync.dsl.builder import Builder, too_deep
 from mapsync.dsl.diagnostics import Diagnostic
 from mapsync.dsl.operators import MAX_DEPTH
 
-__all__ = ["MAX_DEPTH", "ParseResult", "parse", "parse_file"]
+__all__ = ["MAX_DEPTH", "FirstError", "ParseResult", "parse", "parse_file", "parse_once", "span_at"]
 
 # After this many syntax errors in one file the rest is not worth reading.
 MAX_SYNTAX_ERRORS = 20
@@ -127,11 +129,11 @@ def parse(text: str, file: str = "<text>") -> ParseResult:
     if "\x00" in text:
         # NUL never belongs in a mapping, and it defeats line-based recovery: report it once.
         offset = text.index("\x00")
-        span = _span_at(text, file, offset, offset + 1)
+        span = span_at(text, file, offset, offset + 1)
         return ParseResult(ast.Module(span=ast.Span.unknown(file), file=file), (
             Diagnostic.error("E004", "the file contains a NUL byte: it is binary, not a mapping", span),
         ))
-    module_span = _span_at(text, file, 0, len(text))
+    module_span = span_at(text, file, 0, len(text))
     diagnostics: list[Diagnostic] = []
     working = text
     while True:
@@ -147,13 +149,42 @@ def parse(text: str, file: str = "<text>") -> ParseResult:
     if built.too_deep is not None:
         diagnostics.append(_too_deep_diagnostic(built.too_deep))
         return ParseResult(ast.Module(span=module_span, file=file), tuple(diagnostics))
-    module = ast.Module(
-        span=module_span,
+    return ParseResult(_module(text, file, built), (*diagnostics, *built.diagnostics))
+
+
+@dataclass(frozen=True, slots=True)
+class FirstError:
+    """The first syntax error in a text, as ``parse`` reports it."""
+
+    diagnostic: Diagnostic
+    at_end: bool  # lark stopped at the end of the text: more text after it could have mended it
+
+
+def parse_once(text: str, file: str = "<text>") -> ParseResult | FirstError | None:
+    """One pass over ``text``: what ``parse`` gives when it has no error, else its first syntax error.
+
+    None for what only a whole parse reports right (a NUL byte, an expression nested too deeply). For
+    dsl/incremental.py, which parses a file declaration by declaration and falls back to ``parse``.
+    """
+    if "\x00" in text:
+        return None
+    try:
+        built = _build(text, file)
+    except UnexpectedInput as exc:
+        at_end = isinstance(exc, UnexpectedToken) and exc.token.type == "$END"
+        return FirstError(_syntax_diagnostic(_described(exc, text), text, file), at_end)
+    if built.too_deep is not None:
+        return None
+    return ParseResult(_module(text, file, built), tuple(built.diagnostics))
+
+
+def _module(text: str, file: str, built: _Built) -> ast.Module:
+    return ast.Module(
+        span=span_at(text, file, 0, len(text)),
         file=file,
         decls=tuple(built.decls),
         comments=tuple(ast.Comment(span=_token_span(c, file), text=str(c).rstrip()) for c in built.comments),
     )
-    return ParseResult(module, (*diagnostics, *built.diagnostics))
 
 
 def _build(text: str, file: str) -> _Built:
@@ -263,7 +294,7 @@ def _expected_phrase(expected: set[str]) -> str:
 
 def _syntax_diagnostic(exc: UnexpectedInput, text: str, file: str) -> Diagnostic:
     if isinstance(exc, UnexpectedCharacters):
-        span = _span_at(text, file, exc.pos_in_stream, exc.pos_in_stream + 1)
+        span = span_at(text, file, exc.pos_in_stream, exc.pos_in_stream + 1)
         char = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
         shown = repr(char)[1:-1] if not char.isprintable() else char
         hint = None
@@ -286,7 +317,7 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, file: str) -> Diagnostic
                                         "each line of a `map` block is `target = expression`")
         if tok.type == "$END":
             end = len(text)
-            span = _span_at(text, file, max(0, end - 1), end)
+            span = span_at(text, file, max(0, end - 1), end)
             return Diagnostic.error("E003", f"the file ends too early: expected {_expected_phrase(expected)}{where}", span)
         span = _token_span(tok, file)
         if str(tok) == "=" and "CMP_OP" in expected:
@@ -294,7 +325,7 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, file: str) -> Diagnostic
                                     "compare with `==`; `=` assigns a target field inside `map { }`")
         message = f"expected {_expected_phrase(expected)}{where}, found {_describe_token(tok)}"
         return Diagnostic.error("E001", message, span, _hint_for(expected, tok, previous))
-    span = _span_at(text, file, 0, 0)
+    span = span_at(text, file, 0, 0)
     return Diagnostic.error("E001", "the mapping does not parse here", span)
 
 
@@ -409,7 +440,8 @@ def _decl_start_after(text: str, pos: int) -> int | None:
 # ------------------------------------------------------------------------------------------ spans
 
 
-def _span_at(text: str, file: str, start: int, end: int) -> ast.Span:
+def span_at(text: str, file: str, start: int, end: int) -> ast.Span:
+    """The span of ``text[start:end]``."""
     line = text.count("\n", 0, start) + 1
     col = start - (text.rfind("\n", 0, start) + 1) + 1
     end_line = line + text.count("\n", start, end)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -29,7 +29,7 @@ from mapsync.dsl import ast
 from mapsync.dsl.diagnostics import Diagnostic, did_you_mean
 from mapsync.dsl.errors import DslError
 from mapsync.dsl.graphs import back_edges
-from mapsync.dsl.parser import parse, parse_file
+from mapsync.dsl.parser import ParseResult, parse, parse_file
 
 __all__ = ["Project", "ProjectPathError", "display_name", "load_project"]
 
@@ -145,14 +145,15 @@ def _default_root(paths: Sequence[Path]) -> Path:
     return Path(os.path.commonpath(folders)) if folders else Path.cwd().resolve()
 
 
-def load_project(paths: Sequence[Path], *, root: Path | None = None,
-                 overlays: Mapping[Path, str] | None = None) -> tuple[Project, list[Diagnostic]]:
+def load_project(paths: Sequence[Path], *, root: Path | None = None, overlays: Mapping[Path, str] | None = None,
+                 parse_overlay: Callable[[str, str], ParseResult] = parse) -> tuple[Project, list[Diagnostic]]:
     """Parse the files (and everything they import) into a ``Project``.
 
     Returns every problem found on the way as diagnostics: syntax errors, imports that are missing
     (E009), circular (E010) or outside ``root`` (E011), names declared twice (E109). Raises
     ``ProjectPathError`` only when a given path does not exist. ``overlays`` (resolved path -> text) is
-    read instead of the disk for those files.
+    read instead of the disk for those files, parsed by ``parse_overlay`` (the language server's
+    ``DeclarationCache.parse``, which gives what ``parse`` does re-parsing only what changed).
     """
     root_dir = (root or _default_root(paths)).resolve()
     diagnostics: list[Diagnostic] = []
@@ -171,7 +172,7 @@ def load_project(paths: Sequence[Path], *, root: Path | None = None,
         name = display_name(path)
         if path in overlays:
             text = overlays[path]
-            result = parse(text, name)
+            result = parse_overlay(text, name)
         else:
             result, text = parse_file(path, display_name=name)
         modules[path] = result.module

@@ -6,7 +6,8 @@ snapshots are those `mapsync validate` would use with the nearest `mapsync.yaml`
 (``snapshots:`` of that file, else the project's own `schemas/snapshots`, else the built-in ones). Unsaved
 buffers stand in for the files on disk (``load_project(overlays=...)``), so diagnostics, completion and
 navigation see what the user is typing. A snapshot is computed once per change and reused by every
-request until the next change.
+request until the next change. Buffers are parsed through a ``DeclarationCache``: a change re-parses only
+the declarations whose text changed (the checker still checks the whole project).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from mapsync.dsl import ast
 from mapsync.dsl.checker import Analysis, analyze
 from mapsync.dsl.diagnostics import Diagnostic
 from mapsync.dsl.errors import MapsyncError
-from mapsync.dsl.project import Project, load_project
+from mapsync.dsl.incremental import DeclarationCache
+from mapsync.dsl.project import Project, display_name, load_project
 from mapsync.dsl.schema import Catalog, load_catalog
 from mapsync.engine.config import snapshot_root
 
@@ -63,6 +65,7 @@ class Workspace:
         self.config = config  # `mapsync lsp --config FILE`: that file for every project
         self.buffers: dict[Path, str] = {}
         self._snapshots: dict[Path, Snapshot] = {}
+        self._parsed = DeclarationCache()  # the last parse of each buffer, declaration by declaration
         self.problems: list[str] = []  # configuration problems to tell the user (once each)
 
     def catalog_for(self, folder: Path) -> Catalog:
@@ -92,6 +95,7 @@ class Workspace:
 
     def drop_buffer(self, path: Path) -> None:
         self.buffers.pop(path.resolve(), None)
+        self._parsed.forget(display_name(path.resolve()))
         self._forget(path)
 
     def disk_changed(self, path: Path) -> None:
@@ -132,7 +136,8 @@ class Workspace:
     def _check(self, folder: Path) -> Snapshot:
         overlays = {p: t for p, t in self.buffers.items() if p.is_relative_to(folder)}
         unsaved = [p for p in overlays if not p.exists()]  # a new buffer not saved yet is part of the project
-        project, loaded = load_project([folder, *unsaved], root=folder, overlays=overlays)
+        project, loaded = load_project([folder, *unsaved], root=folder, overlays=overlays,
+                                       parse_overlay=self._parsed.parse)
         catalog = self.catalog_for(folder)
         analysis = analyze(project, catalog)
         cwd = Path.cwd()
