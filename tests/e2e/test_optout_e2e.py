@@ -342,17 +342,28 @@ def test_one_way_directions_leave_the_other_side_alone(tmp_path: Path, direction
     scenario(tmp_path, body)
 
 
+async def _two_synced_pairs(rig: Rig) -> tuple[str, str, str]:
+    """Two contacts paired with their profiles, both opted in on both sides and synced; B's profile PKey."""
+    a, b = await rig.contacts(2)
+    _pa, pb = await rig.pair([a, b], profile_values={a: False, b: False})
+    for cid in (a, b):
+        await rig.edit_contact(cid, False)
+    await rig.sync().run()
+    return a, b, pb
+
+
+async def _both_opt_out(rig: Rig, a: str, b: str) -> Any:
+    """Both contacts opt out in Dynamics 365; the sync that carries it."""
+    await rig.edit_contact(a, True)
+    await rig.edit_contact(b, True)
+    return await rig.sync().run()
+
+
 def test_a_rejected_write_is_dead_lettered_and_retried_until_it_goes_through(tmp_path: Path) -> None:
     async def body(rig: Rig) -> None:
-        a, b = await rig.contacts(2)
-        _pa, pb = await rig.pair([a, b], profile_values={a: False, b: False})
-        for cid in (a, b):
-            await rig.edit_contact(cid, False)
-        await rig.sync().run()
+        a, b, pb = await _two_synced_pairs(rig)
         rig.gateway.pkeys.add(pb)
-        await rig.edit_contact(a, True)
-        await rig.edit_contact(b, True)
-        result = await rig.sync().run()
+        result = await _both_opt_out(rig, a, b)
         assert (result.written_to_campaign, result.failed) == (1, 1)  # A went through; B did not stop the run
         assert await rig.both(a) == (True, True) and await rig.both(b) == (True, False)
         [letter] = rig.store.list_dead_letters(flow="optout:email")
@@ -380,15 +391,9 @@ def test_a_write_refused_transiently_gets_the_flows_rounds_then_waits_as_retryin
     run closes once the write goes through."""
 
     async def body(rig: Rig) -> None:
-        a, b = await rig.contacts(2)
-        _pa, pb = await rig.pair([a, b], profile_values={a: False, b: False})
-        for cid in (a, b):
-            await rig.edit_contact(cid, False)
-        await rig.sync().run()
+        a, b, pb = await _two_synced_pairs(rig)
         rig.gateway.busy.add(pb)
-        await rig.edit_contact(a, True)
-        await rig.edit_contact(b, True)
-        result = await rig.sync().run()
+        result = await _both_opt_out(rig, a, b)
         assert (result.written_to_campaign, result.failed) == (1, 1)
         http_tries = rig.campaign.http.limits.max_retries + 1
         assert rig.gateway.busy_answers > http_tries  # more than one request's retries: the writer's rounds
