@@ -4,7 +4,8 @@ The steps are those of docs/operations.md (sections 1 and 2, after Adobe's "Conf
 page): the Entra ID app registration and its secret, the Dataverse application user and its role, the tables
 the mappings use (the event flows' activity tables), change tracking on every table a flow reads, the
 alternate key the event flows write by, the Adobe credential, the Campaign organization and every mapped
-resource and field, the events journal, the state store, and the clocks. What the mappings need is read from
+resource and field, the bulk path's SFTP storage and import workflows when the environment configures them
+(section 10), the events journal, the state store, and the clocks. What the mappings need is read from
 the mappings themselves (``needs_of``); each check says what it found and, when it fails, the exact step that
 fixes it. A check that depends on a failed one is reported as skipped, naming the check it waits for.
 
@@ -175,6 +176,7 @@ async def diagnose(env: Environment, needs: Needs, *, catalog: Catalog | None = 
     try:
         await _dataverse(run, connectors.d365)
         ims_ok = await _campaign(run, connectors.campaign)
+        await _bulk(run, connectors.campaign, ims_ok)
         await _journal(run, connectors.events, ims_ok)
     finally:
         await connectors.aclose()
@@ -528,6 +530,78 @@ async def _resources(run: _Run, campaign: Any) -> None:
     else:
         count = sum(len(f) for f in wanted.values())
         run.add(Check(name, True, f"{', '.join(sorted(wanted))}: all {count} mapped field(s) exist"))
+
+
+# -- Campaign bulk loads: the SFTP storage and the import workflows -------------------------------------
+
+async def _bulk(run: _Run, campaign: Any, ims_ok: bool) -> None:
+    """Only when the environment configures the bulk path (``campaign.sftp`` or ``bulk.workflows``)."""
+    sftp = run.env.campaign.sftp if run.env.campaign is not None else None
+    workflows = run.env.bulk.workflows
+    if sftp is None and not workflows:
+        return
+    where = f"{run.prefix}.campaign.sftp"
+    if sftp is None:
+        run.add(Check("campaign.sftp", False, "bulk.workflows names import workflows but there is no campaign.sftp",
+                      f"add {where} (host, port, username, password or private_key, host_key): {OPS} 10"))
+    else:
+        await _sftp(run, sftp, where)
+    if not workflows:
+        run.add(Check("campaign.workflows", False, "campaign.sftp is set but bulk.workflows names no import workflow",
+                      f"add {run.prefix}.bulk.workflows (resource: {{workflow, signal}}): {OPS} 10"))
+    elif not ims_ok or campaign is None:
+        run.add(skipped("campaign.workflows", "ims.credentials"))
+    else:
+        await _workflows(run, campaign, workflows)
+
+
+async def _sftp(run: _Run, sftp: Any, where: str) -> None:
+    from mapsync.engine.bulk.sftp import SftpStorage
+
+    try:
+        async with SftpStorage(sftp, setting=where) as storage:
+            missing = await storage.missing_folders()
+    except ConfigError as exc:
+        run.add(Check("campaign.sftp", False, str(exc), f"fix {exc.setting or where}: {OPS} 10"))
+        return
+    except MapsyncError as exc:
+        run.add(Check("campaign.sftp", False, str(exc),
+                      f"check {where}.host and .port and that this machine can reach the SFTP server"))
+        return
+    if missing:
+        run.add(Check("campaign.sftp", False, f"{sftp.host}:{sftp.port} has no folder {', '.join(missing)}",
+                      f"create the folder(s) on the Campaign SFTP storage, or set {where}.incoming/.outgoing "
+                      f"to the folders the import workflow uses: {OPS} 10"))
+        return
+    run.add(Check("campaign.sftp", True, f"{sftp.username}@{sftp.host}:{sftp.port} shows the pinned host key; "
+                                         f"{sftp.incoming} and {sftp.outgoing} exist"))
+
+
+async def _workflows(run: _Run, campaign: Any, workflows: Mapping[str, Any]) -> None:
+    from mapsync.engine.bulk.workflow import read_execution
+
+    problems, fixes, fine = [], [], []
+    for resource, spec in sorted(workflows.items()):
+        try:
+            execution = await read_execution(campaign.http, spec.workflow, spec.signal)
+        except MapsyncError as exc:
+            problems.append(f"{resource}: workflow {spec.workflow} cannot be read ({exc})")
+            fixes.append(f"set bulk.workflows.{resource}.workflow to the ID of its import workflow (Campaign → "
+                         "Marketing activities → the workflow → its ID)")
+            continue
+        if execution.trigger is None:
+            problems.append(f"{resource}: workflow {spec.workflow} has no External signal activity {spec.signal!r}")
+            fixes.append(f"set bulk.workflows.{resource}.signal to the name of the workflow's External signal "
+                         "activity (it must declare the parameter fileMask)")
+        elif execution.state not in ("started", "running"):
+            problems.append(f"{resource}: workflow {spec.workflow} is {execution.state or 'not running'}")
+            fixes.append(f"start the workflow {spec.workflow} in Campaign: a signal only reaches a running workflow")
+        else:
+            fine.append(f"{resource} → {spec.workflow}")
+    if problems:
+        run.add(Check("campaign.workflows", False, "; ".join(problems), "; ".join(fixes) + f": {OPS} 10"))
+    else:
+        run.add(Check("campaign.workflows", True, "running, with their signal: " + ", ".join(fine)))
 
 
 def _field_at(fields: Mapping[str, FieldSchema], path: str) -> FieldSchema | None:

@@ -93,6 +93,13 @@ class SftpStorage:
         except (OSError, asyncssh.Error) as exc:
             raise TransientError(f"sftp: reading {name} failed ({_why(exc)})", service="sftp") from None
 
+    async def missing_folders(self) -> list[str]:
+        """The folders of ``campaign.sftp`` (incoming, outgoing) the server does not have."""
+        try:
+            return [f for f in (self.settings.incoming, self.settings.outgoing) if not await self._sftp.isdir(f)]
+        except (OSError, asyncssh.Error) as exc:
+            raise TransientError(f"sftp: listing the folders failed ({_why(exc)})", service="sftp") from None
+
 
 def _why(exc: BaseException) -> str:
     return str(getattr(exc, "reason", "") or exc or type(exc).__name__)[:200]

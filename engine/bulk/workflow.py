@@ -21,7 +21,7 @@ from urllib.parse import quote
 from mapsync.engine.errors import SyncError, TerminalError
 from mapsync.engine.state.base import StateStore
 
-__all__ = ["SIGNAL_ATTEMPTS", "Execution", "Workflow", "WorkflowNotRunning"]
+__all__ = ["SIGNAL_ATTEMPTS", "Execution", "Workflow", "WorkflowNotRunning", "read_execution"]
 
 log = logging.getLogger("mapsync.bulk")
 
@@ -40,6 +40,15 @@ class Execution:
     trigger: str | None  # the signal activity's trigger URL
 
 
+async def read_execution(http: Any, workflow_id: str, signal_name: str) -> Execution:
+    """The workflow's state and its signal activity's trigger URL (``GET workflow/execution/<id>``)."""
+    body = (await http.request("GET", f"workflow/execution/{quote(workflow_id)}")).json()
+    activities = ((body.get("activities") or {}).get("activity") or {})
+    activity = activities.get(signal_name) or {}
+    trigger = (activity.get("trigger") or {}).get("href")
+    return Execution(str(body.get("state", "")), body.get("lastError"), trigger if isinstance(trigger, str) else None)
+
+
 class Workflow:
     def __init__(self, http: Any, workflow_id: str, signal: str, store: StateStore, *, interval: float,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
@@ -51,11 +60,7 @@ class Workflow:
         self.clock = clock
 
     async def execution(self) -> Execution:
-        body = (await self.http.request("GET", f"workflow/execution/{quote(self.id)}")).json()
-        activities = ((body.get("activities") or {}).get("activity") or {})
-        activity = activities.get(self.signal_name) or {}
-        trigger = (activity.get("trigger") or {}).get("href")
-        return Execution(str(body.get("state", "")), body.get("lastError"), trigger if isinstance(trigger, str) else None)
+        return await read_execution(self.http, self.id, self.signal_name)
 
     async def signal(self, parameters: dict[str, str]) -> datetime:
         """Signal the workflow once (waiting out the 10-minute rule); returns when it was sent."""

@@ -186,3 +186,52 @@ def test_an_unwritable_state_store_is_found(live: Live, capsys: pytest.CaptureFi
     assert code == 1
     assert found["state.writable"]["ok"] is False
     assert "make " in found["state.writable"]["fix"] and "writable" in found["state.writable"]["fix"]
+
+
+# -- the bulk path: only checked when the environment configures it -----------------------------------------
+
+def _with_bulk(live: Live, **sftp_changes: Any) -> Path:
+    """The live config plus the emulator's ``campaign.sftp`` and ``bulk`` (with ``sftp_changes`` applied)."""
+    import yaml
+
+    setup = live.emulator.bulk_setup()
+    assert setup is not None, "the emulator serves no SFTP storage"
+    sftp, bulk = setup.config()
+    doc = yaml.safe_load(live.config.read_text(encoding="utf-8"))
+    env = doc["environments"]["emulator"]
+    env["campaign"]["sftp"] = {**sftp, **sftp_changes}
+    env["bulk"] = bulk
+    config = live.config.with_name("bulk.yaml")
+    config.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return config
+
+
+def test_the_bulk_path_is_checked_when_configured(live: Live, capsys: pytest.CaptureFixture[str]) -> None:
+    code, found, text = checks(_with_bulk(live), capsys)
+    assert code == 0, text
+    assert found["campaign.sftp"]["ok"] and "pinned host key" in found["campaign.sftp"]["detail"]
+    assert found["campaign.workflows"]["ok"] and "profile → WKFIMPPROFILE" in found["campaign.workflows"]["detail"]
+    assert "emulator-sftp-secret" not in text  # the SFTP password is never printed
+
+
+def test_a_wrong_host_key_is_refused_and_named(live: Live, capsys: pytest.CaptureFixture[str]) -> None:
+    import asyncssh
+
+    other = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
+    code, found, _ = checks(_with_bulk(live, host_key=other), capsys)
+    assert code == 1
+    sftp = found["campaign.sftp"]
+    assert not sftp["ok"] and "another host key than the one pinned" in sftp["detail"]
+    assert "campaign.sftp.host_key" in sftp["fix"]
+
+
+def test_a_stopped_import_workflow_is_found(live: Live, capsys: pytest.CaptureFixture[str]) -> None:
+    config = _with_bulk(live)
+    live.emulator.adobe.workflows.find("WKFIMPPROFILE").state = "stopped"
+    code, found, _ = checks(config, capsys)
+    assert code == 1
+    workflows = found["campaign.workflows"]
+    assert not workflows["ok"] and "profile: workflow WKFIMPPROFILE is stopped" in workflows["detail"]
+    assert "start the workflow WKFIMPPROFILE in Campaign" in workflows["fix"]
+    live.emulator.adobe.workflows.find("WKFIMPPROFILE").state = "started"
+    assert checks(config, capsys)[1]["campaign.workflows"]["ok"]
