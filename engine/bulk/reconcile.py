@@ -26,11 +26,27 @@ async def reconcile(target: Any, key_field: str, staging: Staging, store: StateS
     """Key-map the imported rows; returns (rows key-mapped, rows missing from Campaign)."""
     await asyncio.to_thread(staging.reset_seen)
     mapped = 0
-    async for page in target.existing(key_field):
-        if page:
-            mapped += await asyncio.to_thread(_map_page, page, staging, store, rules)
+    # A page is key-mapped (in a thread) while the next one is read: one page in each, never more.
+    mapping: asyncio.Future[int] | None = None
+
+    async def mapped_so_far() -> int:
+        nonlocal mapping, mapped
+        if mapping is not None:
+            future, mapping = mapping, None
+            mapped += await future
             if on_page is not None:
                 on_page(mapped)
+        return mapped
+
+    try:
+        async for page in target.existing(key_field):
+            await mapped_so_far()
+            if page:
+                mapping = asyncio.ensure_future(asyncio.to_thread(_map_page, page, staging, store, rules))
+        await mapped_so_far()
+    finally:
+        if mapping is not None:  # the read failed: let the page in hand finish (a thread cannot be stopped)
+            await asyncio.gather(mapping, return_exceptions=True)
     missing = await asyncio.to_thread(_dead_letter_unseen, staging, store, rules, key_field)
     return mapped, missing
 
