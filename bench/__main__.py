@@ -219,6 +219,11 @@ def bulk_notes(bulk: dict[str, Any]) -> list[str]:
            f"Dataverse read and the file writing, the upload, the import job (emulated at {import_rate:,.0f} rows/s, "
            "an assumption: Adobe publishes no import rate) and the reconciliation read; the runner holds one page "
            "and the open files' buffers, so its RSS does not grow with the load."]
+    stages = b["bulk"].get("stages") or {}
+    if stages:
+        out[0] += (" Its stages, in seconds: " + ", ".join(f"{name} {seconds:,.1f}" for name, seconds in stages.items())
+                   + " (the import is the emulated job's pace; the reconciliation reads and key-maps one page while "
+                   "the next is read).")
     if hours:
         out.append(
             f"- **15 M initial load (Adobe's guardrail), extrapolated** from the measured {rate:,.0f} records/s at "
@@ -229,7 +234,8 @@ def bulk_notes(bulk: dict[str, Any]) -> list[str]:
             "bounds the bulk path at that size is the import workflow's own "
             f"rate in the real Campaign instance (at {import_rate:,.0f} rows/s alone: "
             f"{15_000_000 / import_rate / 3600:.1f} h), then the Dataverse read (5,000 rows a page under its "
-            "service-protection limit), then the reconciliation read (15,000 Campaign calls: a minute at 250/s). "
+            "service-protection limit), then the reconciliation (15,000 Campaign calls: a minute at 250/s; its measured "
+            "stage above is bound by the CPU that renders, reads and key-maps the pages, and grows with the rows). "
             "The 10-minute signal rule costs nothing here: a load is one signal. Local disk holds the files "
             "(about 250 bytes a row: ~4 GB for 15 M).")
     return out

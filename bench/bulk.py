@@ -58,15 +58,29 @@ def _load(size: int, *, campaign_rps: float, bulk: bool, import_rate: float, con
         calls = _diff(_total_requests(emu.counters()), before)
         counts = run["flows"]["contacts"]["counts"]
         written = counts["created"] + counts["updated"]
-        out = {"path": path, "records_written": written, "counts": counts, "seconds": run["seconds"],
+        stages = _stage_seconds(run.get("bulk_stages") or {})
+        out = {"path": path, "records_written": written, "stages": stages, "counts": counts, "seconds": run["seconds"],
                "records_per_s": written / run["seconds"], "peak_rss_mb": run["peak_rss_mb"], "calls": calls,
                "campaign_rps": requests / WINDOW, "notes": run["flows"]["contacts"]["notes"],
                "errors": run["errors"]}
         log(f"[bulk {size:,}] {path}: {written:,} records in {run['seconds']:.1f} s = {out['records_per_s']:,.1f} "
             f"records/s; runner peak RSS {run['peak_rss_mb']:.0f} MB; calls {calls}")
+        if stages:
+            log(f"[bulk {size:,}] {path}: stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
         return out
     finally:
         emu.stop()
+
+
+# The bulk load's stages, each as the span between two of the events the runner logs.
+STAGES = (("before the load", None, "started"), ("read and write files", "started", "written"),
+          ("upload", "written", "uploaded"), ("signal", "uploaded", "signalled"),
+          ("import", "signalled", "imported"), ("reconcile", "imported", "done"))
+
+
+def _stage_seconds(seen: dict[str, float]) -> dict[str, float]:
+    return {name: seen[end] - (seen[start] if start else 0.0) for name, start, end in STAGES
+            if end in seen and (start is None or start in seen)}
 
 
 def measure(size: int, *, campaign_rps: float, import_rate: float = 5000.0, concurrency: int = 16,

@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import random
 import resource
@@ -202,17 +203,36 @@ def run_in_process(config: Path, *, flows: Sequence[str] = ("contacts",), full: 
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+class _BulkStages(logging.Handler):
+    """When a bulk load reached each stage (``bulk.started`` ... ``bulk.done``), in seconds since ``started``."""
+
+    def __init__(self, started: float) -> None:
+        super().__init__(logging.INFO)
+        self.started = started
+        self.seen: dict[str, float] = {}
+        bulk_log = logging.getLogger("mapsync.bulk")
+        bulk_log.setLevel(logging.INFO)
+        bulk_log.addHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        event = getattr(record, "event", "")
+        if event.startswith("bulk.") and event[5:] not in self.seen:
+            self.seen[event[5:]] = time.perf_counter() - self.started
+
+
 def _run(args: argparse.Namespace) -> int:
     from mapsync.engine.runner import load_job, run_job
 
     job = load_job(Path(args.config), "emulator")
     flows = [f for f in args.flows.split(",") if f]
     started = time.perf_counter()
+    stages = _BulkStages(started)
     report = asyncio.run(run_job(job, only=flows, full=args.full, optouts=False))
     seconds = time.perf_counter() - started
     out = {
         "seconds": seconds,
         "peak_rss_mb": peak_rss_mb(),
+        "bulk_stages": stages.seen,
         "flows": {r.flow: {"counts": r.counts.as_dict(), "seconds": r.seconds, "outcome": r.outcome,
                            "notes": r.notes} for r in report.flows},
         "errors": report.errors,

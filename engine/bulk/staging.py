@@ -8,7 +8,8 @@ memory. A SQLite file of the standard library: it survives a crash with the file
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,19 @@ class Staging:
                          " seen INTEGER NOT NULL DEFAULT 0)")
         self._pending: list[tuple[str, str | None, int, int, int, int]] = []
 
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One transaction for a batch of statements. The connection is in autocommit mode, where
+        ``with connection`` begins nothing: each row of an ``executemany`` would be a transaction (and a disk
+        sync) of its own."""
+        self._db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
     def add(self, key: str, digest: str | None, ours: bool, creates: bool, chunk: int, *,
             relinks: bool = False) -> None:
         """``relinks``: the row makes a new record for a key whose record was removed (the flows linking to
@@ -45,7 +59,7 @@ class Staging:
     def flush(self) -> None:
         if not self._pending:
             return
-        with self._db:
+        with self._transaction():
             self._db.executemany("INSERT OR REPLACE INTO rows (key, hash, ours, creates, chunk, relinks)"
                                  " VALUES (?, ?, ?, ?, ?, ?)",
                                  self._pending)
@@ -53,7 +67,7 @@ class Staging:
 
     def reject(self, keys: Sequence[str]) -> None:
         self.flush()
-        with self._db:
+        with self._transaction():
             self._db.executemany("UPDATE rows SET rejected = 1 WHERE key = ?", [(k,) for k in keys])
 
     def lookup(self, keys: Sequence[str]) -> dict[str, Staged]:
@@ -67,7 +81,7 @@ class Staging:
                                     part).fetchall()
             out.update({r[0]: Staged(r[0], r[1], bool(r[2]), bool(r[3]), int(r[4])) for r in rows})
         if out:
-            with self._db:
+            with self._transaction():
                 self._db.executemany("UPDATE rows SET seen = 1 WHERE key = ?", [(k,) for k in out])
         return out
 
@@ -90,7 +104,7 @@ class Staging:
         return self._db.execute("SELECT 1 FROM rows WHERE relinks = 1 AND rejected = 0 LIMIT 1").fetchone() is not None
 
     def reset_seen(self) -> None:
-        with self._db:
+        with self._transaction():
             self._db.execute("UPDATE rows SET seen = 0")
 
     def close(self) -> None:
