@@ -278,6 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPUs, Python {platform.python_version()}",
     })
     settings = results.setdefault("settings", {})
+    sync_now: dict[str, Any] = {}  # the sync sizes measured in this invocation
     if "transform" not in skip:
         settings.update(transform_records=args.transform_records, jsonata_records=args.jsonata_records)
     if "events" not in skip:
@@ -290,7 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # --merge keeps the sizes measured earlier, so a long 1M run can be added to a quick 100k one.
         results["sync"] = results.get("sync", {}) if args.merge else {}
         for size in (int(s) for s in args.sizes.split(",") if s.strip()):
-            results["sync"][str(size)] = {**sync_bench.measure(size, campaign_rps=args.campaign_rps), "measured": now}
+            results["sync"][str(size)] = sync_now[str(size)] = {
+                **sync_bench.measure(size, campaign_rps=args.campaign_rps), "measured": now}
         # Sizes merged from earlier runs may have had another limit: record each size's own.
         settings.pop("campaign_rps", None)
         settings["sizes"] = ",".join(sorted(results["sync"], key=int))
@@ -302,12 +304,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "bulk" not in skip:
         print("== bulk")
         results["bulk"] = results.get("bulk", {}) if args.merge else {}
-        measured_now = results.get("sync", {}) if "sync" not in skip else {}
         for size in (int(s) for s in args.bulk_sizes.split(",") if s.strip()):
             # The sync benchmark's full run of the same size in this run is the REST path's full load at the
             # same Campaign limit: reused, not run twice (a 1M REST load is an hour).
             rest_size = args.bulk_rest_size or size
-            rest = measured_now.get(str(rest_size))
+            rest = sync_now.get(str(rest_size))  # measured in this invocation only, never a merged one
             results["bulk"][str(size)] = {**bulk_bench.measure(size, campaign_rps=args.campaign_rps,
                                                                import_rate=args.import_rate, rest_size=rest_size,
                                                                rest=dict(rest, path="REST") if rest else None),
