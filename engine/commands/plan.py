@@ -72,6 +72,8 @@ async def _describe(job: Job, result: FlowResult, connectors: Any, sample: int) 
     console.print(f"  API calls: about {_calls(job, result)}")
     if result.route is not None:
         console.print(f"  path: {_route_line(job, result)}", markup=False)
+    elif flow.target.system == "d365" and connectors.d365 is not None:
+        console.print(f"  path: {await _d365_path_line(job, result, connectors.d365)}", markup=False)
     shown = result.planned[:sample]
     if shown:
         console.print(f"  {sample_line(shown, result)}", markup=False)
@@ -110,6 +112,23 @@ def _route_line(job: Job, result: FlowResult) -> str:
     costs = cost_line(writes, max(1, math.ceil(c.read / READ_PAGE)), chunk_records=bulk.chunk_records,
                       poll_seconds=bulk.poll_seconds)
     return f"{result.route.path} ({result.route.why}); {costs}"
+
+
+async def _d365_path_line(job: Job, result: FlowResult, d365: Any) -> str:
+    """``bulk messages (CreateMultiple ...); about 3 request(s), $batch 21`` or why the writes go by ``$batch``."""
+    from mapsync.engine.connectors.d365_bulk import BULK_MIN_WRITES, BULK_SIZE
+
+    flow, c = job.flows[result.flow], result.counts
+    writes = c.created + c.updated
+    batch_calls = math.ceil(writes / max(1, flow.batch or job.env.d365.limits.batch_size))
+    message = "CreateMultiple" if flow.mode == "create" or c.updated == 0 else "UpsertMultiple"
+    if not await d365.messages.available(flow.target.name, message):
+        return f"$batch ({flow.target.name} does not list {message} in sdkmessagefilters); {batch_calls:,} request(s)"
+    if writes < BULK_MIN_WRITES:
+        return (f"$batch ({writes:,} write(s) < {BULK_MIN_WRITES} per write step, the least that goes through "
+                f"{message}); {batch_calls:,} request(s)")
+    return (f"bulk messages ({message}: {flow.target.name} lists it in sdkmessagefilters; {BULK_SIZE:,} rows a "
+            f"request); about {math.ceil(writes / BULK_SIZE):,} request(s), against {batch_calls:,} through $batch")
 
 
 async def _show(flow: Any, planned: PlannedWrite, connectors: Any) -> None:

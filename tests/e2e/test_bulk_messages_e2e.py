@@ -94,3 +94,22 @@ def test_without_the_bulk_message_events_go_through_batch(live: Live, bulk_calls
     assert counts(report, "email_sends")["created"] >= 100
     assert bulk_calls["CreateMultiple"] == 0
     assert verify(live.job(), live.emulator) == []
+
+
+def _plan_path(live: Live) -> str:
+    done = subprocess.run([sys.executable, "-m", "mapsync.engine.cli", "--config", str(live.config), "plan", "--env",
+                           "emulator", "--flow", "email_sends"], cwd=live.config.parent, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "COLUMNS": "250"})  # one line a finding
+    assert done.returncode == 0, done.stderr
+    [line] = [line.strip() for line in done.stdout.splitlines() if line.strip().startswith("path:")]
+    return line
+
+
+def test_plan_names_the_write_path_of_an_event_flow_and_both_costs(live: Live, bulk_calls: Counter[str]) -> None:
+    _events(live)
+    line = _plan_path(live)
+    assert line.startswith("path: bulk messages (CreateMultiple: acs_emailsend lists it in sdkmessagefilters")
+    assert "request(s), against" in line and "through $batch" in line
+    assert sum(bulk_calls.values()) == 0  # plan writes nothing
+    live.control("PUT", "setup", {"messages": {"remove": ["acs_emailsend:CreateMultiple"]}})
+    assert _plan_path(live).startswith("path: $batch (acs_emailsend does not list CreateMultiple in sdkmessagefilters)")
