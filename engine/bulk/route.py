@@ -16,14 +16,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mapsync.engine import relinks
 from mapsync.engine.bulk.choice import Choice, choose, unavailable
 from mapsync.engine.bulk.files import ChunkFile, ChunkWriter, file_mask, new_run_id, read_rows
 from mapsync.engine.bulk.imports import Reject, parse_done, parse_rejects, rejected_field
 from mapsync.engine.bulk.reconcile import reconcile
-from mapsync.engine.bulk.sftp import SftpStorage
 from mapsync.engine.bulk.stages import describe
 from mapsync.engine.bulk.staging import Staging
 from mapsync.engine.bulk.workflow import Workflow
@@ -31,6 +30,9 @@ from mapsync.engine.errors import ConfigError, SyncError, TransientError
 from mapsync.engine.failpoints import Failpoint
 from mapsync.engine.planner import DeadLetterPlan, FlowRules, Op, Write
 from mapsync.engine.state.base import BulkChunk, BulkLoad, StateStore
+
+if TYPE_CHECKING:
+    from mapsync.engine.bulk.sftp import SftpStorage
 
 __all__ = ["BulkRoute", "Send", "route_for"]
 
@@ -192,6 +194,8 @@ class BulkRoute:
     async def _complete(self, load: BulkLoad) -> None:
         staging = self._staging or Staging(self._folder(load.run_id) / "rows.sqlite")
         try:
+            from mapsync.engine.bulk.sftp import SftpStorage  # asyncssh is loaded only when a load runs
+
             async with SftpStorage(self.sftp) as storage:
                 load = await self._upload(load, storage)
                 self._log(load, "uploaded")
