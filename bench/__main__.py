@@ -248,7 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--campaign-rps", type=float, default=250.0, help="Campaign requests/s the emulated limit allows")
     parser.add_argument("--transform-records", type=int, default=100_000)
     parser.add_argument("--jsonata-records", type=int, default=20_000)
-    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--events", type=int, default=100_000,
+                        help="journal events (enough that the bulk run spans several limit windows, not one burst)")
     parser.add_argument("--dataverse-rps", type=float, default=5.0)
     parser.add_argument("--bulk-sizes", default="1000000",
                         help="contacts per bulk-vs-REST full load, comma-separated (1M: the REST half takes an hour)")

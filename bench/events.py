@@ -2,7 +2,7 @@
 timeline as activities, written through ``$batch`` and through the bulk message ``CreateMultiple``, side by
 side at the same Dataverse limit, and the ``$batch`` path as a fraction of the ceiling that limit allows.
 
-    .venv/bin/python -m bench.events [--contacts 3000] [--events 20000] [--dataverse-rps 5] [--batch-size 100]
+    .venv/bin/python -m bench.events [--contacts 3000] [--events 100000] [--dataverse-rps 5] [--batch-size 100]
 
 Steps: an emulator process (``bench.sync`` helper) with Dataverse limited to ``--dataverse-rps`` requests
 per second over a ``--window``-second sliding window; the contacts flow runs once so that profiles carry
@@ -57,7 +57,7 @@ def compare(*, log: Any = print, **options: Any) -> dict[str, Any]:
     return {"batch": batch, "bulk": bulk, "speedup": speedup}
 
 
-def measure(*, contacts: int = 3000, events: int = 20_000, dataverse_rps: float = 5.0, window: float = 10.0,
+def measure(*, contacts: int = 3000, events: int = 100_000, dataverse_rps: float = 5.0, window: float = 10.0,
             batch_size: int = 100, concurrency: int = 8, bulk: bool = False, journal_page: int = JOURNAL_PAGE,
             log: Any = print) -> dict[str, Any]:
     requests = max(1, round(dataverse_rps * window))
@@ -118,7 +118,8 @@ def measure(*, contacts: int = 3000, events: int = 20_000, dataverse_rps: float 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.events", description=__doc__.split("\n\n")[0])
     parser.add_argument("--contacts", type=int, default=3000)
-    parser.add_argument("--events", type=int, default=20_000, help="journal events to fill before timing")
+    parser.add_argument("--events", type=int, default=100_000,
+                        help="journal events to fill before timing (the bulk run must span several windows)")
     parser.add_argument("--dataverse-rps", type=float, default=5.0, help="Dataverse requests/s the limit allows")
     parser.add_argument("--window", type=float, default=10.0, help="the limit's sliding window (seconds)")
     parser.add_argument("--batch-size", type=int, default=100, help="records per $batch")
