@@ -97,10 +97,13 @@ def _calls(job: Job, result: FlowResult) -> str:
     reads = max(1, math.ceil(c.read / READ_PAGE))
     writes = c.created + c.updated + c.deleted
     if job.flows[result.flow].target.system == "d365" and job.env.d365 is not None:
-        batch = job.flows[result.flow].batch or job.env.d365.limits.batch_size
-        write_calls = math.ceil(writes / max(1, batch))
-        return f"{reads} read(s) + {write_calls} $batch request(s) for {writes} write(s)"
+        return f"{reads} read(s) + {_batch_requests(job, result.flow, writes)} $batch request(s) for {writes} write(s)"
     return f"{reads} read(s) + {writes} write(s)"
+
+
+def _batch_requests(job: Job, flow: str, writes: int) -> int:
+    """The ``$batch`` requests ``writes`` writes of ``flow`` into Dynamics 365 take (its batch size)."""
+    return math.ceil(writes / max(1, job.flows[flow].batch or job.env.d365.limits.batch_size))
 
 
 def _route_line(job: Job, result: FlowResult) -> str:
@@ -120,7 +123,7 @@ async def _d365_path_line(job: Job, result: FlowResult, d365: Any) -> str:
 
     flow, c = job.flows[result.flow], result.counts
     writes = c.created + c.updated
-    batch_calls = math.ceil(writes / max(1, flow.batch or job.env.d365.limits.batch_size))
+    batch_calls = _batch_requests(job, result.flow, writes)
     message = "CreateMultiple" if flow.mode == "create" or c.updated == 0 else "UpsertMultiple"
     if not await d365.messages.available(flow.target.name, message):
         return f"$batch ({flow.target.name} does not list {message} in sdkmessagefilters); {batch_calls:,} request(s)"
