@@ -5,7 +5,8 @@ one up in the target first, so a create whose reply was lost is adopted, not mad
 pending until a lookup has answered (a lookup that fails is never taken for "not there"). The key map is not
 trusted to know the target either: before a flow's first read (an empty, lost or new state store, a replay)
 every target record carrying the flow's key is adopted in one paged read, and on any other full read a
-record the key map does not know is looked up before it is created. ``mode update`` finds its target
+record the key map does not know is looked up before it is created (or, where the read may go through a bulk
+import, which cannot look up, adopted by the same paged read first). ``mode update`` finds its target
 records by the same lookup.
 """
 

@@ -196,8 +196,11 @@ class FlowRunner:
         if reading_all and self.target.looks_up_creates:
             # The key map may not know what the target holds: empty or lost, new, or left by a first read
             # that never finished. Then one paged read of the target adopts what it has; otherwise each
-            # record the key map does not know is looked up before it is created.
-            if stored is None or replay or not await self._call(self.store.count_keys, name):
+            # record the key map does not know is looked up before it is created. A read that may go bulk
+            # adopts too: an import cannot look a row up, and would overwrite the `once` fields of a record
+            # the key map lost.
+            if (stored is None or replay or not await self._call(self.store.count_keys, name)
+                    or (self.bulk is not None and not self.dry_run and self.bulk.possible(full=True))):
                 note = await self.creates.adopt_existing()
                 if note:
                     self.result.notes.append(note)

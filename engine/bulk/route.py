@@ -85,9 +85,13 @@ class BulkRoute:
 
     # ------------------------------------------------------------------------------------------- the read
 
+    def possible(self, *, full: bool) -> bool:
+        """Whether a read could go bulk once its writes are counted."""
+        return self.decide(full=full, writes=10**18).bulk
+
     def begin(self, *, full: bool, counts: Any, send: Send) -> None:
         self._counts, self._send = counts, send
-        self._reading = self.decide(full=full, writes=10**18).bulk  # could go bulk, once the writes are counted
+        self._reading = self.possible(full=full)
         if not self._reading:
             self.choice = self.decide(full=full, writes=0)
 
