@@ -215,6 +215,18 @@ def control_routes(emu: Emulator) -> list[Route]:
         except SchemaError as exc:
             raise _Bad(f"snapshots not reloaded: {exc}") from None
 
+    async def sftp_keys(request: Request) -> Response:
+        if emu.sftp is None:
+            raise _Bad("this emulator serves no SFTP storage", 404)
+        line = (await _body(request)).get("public_key")
+        if not isinstance(line, str):
+            raise _Bad('give {"public_key": "ssh-ed25519 AAAA..."} (an OpenSSH public key line)')
+        try:
+            emu.sftp.authorize(line)
+        except ValueError as exc:
+            raise _Bad(f"public_key is {exc}") from None
+        return JSONResponse({"username": emu.sftp.username, "authorized_keys": len(emu.sftp.authorized_keys)})
+
     async def generate(request: Request) -> Response:
         body = await _body(request)
         table, rows, seed = body.get("table"), body.get("rows"), body.get("seed", emu.seed)
@@ -247,4 +259,5 @@ def control_routes(emu: Emulator) -> list[Route]:
         Route("/_emulator/reset", guarded(reset), methods=["POST"]),
         Route("/_emulator/reload", guarded(reload), methods=["POST"]),
         Route("/_emulator/generate", guarded(generate), methods=["POST"]),
+        Route("/_emulator/sftp/keys", guarded(sftp_keys), methods=["PUT"]),
     ]

@@ -5,7 +5,9 @@ activity) and write results to. The emulator serves one folder per emulator (a p
 ``root``) as the whole filesystem, with ``incoming/`` and ``outgoing/`` in it; a client cannot leave it
 (asyncssh's ``chroot``). The host key is an ed25519 key generated per emulator, so a client must pin the
 line ``host_key_line`` (what ``mapsync emulate --write-config`` writes) and cannot have pinned it before.
-Login is by password only, with the emulator's throw-away credentials.
+Login is by the emulator's throw-away password, or by a public key a test or an operator authorized
+(``authorize``, or ``PUT /_emulator/sftp/keys``), as Campaign's Control Panel lets one add keys to the
+instance's SFTP user.
 
 The server runs its own event loop in a daemon thread, so it serves the same whether the HTTP side runs
 in uvicorn's thread, in the foreground, or in-process under a test's event loop.
@@ -80,7 +82,7 @@ class _Session(asyncssh.SFTPServer):
 
 
 class _Login(asyncssh.SSHServer):
-    """Password login with the emulator's credentials; no keys, no shell, no forwarding (asyncssh's defaults)."""
+    """Password or authorized-key login as the emulator's user; no shell, no forwarding (asyncssh's defaults)."""
 
     def __init__(self, server: SftpServer) -> None:
         self._server = server
@@ -101,8 +103,14 @@ class _Login(asyncssh.SSHServer):
         return True
 
     def validate_password(self, username: str, password: str) -> bool:
-        return (hmac.compare_digest(username.encode(), self._server.username.encode())
+        return (self._server.is_user(username)
                 and hmac.compare_digest(password.encode(), self._server.password.encode()))
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        return self._server.is_user(username) and key.public_data in self._server.authorized_keys
 
 
 class SftpServer:
@@ -116,6 +124,7 @@ class SftpServer:
         for folder in (INCOMING, OUTGOING):
             (self.root / folder).mkdir()
         self.username, self.password = username, password
+        self.authorized_keys: set[bytes] = set()  # public keys (wire form) that may log in as ``username``
         self.faults = faults
         self._key = asyncssh.generate_private_key("ssh-ed25519")
         self.host_key_line = self._key.export_public_key("openssh").decode("ascii").strip()
@@ -136,6 +145,18 @@ class SftpServer:
     @property
     def outgoing(self) -> Path:
         return self.root / OUTGOING
+
+    def is_user(self, username: str) -> bool:
+        return hmac.compare_digest(username.encode(), self.username.encode())
+
+    def authorize(self, public_key_line: str) -> None:
+        """Let the holder of this key log in as the emulator's user (an OpenSSH public key line); raises
+        ``ValueError`` for a line that is not a public key."""
+        try:
+            key = asyncssh.import_public_key(public_key_line.strip())
+        except (asyncssh.KeyImportError, ValueError) as exc:
+            raise ValueError(f"not an OpenSSH public key line ({exc})") from None
+        self.authorized_keys.add(key.public_data)
 
     def access(self) -> SftpAccess:
         if self.host is None or self.port is None:

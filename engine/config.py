@@ -41,6 +41,8 @@ __all__ = [
     "ServiceLimits",
     "SftpSettings",
     "load_config",
+    "load_private_key",
+    "private_key_problem",
 ]
 
 CONFIG_VERSION = 1
@@ -116,7 +118,10 @@ class SftpSettings:
     host_key: str  # OpenSSH one-line public key: "ssh-ed25519 AAAA..." (a trailing comment is allowed)
     port: int = 22
     password: Secret | None = None
-    private_key: Path | None = None  # a key file, relative paths resolved against the config file's folder
+    # A key file (relative paths resolved against the config file's folder), or the key's own text from a
+    # ${VAR} (so a key need not be a file beside the project, where it could be committed by mistake).
+    private_key: Path | Secret | None = None
+    passphrase: Secret | None = None  # for an encrypted private key
     incoming: str = "/incoming"  # where mapsync uploads import files
     outgoing: str = "/outgoing"  # where the import workflow writes its rejects and completion markers
 
@@ -646,15 +651,15 @@ def _campaign(doc: dict[str, Any], raw: dict[str, Any], sftp: SftpSettings | Non
 
 def _sftp(root: Path, doc: dict[str, Any] | None, raw: dict[str, Any] | None, where: str,
           problems: list[_Problem]) -> SftpSettings | None:
-    """``campaign.sftp``: exactly one of ``password`` and ``private_key``, and a host key that really parses."""
+    """``campaign.sftp``: exactly one of ``password`` and ``private_key``, a private key that opens (with its
+    ``passphrase``), and a host key that really parses."""
     if doc is None or raw is None:
         return None
     if ("password" in doc) == ("private_key" in doc):
         problems.append(_Problem(where, "give exactly one of `password` (e.g. ${CAMPAIGN_SFTP_PASSWORD}) and "
-                                        "`private_key` (a key file)"))
-    key_file = _inside(root, doc["private_key"], f"{where}.private_key", problems) if "private_key" in doc else None
-    if key_file is not None and not key_file.is_file():
-        problems.append(_Problem(f"{where}.private_key", f"{str(key_file)!r} is not a file"))
+                                        "`private_key` (a key file, or ${CAMPAIGN_SFTP_KEY} holding the key)"))
+    passphrase = _secret(raw["passphrase"], doc["passphrase"]) if "passphrase" in doc else None
+    private_key = _private_key(root, doc, raw, passphrase, f"{where}.private_key", problems)
     problem = _host_key_problem(doc["host_key"])
     if problem:
         problems.append(_Problem(f"{where}.host_key", problem))
@@ -662,7 +667,61 @@ def _sftp(root: Path, doc: dict[str, Any] | None, raw: dict[str, Any] | None, wh
     return SftpSettings(
         host=doc["host"], username=doc["username"], host_key=doc["host_key"].strip(),
         password=_secret(raw["password"], doc["password"]) if "password" in doc else None,
-        private_key=key_file, **extra)
+        private_key=private_key, passphrase=passphrase, **extra)
+
+
+def _private_key(root: Path, doc: dict[str, Any], raw: dict[str, Any], passphrase: Secret | None, where: str,
+                 problems: list[_Problem]) -> Path | Secret | None:
+    """The key's text (a value that is a key, e.g. from ${CAMPAIGN_SFTP_KEY}) or its file; either must open."""
+    if "private_key" not in doc:
+        return None
+    value = doc["private_key"]
+    if value.lstrip().startswith("-----BEGIN"):
+        key: Path | Secret | None = _secret(raw["private_key"], value)
+    else:
+        key = _inside(root, value, where, problems)
+        if key is not None and not key.is_file():
+            problems.append(_Problem(where, f"{str(key)!r} is not a file"))
+            return key
+    if key is not None:
+        problem = private_key_problem(key, passphrase)
+        if problem:
+            problems.append(_Problem(where, problem))
+    return key
+
+
+def load_private_key(key: Path | Secret, passphrase: Secret | None) -> Any:
+    """The key as asyncssh holds it (``asyncssh.SSHKey``); raises ``asyncssh.KeyImportError`` and the like."""
+    import asyncssh  # imported here: only a config with SFTP settings needs it
+
+    secret = passphrase.reveal() if passphrase is not None else None
+    if isinstance(key, Path):
+        return asyncssh.read_private_key(key, secret)
+    return asyncssh.import_private_key(key.reveal(), secret)
+
+
+def private_key_problem(key: Path | Secret, passphrase: Secret | None) -> str | None:
+    """Why ``key`` does not open, in words that never quote the key or the passphrase (None: it opens)."""
+    import asyncssh
+
+    what = "the key" if isinstance(key, Path) else f"the key in {key.source or 'the setting'}"
+    try:
+        load_private_key(key, passphrase)
+    except asyncssh.KeyEncryptionError:
+        return f"{what} is encrypted and `passphrase` does not open it; check the passphrase"
+    except asyncssh.KeyImportError:
+        if passphrase is None:
+            try:  # an encrypted key asks for a passphrase; any other failure is the key itself
+                load_private_key(key, Secret("-"))
+            except asyncssh.KeyEncryptionError:
+                return f"{what} is encrypted: give `passphrase` (e.g. ${{CAMPAIGN_SFTP_PASSPHRASE}})"
+            except (asyncssh.KeyImportError, ValueError, OSError):
+                pass
+        return (f"{what} is not a private key asyncssh can read (OpenSSH or PEM, e.g. from "
+                "`ssh-keygen -t ed25519`)")
+    except (ValueError, OSError) as exc:
+        return f"{what} cannot be read ({type(exc).__name__})"
+    return None
 
 
 def _host_key_problem(line: str) -> str | None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncssh
 
-from mapsync.engine.config import SftpSettings
+from mapsync.engine.config import SftpSettings, load_private_key, private_key_problem
 from mapsync.engine.errors import ConfigError, TransientError
 
 __all__ = ["SftpStorage"]
@@ -39,8 +39,13 @@ class SftpStorage:
         options: dict[str, Any] = {"known_hosts": ([pinned], [], []), "username": s.username}
         if s.password is not None:
             options.update(password=s.password.reveal(), client_keys=None)
-        else:
-            options.update(client_keys=[str(s.private_key)], password=None)
+        elif s.private_key is not None:
+            try:
+                key = load_private_key(s.private_key, s.passphrase)
+            except (asyncssh.Error, ValueError, OSError):  # opened when the config loaded: changed since
+                raise ConfigError(f"{self.setting}.private_key: {private_key_problem(s.private_key, s.passphrase)}",
+                                  setting=f"{self.setting}.private_key") from None
+            options.update(client_keys=[key], password=None)
         try:
             self._conn = await asyncssh.connect(s.host, s.port, **options)
             self._sftp = await self._conn.start_sftp_client()

@@ -292,6 +292,39 @@ def test_a_server_showing_another_host_key_is_refused_with_the_setting_to_check(
     assert not list((small.emulator.sftp_root / "incoming").iterdir())  # nothing was uploaded
 
 
+def use_key_login(live: Live, monkeypatch: pytest.MonkeyPatch, key: Any) -> str:
+    """The config logs in with ``key`` (its text in ${E2E_SFTP_KEY}, encrypted, with ${E2E_SFTP_PASSPHRASE}),
+    no password. Returns the key's text."""
+    private = key.export_private_key("openssh", "e2e-passphrase").decode()
+    monkeypatch.setenv("E2E_SFTP_KEY", private)
+    monkeypatch.setenv("E2E_SFTP_PASSPHRASE", "e2e-passphrase")
+    document = yaml.safe_load(live.config.read_text())
+    sftp = document["environments"]["emulator"]["campaign"]["sftp"]
+    sftp.pop("password", None)
+    sftp.update(private_key="${E2E_SFTP_KEY}", passphrase="${E2E_SFTP_PASSPHRASE}")
+    live.config.write_text(yaml.safe_dump(document, sort_keys=False))
+    return private
+
+
+def test_a_load_logs_in_with_a_private_key_from_the_environment(small: Live, monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    import asyncssh
+
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    private = use_key_login(small, monkeypatch, key)
+    small.emulator.sftp.authorize(key.export_public_key().decode())
+    report = small.run(only=["contacts"], optouts=False)
+    assert next(r for r in report.flows if r.flow == "contacts").route.bulk
+    assert set(profiles_by_key(small)) == expected_keys(small)
+
+    # A key the server does not know: one line naming the setting, the key and passphrase nowhere in it.
+    use_key_login(small, monkeypatch, asyncssh.generate_private_key("ssh-ed25519"))
+    with pytest.raises(ConfigError, match=r"campaign.sftp: the SFTP server .* refused user") as info:
+        small.run(only=["contacts"], optouts=False, full=True, bulk=True)
+    assert "PRIVATE KEY" not in str(info.value) and "e2e-passphrase" not in str(info.value)
+    assert private.splitlines()[1] not in str(info.value)
+
+
 def cli(live: Live, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "mapsync.engine.cli", "--config", str(live.config), *args],
                           cwd=live.config.parent, capture_output=True, text=True, timeout=300,

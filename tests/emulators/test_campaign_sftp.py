@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import asyncssh
+import httpx
 import pytest
 import yaml
 
@@ -66,6 +67,36 @@ def test_a_wrong_password_is_refused(served: tuple[Emulator, Served]) -> None:
 
     with pytest.raises(asyncssh.PermissionDenied):
         asyncio.run(attempt())
+
+
+def _key_login(emulator: Emulator, key: asyncssh.SSHKey) -> list[str]:
+    """Log in with ``key`` only (no password), and list the root."""
+
+    async def attempt() -> list[str]:
+        username, _ = emulator.sftp_credentials
+        connecting = asyncssh.connect(
+            "127.0.0.1", emulator.sftp_port, username=username, client_keys=[key], password=None,
+            known_hosts=sftp_client.pinned(emulator.sftp_host_key_line), agent_path=None, config=None)
+        async with await connecting as conn, conn.start_sftp_client() as sftp:
+            return sorted(await sftp.listdir("/"))
+
+    return asyncio.run(attempt())
+
+
+def test_a_key_authorized_through_the_control_endpoint_logs_in_and_another_key_does_not(
+        served: tuple[Emulator, Served]) -> None:
+    emulator, running = served
+    key, other = asyncssh.generate_private_key("ssh-ed25519"), asyncssh.generate_private_key("ssh-ed25519")
+    with pytest.raises(asyncssh.PermissionDenied):
+        _key_login(emulator, key)  # not authorized yet
+    with httpx.Client(verify=running.client_ssl(), base_url=running.base_url, timeout=30) as client:
+        bad = client.put("/_emulator/sftp/keys", json={"public_key": "ssh-ed25519 not-a-key"})
+        assert bad.status_code == 400 and "not an OpenSSH public key line" in bad.json()["error"]
+        added = client.put("/_emulator/sftp/keys", json={"public_key": key.export_public_key().decode()})
+        assert added.status_code == 200 and added.json()["authorized_keys"] >= 1
+    assert [n for n in _key_login(emulator, key) if not n.startswith(".")] == ["incoming", "outgoing"]
+    with pytest.raises(asyncssh.PermissionDenied):
+        _key_login(emulator, other)
 
 
 def test_the_client_cannot_leave_the_served_folder(served: tuple[Emulator, Served]) -> None:

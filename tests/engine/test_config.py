@@ -354,3 +354,53 @@ def test_sftp_mistakes_are_one_clear_line_naming_the_setting(project: Path, chan
     error = load_error(write(project, change(SFTP)), {**ENV, "SFTP_PASSWORD": "sftp-s3cret"})
     assert setting in str(error) and words in str(error)
     assert "sftp-s3cret" not in str(error) and "Traceback" not in str(error)
+
+
+def _key_pair(passphrase: str | None = None) -> tuple[str, str]:
+    """A fresh ed25519 key: its private text (OpenSSH, encrypted with ``passphrase``) and public line."""
+    import asyncssh
+
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    return key.export_private_key("openssh", passphrase).decode(), key.export_public_key().decode().strip()
+
+
+KEY_SETTING = 'private_key: "${SFTP_KEY}"'
+
+
+def test_a_private_key_can_come_from_a_variable_and_stays_a_secret(project: Path) -> None:
+    private, _ = _key_pair("key-pass")
+    text = SFTP.replace('password: "${SFTP_PASSWORD}"', KEY_SETTING + ', passphrase: "${SFTP_PASSPHRASE}"')
+    env = load_config(write(project, text), environ={**ENV, "SFTP_KEY": private, "SFTP_PASSPHRASE": "key-pass"}
+                      ).environment("stage")
+    sftp = env.campaign.sftp
+    assert sftp is not None and sftp.password is None
+    assert isinstance(sftp.private_key, Secret) and sftp.private_key.reveal() == private
+    assert isinstance(sftp.passphrase, Secret) and sftp.passphrase.reveal() == "key-pass"
+    assert "PRIVATE KEY" not in repr(env) and "key-pass" not in repr(env) and "${SFTP_KEY}" in repr(sftp)
+
+
+def test_a_private_key_file_inside_the_project_is_a_path(project: Path) -> None:
+    private, _ = _key_pair()
+    (project / "keys").mkdir()
+    (project / "keys" / "campaign_sftp").write_text(private)
+    text = SFTP.replace('password: "${SFTP_PASSWORD}"', "private_key: keys/campaign_sftp")
+    sftp = load_config(write(project, text), environ=ENV).environment("stage").campaign.sftp
+    assert sftp is not None and sftp.private_key == project / "keys" / "campaign_sftp" and sftp.passphrase is None
+
+
+@pytest.mark.parametrize(("key", "passphrase", "words"), [
+    ("encrypted", None, "is encrypted: give `passphrase`"),
+    ("encrypted", "wrong", "`passphrase` does not open it"),
+    ("broken", None, "is not a private key asyncssh can read"),
+])
+def test_a_private_key_that_does_not_open_is_one_clear_line_without_the_key(project: Path, key: str,
+                                                                            passphrase: str | None,
+                                                                            words: str) -> None:
+    private, _ = _key_pair("right")
+    value = private if key == "encrypted" else "-----BEGIN OPENSSH PRIVATE KEY-----\nbm90IGEga2V5\n"
+    setting = KEY_SETTING + (', passphrase: "${SFTP_PASSPHRASE}"' if passphrase else "")
+    environ = {**ENV, "SFTP_KEY": value, **({"SFTP_PASSPHRASE": passphrase} if passphrase else {})}
+    error = str(load_error(write(project, SFTP.replace('password: "${SFTP_PASSWORD}"', setting)), environ))
+    assert "sftp.private_key" in error and words in error and "${SFTP_KEY}" in error
+    assert "PRIVATE KEY" not in error and "bm90IGEga2V5" not in error and "Traceback" not in error
+    assert "wrong" not in error and "right" not in error
