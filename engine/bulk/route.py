@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ from mapsync.engine.bulk.workflow import Workflow
 from mapsync.engine.errors import ConfigError, SyncError, TransientError
 from mapsync.engine.failpoints import Failpoint
 from mapsync.engine.planner import DeadLetterPlan, FlowRules, Op, Write
+from mapsync.engine.progress import format_duration
 from mapsync.engine.state.base import BulkChunk, BulkLoad, StateStore
 
 if TYPE_CHECKING:
@@ -42,6 +44,7 @@ log = logging.getLogger("mapsync.bulk")
 Send = Callable[[Sequence[Write], Sequence[DeadLetterPlan], Sequence[str], str | None], Awaitable[None]]
 BULK_OPS = (Op.CREATE, Op.UPDATE)
 UPLOAD_ATTEMPTS = 4
+WAITING_NOTE_SECONDS = 60.0  # while no file finishes importing, say so this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,18 +275,23 @@ class BulkRoute:
     async def _await_imports(self, load: BulkLoad, storage: SftpStorage, staging: Staging) -> BulkLoad:
         """Poll the files' ``.done`` markers and the workflow's state until every file is imported."""
         workflow = self._workflow()
-        waited = 0.0
+        waited = said = 0.0
         while True:
-            waiting = [c for c in await self._chunks(load) if c.stage == "signalled"]
-            for chunk in waiting:
+            chunks = await self._chunks(load)
+            for chunk in [c for c in chunks if c.stage == "signalled"]:
                 done = await storage.read(chunk.file + ".done")
                 if done is not None:
-                    await self._imported(chunk, parse_done(done),
-                                         parse_rejects(await storage.read(chunk.file + ".rejects.csv")),
-                                         load, staging)
+                    marker = parse_done(done)
+                    rejects = parse_rejects(await storage.read(chunk.file + ".rejects.csv"))
+                    await self._imported(chunk, marker, rejects, load, staging)
                     self.failpoint.reach("bulk-imported")
+                    self._say_imported(load, await self._chunks(load), chunk.file)
+                    said = waited
             if not [c for c in await self._chunks(load) if c.stage == "signalled"]:
                 break
+            if waited - said >= WAITING_NOTE_SECONDS:  # a long import is not a silent one
+                self._say_waiting(load, chunks, waited)
+                said = waited
             execution = await workflow.execution()
             if execution.state in ("error", "stopped"):
                 await self._failed(load)
@@ -294,6 +302,23 @@ class BulkRoute:
             await asyncio.sleep(self.settings.poll_seconds)
             waited += self.settings.poll_seconds
         return await self._set(load, "imported") if load.stage == "signalled" else load
+
+    def _say_imported(self, load: BulkLoad, chunks: Sequence[BulkChunk], file: str) -> None:
+        imported = [c for c in chunks if c.stage in ("imported", "reconciled")]
+        rows = sum(c.imported or 0 for c in imported)
+        refused = sum(c.rejected or 0 for c in imported)
+        log.info("flow %s: bulk load %s: %s imported; %d of %d files, %s rows imported, %s refused", self.flow.name,
+                 load.run_id, file, len(imported), len(chunks), f"{rows:,}", f"{refused:,}",
+                 extra={"event": "bulk.file_imported", "flow": self.flow.name, "run_id": load.run_id,
+                        "files_done": len(imported), "files": len(chunks), "rows": rows, "refused": refused})
+
+    def _say_waiting(self, load: BulkLoad, chunks: Sequence[BulkChunk], waited: float) -> None:
+        imported = sum(c.stage in ("imported", "reconciled") for c in chunks)
+        log.info("flow %s: bulk load %s: waiting for the import workflow %s (%d of %d files imported after %s)",
+                 self.flow.name, load.run_id, self.settings.workflows[self.flow.target.name].workflow, imported,
+                 len(chunks), format_duration(waited),
+                 extra={"event": "bulk.waiting", "flow": self.flow.name, "run_id": load.run_id,
+                        "files_done": imported, "files": len(chunks)})
 
     async def _failed(self, load: BulkLoad) -> None:
         """The workflow stopped before these files were imported: the next signal covers them again."""
@@ -324,8 +349,19 @@ class BulkRoute:
 
     async def _reconcile(self, load: BulkLoad, staging: Staging) -> None:
         if load.stage != "reconciled":
-            await reconcile(self.target, self.flow.key_target, staging, self.store, self.rules,
-                            on_page=lambda _: self.failpoint.reach("bulk-reconciling"))
+            said = time.monotonic()
+
+            def on_page(mapped: int) -> None:
+                nonlocal said
+                self.failpoint.reach("bulk-reconciling")
+                if time.monotonic() - said >= WAITING_NOTE_SECONDS:
+                    said = time.monotonic()
+                    log.info("flow %s: bulk load %s: reconciling, %s of %s rows key-mapped", self.flow.name,
+                             load.run_id, f"{mapped:,}", f"{load.rows:,}",
+                             extra={"event": "bulk.reconciling", "flow": self.flow.name, "run_id": load.run_id,
+                                    "mapped": mapped, "rows": load.rows})
+
+            await reconcile(self.target, self.flow.key_target, staging, self.store, self.rules, on_page=on_page)
             self.failpoint.reach("bulk-reconciled")
         created, updated = await asyncio.to_thread(staging.count)
         relinked = await asyncio.to_thread(staging.relinks)

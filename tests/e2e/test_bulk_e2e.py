@@ -7,6 +7,7 @@ Both systems are compared record by record with what the mappings imply (``mapsy
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -158,6 +159,30 @@ def test_a_bulk_full_read_over_a_key_map_that_lost_records_keeps_their_once_fiel
     with open_store(small.job().env.state_url) as store:
         entries = store.get_keys("contacts", lost)
         assert all(entries[k].target_id == held[k]["PKey"] and entries[k].payload_hash for k in lost)
+
+
+def test_a_load_says_how_its_import_goes_file_by_file_and_while_it_waits(
+        small: Live, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A load of millions waits an hour on the import workflow: each imported file is a line with the running
+    totals, and a wait without news says so every WAITING_NOTE_SECONDS, naming the workflow."""
+    from mapsync.engine.bulk import route
+
+    monkeypatch.setattr(route, "WAITING_NOTE_SECONDS", 0.0)  # every poll without news, every reconciled batch
+    small.emulator.adobe.importer.rows_per_second = 300  # about a second for the load's ~270 rows
+    bad = plant_too_long(small, 2)
+    with caplog.at_level(logging.INFO, logger="mapsync.bulk"):
+        small.run(only=["contacts"], optouts=False)
+    lines = [r.getMessage() for r in caplog.records if r.name == "mapsync.bulk"]
+    imported = [line for line in lines if " imported; " in line]
+    wanted = len(expected_keys(small)) - len(bad)
+    files = len(list((small.emulator.sftp_root / "incoming").glob("mapsync_contacts_*.csv")))
+    assert files >= 3  # ~270 rows in files of at most 120
+    assert [line.split("; ")[1].split(" files")[0] for line in imported] == [f"{n} of {files}"
+                                                                              for n in range(1, files + 1)]
+    assert imported[-1].endswith(f"{wanted:,} rows imported, 2 refused")
+    assert any(f"waiting for the import workflow WKFIMPPROFILE (0 of {files} files imported after" in line
+               for line in lines), lines
+    assert any(line.endswith(f"reconciling, {wanted:,} of {wanted + 2:,} rows key-mapped") for line in lines), lines
 
 
 def test_below_the_threshold_a_full_read_goes_through_rest(small: Live) -> None:
