@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -107,10 +108,24 @@ class BulkRoute:
             self._held.append(_Held(writes, dead, settled, cursor))
             self._held_writes += sum(w.op in BULK_OPS for w in writes)
             if self.forced or self._held_writes > self.settings.min_records:
-                await self._start()
+                with self._local_files():
+                    await self._start()
             return True
-        await self._divert(writes, dead, settled, cursor)
+        with self._local_files():
+            await self._divert(writes, dead, settled, cursor)
         return True
+
+    @contextlib.contextmanager
+    def _local_files(self) -> Iterator[None]:
+        """A full disk or an unusable ``bulk.work_dir`` is the user's to fix, in one line (the load is still
+        being written: nothing of it was uploaded, and the next run drops it and writes it again)."""
+        try:
+            yield
+        except (OSError, sqlite3.Error) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise SyncError(f"flow {self.flow.name}: cannot write the bulk load's files in {self._folder_root} "
+                            f"({why}); free space there, or set bulk.work_dir to a folder with room (about 250 bytes "
+                            "a record). Nothing was uploaded: the next run writes the load again") from None
 
     async def finish(self) -> None:
         """The read is done: a load goes through its stages; pages held below the threshold go through REST."""
@@ -124,9 +139,10 @@ class BulkRoute:
             for page in held:
                 await self._send(page.writes, page.dead, page.settled, page.cursor)
             return
-        self._writer.close()
         assert self._staging is not None and self._load is not None
-        await asyncio.to_thread(self._staging.flush)
+        with self._local_files():
+            self._writer.close()
+            await asyncio.to_thread(self._staging.flush)
         self._load = await asyncio.to_thread(self.store.put_bulk_load,
                                              replace(self._load, stage="written", cursor=self._cursor, rows=self._rows))
         self._log(self._load, "written")

@@ -293,6 +293,26 @@ def test_a_failed_import_stops_with_the_workflow_named_and_the_next_run_signals_
     assert len(received) == 2  # the load's signal, then one for the files the failed import left
 
 
+def test_a_work_dir_that_cannot_hold_the_files_stops_the_flow_in_one_line_and_loses_nothing(small: Live) -> None:
+    (small.config.parent / "blocked").write_text("a file where the load's folder should go\n")
+    document = yaml.safe_load(small.config.read_text())
+    document["environments"]["emulator"]["bulk"]["work_dir"] = "blocked"
+    small.config.write_text(yaml.safe_dump(document, sort_keys=False))
+    report = small.run(only=["contacts"], optouts=False)
+    assert [r.outcome for r in report.flows] == ["failed"] and len(report.errors) == 1
+    error = report.errors[0]
+    assert "cannot write the bulk load's files in" in error and "blocked" in error and "bulk.work_dir" in error
+    assert "Nothing was uploaded: the next run writes the load again" in error and "Traceback" not in error
+    assert not list((small.emulator.sftp_root / "incoming").iterdir()) and profiles_by_key(small) == {}
+
+    document["environments"]["emulator"]["bulk"]["work_dir"] = ".mapsync/bulk"
+    small.config.write_text(yaml.safe_dump(document, sort_keys=False))
+    again = small.run(only=["contacts"], optouts=False)
+    assert again.ok, again.errors
+    assert any("stopped while writing files) was dropped" in n for r in again.flows for n in r.notes)
+    assert set(profiles_by_key(small)) == expected_keys(small) and duplicates(small.emulator) == {}
+
+
 @pytest.mark.parametrize("fault", ["sftp_disconnect", "signal_refused"])
 def test_a_dropped_upload_and_a_refused_signal_are_retried_within_the_run(small: Live, fault: str) -> None:
     small.emulator.set_faults(fault)
