@@ -16,10 +16,13 @@ Credentials never appear in a finding: the auth providers' messages are scrubbed
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mapsync.engine.errors import ConfigError, ConnectorError, MapsyncError, ServiceDown
@@ -553,6 +556,25 @@ async def _bulk(run: _Run, campaign: Any, ims_ok: bool) -> None:
         run.add(skipped("campaign.workflows", "ims.credentials"))
     else:
         await _workflows(run, campaign, workflows)
+    run.add(await asyncio.to_thread(_work_dir, run.env.bulk.work_dir, f"{run.prefix}.bulk.work_dir"))
+
+
+BYTES_PER_ROW = 250  # a loaded contact's CSV row plus its staging row, as measured at 1M contacts
+
+
+def _work_dir(folder: Path, setting: str) -> Check:
+    """The folder a load writes its files in: made if missing, a file written and removed, its free space."""
+    probe = folder / f".mapsync-doctor-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"probe")
+        probe.unlink()
+        free = shutil.disk_usage(folder).free
+    except OSError as exc:
+        return Check("bulk.work_dir", False, f"cannot write in {folder} ({exc.strerror or exc})",
+                     f"set {setting} to a folder this user can write, with room for the load's files: {OPS} 10")
+    return Check("bulk.work_dir", True, f"{folder} is writable; {free / 1e9:,.1f} GB free, room for about "
+                                        f"{free // BYTES_PER_ROW / 1e6:,.1f} M records in a load's files")
 
 
 async def _sftp(run: _Run, sftp: Any, where: str) -> None:

@@ -211,7 +211,24 @@ def test_the_bulk_path_is_checked_when_configured(live: Live, capsys: pytest.Cap
     assert code == 0, text
     assert found["campaign.sftp"]["ok"] and "pinned host key" in found["campaign.sftp"]["detail"]
     assert found["campaign.workflows"]["ok"] and "profile → WKFIMPPROFILE" in found["campaign.workflows"]["detail"]
+    assert found["bulk.work_dir"]["ok"] and "is writable;" in found["bulk.work_dir"]["detail"]
+    assert " GB free, room for about " in found["bulk.work_dir"]["detail"]
     assert "emulator-sftp-secret" not in text  # the SFTP password is never printed
+
+
+def test_a_work_dir_that_cannot_be_written_is_found(live: Live, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    config = _with_bulk(live)
+    (config.parent / "not-a-folder").write_text("a file\n")
+    doc = yaml.safe_load(config.read_text(encoding="utf-8"))
+    doc["environments"]["emulator"]["bulk"]["work_dir"] = "not-a-folder/bulk"
+    config.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    code, found, _ = checks(config, capsys)
+    assert code == 1
+    work_dir = found["bulk.work_dir"]
+    assert not work_dir["ok"] and "cannot write in" in work_dir["detail"] and "not-a-folder" in work_dir["detail"]
+    assert "emulator.bulk.work_dir" in work_dir["fix"]
 
 
 def test_a_wrong_host_key_is_refused_and_named(live: Live, capsys: pytest.CaptureFixture[str]) -> None:
