@@ -704,7 +704,7 @@ def private_key_problem(key: Path | Secret, passphrase: Secret | None) -> str | 
     """Why ``key`` does not open, in words that never quote the key or the passphrase (None: it opens)."""
     import asyncssh
 
-    what = "the key" if isinstance(key, Path) else f"the key in {key.source or 'the setting'}"
+    what = f"the key file {str(key)!r}" if isinstance(key, Path) else f"the key in {key.source or 'the setting'}"
     try:
         load_private_key(key, passphrase)
     except asyncssh.KeyEncryptionError:
@@ -717,6 +717,8 @@ def private_key_problem(key: Path | Secret, passphrase: Secret | None) -> str | 
                 return f"{what} is encrypted: give `passphrase` (e.g. ${{CAMPAIGN_SFTP_PASSPHRASE}})"
             except (asyncssh.KeyImportError, ValueError, OSError):
                 pass
+            else:  # it opened with a passphrase only
+                return f"{what} is encrypted: give `passphrase` (e.g. ${{CAMPAIGN_SFTP_PASSPHRASE}})"
         return (f"{what} is not a private key asyncssh can read (OpenSSH or PEM, e.g. from "
                 "`ssh-keygen -t ed25519`)")
     except (ValueError, OSError) as exc:

@@ -293,8 +293,7 @@ class BulkRoute:
         workflow = self._workflow()
         waited = said = 0.0
         while True:
-            chunks = await self._chunks(load)
-            for chunk in [c for c in chunks if c.stage == "signalled"]:
+            for chunk in [c for c in await self._chunks(load) if c.stage == "signalled"]:
                 done = await storage.read(chunk.file + ".done")
                 if done is not None:
                     marker = parse_done(done)
@@ -303,7 +302,8 @@ class BulkRoute:
                     self.failpoint.reach("bulk-imported")
                     self._say_imported(load, await self._chunks(load), chunk.file)
                     said = waited
-            if not [c for c in await self._chunks(load) if c.stage == "signalled"]:
+            chunks = await self._chunks(load)
+            if not [c for c in chunks if c.stage == "signalled"]:
                 break
             if waited - said >= WAITING_NOTE_SECONDS:  # a long import is not a silent one
                 self._say_waiting(load, chunks, waited)

@@ -404,3 +404,10 @@ def test_a_private_key_that_does_not_open_is_one_clear_line_without_the_key(proj
     assert "sftp.private_key" in error and words in error and "${SFTP_KEY}" in error
     assert "PRIVATE KEY" not in error and "bm90IGEga2V5" not in error and "Traceback" not in error
     assert "wrong" not in error and "right" not in error
+
+
+def test_a_key_encrypted_with_a_dash_is_still_said_to_need_its_passphrase(project: Path) -> None:
+    private, _ = _key_pair("-")  # the one passphrase the check itself tries
+    error = str(load_error(write(project, SFTP.replace('password: "${SFTP_PASSWORD}"', KEY_SETTING)),
+                           {**ENV, "SFTP_KEY": private}))
+    assert "sftp.private_key" in error and "is encrypted: give `passphrase`" in error
