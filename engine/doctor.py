@@ -556,7 +556,8 @@ async def _bulk(run: _Run, campaign: Any, ims_ok: bool) -> None:
         run.add(skipped("campaign.workflows", "ims.credentials"))
     else:
         await _workflows(run, campaign, workflows)
-    run.add(await asyncio.to_thread(_work_dir, run.env.bulk.work_dir, f"{run.prefix}.bulk.work_dir"))
+    folder = run.env.bulk.work_dir or Path(".mapsync/bulk")  # the loads' own default (engine/bulk/route.py)
+    run.add(await asyncio.to_thread(_work_dir, folder, f"{run.prefix}.bulk.work_dir"))
 
 
 BYTES_PER_ROW = 250  # a loaded contact's CSV row plus its staging row, as measured at 1M contacts
