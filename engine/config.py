@@ -143,7 +143,7 @@ class BulkSettings:
     signal_interval_seconds: float = 600.0  # Adobe: one signal per workflow at most every 10 minutes
     poll_seconds: float = 5.0
     timeout_seconds: float = 6 * 3600.0  # how long to wait for an import before stopping (resumable)
-    work_dir: Path | None = None  # where the files are written before upload (default: .mapsync/bulk)
+    work_dir: Path = Path(".mapsync/bulk")  # where the files are written before upload (a config file: beside it)
     workflows: Mapping[str, BulkWorkflow] = field(default_factory=dict)  # Campaign resource -> its workflow
 
 

@@ -556,15 +556,13 @@ async def _bulk(run: _Run, campaign: Any, ims_ok: bool) -> None:
         run.add(skipped("campaign.workflows", "ims.credentials"))
     else:
         await _workflows(run, campaign, workflows)
-    folder = run.env.bulk.work_dir or Path(".mapsync/bulk")  # the loads' own default (engine/bulk/route.py)
-    run.add(await asyncio.to_thread(_work_dir, folder, f"{run.prefix}.bulk.work_dir"))
-
-
-BYTES_PER_ROW = 250  # a loaded contact's CSV row plus its staging row, as measured at 1M contacts
+    run.add(await asyncio.to_thread(_work_dir, run.env.bulk.work_dir, f"{run.prefix}.bulk.work_dir"))
 
 
 def _work_dir(folder: Path, setting: str) -> Check:
     """The folder a load writes its files in: made if missing, a file written and removed, its free space."""
+    from mapsync.engine.bulk.files import ROW_BYTES
+
     probe = folder / f".mapsync-doctor-{os.getpid()}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -575,7 +573,7 @@ def _work_dir(folder: Path, setting: str) -> Check:
         return Check("bulk.work_dir", False, f"cannot write in {folder} ({exc.strerror or exc})",
                      f"set {setting} to a folder this user can write, with room for the load's files: {OPS} 10")
     return Check("bulk.work_dir", True, f"{folder} is writable; {free / 1e9:,.1f} GB free, room for about "
-                                        f"{free // BYTES_PER_ROW / 1e6:,.1f} M records in a load's files")
+                                        f"{free // ROW_BYTES / 1e6:,.1f} M records in a load's files")
 
 
 async def _sftp(run: _Run, sftp: Any, where: str) -> None:

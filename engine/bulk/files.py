@@ -20,7 +20,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["ChunkFile", "ChunkWriter", "cell", "file_mask", "file_name", "flatten", "new_run_id"]
+__all__ = ["ROW_BYTES", "ChunkFile", "ChunkWriter", "cell", "file_mask", "file_name", "flatten", "new_run_id"]
+
+# Local disk a loaded record takes (its CSV row and its staging row), as measured at 1M contacts: what a
+# folder with room for a load means (doctor, and the message of a full disk).
+ROW_BYTES = 250
 
 _SAFE = re.compile(r"[^A-Za-z0-9-]")
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from mapsync.engine import relinks
 from mapsync.engine.bulk.choice import Choice, choose, unavailable
-from mapsync.engine.bulk.files import ChunkFile, ChunkWriter, file_mask, new_run_id, read_rows
+from mapsync.engine.bulk.files import ROW_BYTES, ChunkFile, ChunkWriter, file_mask, new_run_id, read_rows
 from mapsync.engine.bulk.imports import Reject, parse_done, parse_rejects, rejected_field
 from mapsync.engine.bulk.reconcile import reconcile
 from mapsync.engine.bulk.stages import describe
@@ -70,7 +70,7 @@ class BulkRoute:
         self.why_not = unavailable(flow, env, links_to)
         self.choice: Choice | None = None
         self.failpoint = Failpoint.from_env()
-        self._folder_root = Path(self.settings.work_dir or ".mapsync/bulk") / env.name / flow.name
+        self._folder_root = self.settings.work_dir / env.name / flow.name
         self._reading = False
         self._held: list[_Held] = []
         self._held_writes = 0
@@ -124,8 +124,8 @@ class BulkRoute:
         except (OSError, sqlite3.Error) as exc:
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise SyncError(f"flow {self.flow.name}: cannot write the bulk load's files in {self._folder_root} "
-                            f"({why}); free space there, or set bulk.work_dir to a folder with room (about 250 bytes "
-                            "a record). Nothing was uploaded: the next run writes the load again") from None
+                            f"({why}); free space there, or set bulk.work_dir to a folder with room (about {ROW_BYTES} "
+                            "bytes a record). Nothing was uploaded: the next run writes the load again") from None
 
     async def finish(self) -> None:
         """The read is done: a load goes through its stages; pages held below the threshold go through REST."""
