@@ -17,7 +17,7 @@ import re
 import ssl
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -691,13 +691,22 @@ def _private_key(root: Path, doc: dict[str, Any], raw: dict[str, Any], passphras
 
 
 def load_private_key(key: Path | Secret, passphrase: Secret | None) -> Any:
-    """The key as asyncssh holds it (``asyncssh.SSHKey``); raises ``asyncssh.KeyImportError`` and the like."""
-    import asyncssh  # imported here: only a config with SFTP settings needs it
-
+    """The key as asyncssh holds it (``asyncssh.SSHKey``); raises ``asyncssh.KeyImportError`` and the like.
+    Opened once per process: an encrypted key's KDF takes 0.1-1 s, and a run opens the key when its config
+    loads and again at every SFTP (re)connect. A key file is opened again once it changes."""
     secret = passphrase.reveal() if passphrase is not None else None
     if isinstance(key, Path):
-        return asyncssh.read_private_key(key, secret)
-    return asyncssh.import_private_key(key.reveal(), secret)
+        return _open_key(str(key), key.stat().st_mtime_ns, None, secret)
+    return _open_key(None, None, key.reveal(), secret)
+
+
+@lru_cache(maxsize=8)
+def _open_key(path: str | None, modified: int | None, text: str | None, passphrase: str | None) -> Any:
+    import asyncssh  # imported here: only a config with SFTP settings needs it
+
+    if path is not None:
+        return asyncssh.read_private_key(path, passphrase)
+    return asyncssh.import_private_key(text or "", passphrase)
 
 
 def private_key_problem(key: Path | Secret, passphrase: Secret | None) -> str | None:

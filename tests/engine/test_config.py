@@ -411,3 +411,18 @@ def test_a_key_encrypted_with_a_dash_is_still_said_to_need_its_passphrase(projec
     error = str(load_error(write(project, SFTP.replace('password: "${SFTP_PASSWORD}"', KEY_SETTING)),
                            {**ENV, "SFTP_KEY": private}))
     assert "sftp.private_key" in error and "is encrypted: give `passphrase`" in error
+
+
+def test_an_encrypted_key_is_opened_once_however_often_it_is_asked_for(project: Path) -> None:
+    """Its KDF takes 0.1-1 s: the config load and every SFTP (re)connect share one opening."""
+    from mapsync.engine.config import _open_key, load_private_key
+
+    private, _ = _key_pair("key-pass")
+    text = SFTP.replace('password: "${SFTP_PASSWORD}"', KEY_SETTING + ', passphrase: "${SFTP_PASSPHRASE}"')
+    environ = {**ENV, "SFTP_KEY": private, "SFTP_PASSPHRASE": "key-pass"}
+    before = _open_key.cache_info().misses
+    sftp = load_config(write(project, text), environ=environ).environment("stage").campaign.sftp
+    assert sftp is not None and sftp.private_key is not None
+    first = load_private_key(sftp.private_key, sftp.passphrase)
+    assert load_private_key(sftp.private_key, sftp.passphrase) is first
+    assert _open_key.cache_info().misses == before + 1
