@@ -34,6 +34,7 @@ from typing import Any
 from bench import bulk as bulk_bench
 from bench import events as events_bench
 from bench import sync as sync_bench
+from mapsync.engine.bulk.files import ROW_BYTES
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -237,7 +238,7 @@ def bulk_notes(bulk: dict[str, Any]) -> list[str]:
             "service-protection limit), then the reconciliation (15,000 Campaign calls: a minute at 250/s; its measured "
             "stage above is bound by the CPU that renders, reads and key-maps the pages, and grows with the rows). "
             "The 10-minute signal rule costs nothing here: a load is one signal. Local disk holds the files "
-            "(about 250 bytes a row: ~4 GB for 15 M).")
+            f"(about {ROW_BYTES} bytes a row: ~{15_000_000 * ROW_BYTES / 1e9:.0f} GB for 15 M).")
     return out
 
 

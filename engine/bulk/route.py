@@ -108,11 +108,9 @@ class BulkRoute:
             self._held.append(_Held(writes, dead, settled, cursor))
             self._held_writes += sum(w.op in BULK_OPS for w in writes)
             if self.forced or self._held_writes > self.settings.min_records:
-                with self._local_files():
-                    await self._start()
+                await self._start()
             return True
-        with self._local_files():
-            await self._divert(writes, dead, settled, cursor)
+        await self._divert(writes, dead, settled, cursor)
         return True
 
     @contextlib.contextmanager
@@ -154,10 +152,11 @@ class BulkRoute:
         run_id = new_run_id(datetime.now(UTC))
         self._load = await asyncio.to_thread(self.store.put_bulk_load, BulkLoad(self.flow.name, run_id, "writing"))
         folder = self._folder(run_id)
-        shutil.rmtree(folder, ignore_errors=True)
-        self._staging = Staging(folder / "rows.sqlite")
-        self._writer = ChunkWriter(folder, self.flow.name, run_id, self.flow.key_target,
-                                   self.settings.chunk_records, self._closed)
+        with self._local_files():
+            shutil.rmtree(folder, ignore_errors=True)
+            self._staging = Staging(folder / "rows.sqlite")
+            self._writer = ChunkWriter(folder, self.flow.name, run_id, self.flow.key_target,
+                                       self.settings.chunk_records, self._closed)
         log.info("flow %s: bulk load %s (%s)", self.flow.name, run_id, self.choice.why,
                  extra={"event": "bulk.started", "flow": self.flow.name, "run_id": run_id})
         held, self._held = self._held, []
@@ -169,12 +168,13 @@ class BulkRoute:
         """Creates and updates into files; what else the page needs (deletes, dead letters) through REST now,
         without its cursor: the cursor moves once the load is imported and reconciled."""
         assert self._writer is not None and self._staging is not None and self._send is not None
-        for w in writes:
-            if w.op in BULK_OPS:
-                chunk = self._writer.add(w.key, w.payload)
-                self._staging.add(w.key, w.hash, w.ours if w.op is Op.UPDATE else True, w.op is Op.CREATE, chunk,
-                                  relinks=w.relinks)
-                self._rows += 1
+        with self._local_files():
+            for w in writes:
+                if w.op in BULK_OPS:
+                    chunk = self._writer.add(w.key, w.payload)
+                    self._staging.add(w.key, w.hash, w.ours if w.op is Op.UPDATE else True, w.op is Op.CREATE,
+                                      chunk, relinks=w.relinks)
+                    self._rows += 1
         await self._send([w for w in writes if w.op not in BULK_OPS], dead, settled, None)
         if cursor is not None:
             self._cursor = cursor
