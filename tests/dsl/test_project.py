@@ -78,7 +78,7 @@ def test_self_import_and_cycle(tmp_path: Path) -> None:
 
 
 def test_import_outside_the_root(tmp_path: Path) -> None:
-    write(tmp_path, {"shared.map": REPLACE.format(name="g"), "proj/a.map": 'import "../shared.map"\n'})
+    write(tmp_path, {"common.map": REPLACE.format(name="g"), "proj/a.map": 'import "../common.map"\n'})
     _, diags = load_project([tmp_path / "proj"])
     assert codes(diags) == [("E011", "a.map", 1)]
     # the same import is fine when the root is widened
